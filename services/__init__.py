@@ -1,0 +1,1 @@
+"""The e-meterai services: auth, quota, signer, gateway, and their shared plumbing."""

@@ -1,0 +1,65 @@
+"""The error hierarchy every domain raises, and the one place it becomes a gRPC status.
+
+Domain modules raise these types and know nothing of gRPC. Each service hands its own table
+(domain error type -> gRPC code) to `error_interceptor`; lookup follows the class hierarchy, so a
+table may map a base class once for all its subclasses.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DomainError(Exception):
+    """An error a caller can act on. `message` is safe to show to users."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    """The request itself is wrong: a bad field, a broken document."""
+
+
+class NotFound(DomainError):
+    """No such thing, or not one the caller may see."""
+
+
+class Conflict(DomainError):
+    """The request clashes with an earlier one (e.g. same idempotency key, other payload)."""
+
+
+class PreconditionFailed(DomainError):
+    """The system is not in a state that allows this (e.g. not enough quota)."""
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials."""
+
+
+class PermissionDenied(DomainError):
+    """Valid credentials, but not allowed to do this."""
+
+
+class Exhausted(DomainError):
+    """A limit was hit; try again later."""
+
+
+# The default table. Services add their own types or override entries.
+BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_code_for(error: DomainError, table: dict[type[DomainError], grpc.StatusCode]) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls]
+    return grpc.StatusCode.INTERNAL

@@ -1,0 +1,201 @@
+"""Every setting of every service, read from EMETERAI_* variables in one place.
+
+Defaults run the whole stack on one laptop (SQLite in a data folder, loopback ports). Settings are
+validated when a service starts; a bad start names every bad variable at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+ENV_PREFIX = "EMETERAI_"
+
+# Development-only shared secrets. Production mode refuses to start with them.
+DEV_SERVICE_SECRET = "dev-only-service-secret-change-me-in-production"
+DEV_PAYMENT_WEBHOOK_SECRET = "dev-only-sandbox-webhook-secret"
+
+
+class SettingsError(Exception):
+    """Raised at start when one or more EMETERAI_* variables are invalid."""
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # "dev" enables the development outbox, sandbox payments and dev secrets; "production" refuses them.
+    mode: Literal["dev", "production"] = "dev"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: Path = Path(".emeterai")
+    # Seconds a stopping server keeps serving calls already in flight.
+    shutdown_grace_s: float = Field(default=10.0, ge=0, le=300)
+    auth_address: str = "127.0.0.1:50061"
+    # Shared by internal services to obtain service tokens from AuthService.
+    service_secret: SecretStr = SecretStr(DEV_SERVICE_SECRET)
+    # Accepted token issuer and audience.
+    token_issuer: str = "emeterai-auth"
+    token_audience: str = "emeterai"
+
+    @field_validator("auth_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> CommonSettings:
+        if self.mode == "production":
+            if self.service_secret.get_secret_value() == DEV_SERVICE_SECRET:
+                raise ValueError("EMETERAI_SERVICE_SECRET must be set in production mode")
+            if len(self.service_secret.get_secret_value()) < 32:
+                raise ValueError("EMETERAI_SERVICE_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.mode == "dev"
+
+    def sqlite_url(self, name: str) -> str:
+        return f"sqlite:///{(self.data_dir / f'{name}.db').resolve()}"
+
+
+class AuthSettings(CommonSettings):
+    database_url: str = ""
+    # Ed25519 signing keys for tokens; created in dev mode when missing.
+    jwt_key_dir: Path | None = None
+    access_token_ttl_s: int = Field(default=900, ge=60, le=3600)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=3600)
+    otp_ttl_s: int = Field(default=300, ge=60, le=900)
+    otp_max_attempts: int = Field(default=5, ge=1, le=10)
+    otp_resend_after_s: int = Field(default=60, ge=0, le=600)
+    # "dev" keeps messages in an outbox readable in dev mode; "whatsapp" sends them.
+    notifier: Literal["dev", "whatsapp"] = "dev"
+    redis_url: str = ""
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or self.sqlite_url("auth")
+
+    @property
+    def resolved_jwt_key_dir(self) -> Path:
+        return self.jwt_key_dir or self.data_dir / "jwt"
+
+
+class QuotaSettings(CommonSettings):
+    quota_address: str = "127.0.0.1:50062"
+    database_url: str = ""
+    unit_price_idr: int = Field(default=10_000, gt=0)
+    hold_ttl_s: int = Field(default=600, ge=10)
+    order_ttl_s: int = Field(default=3600, ge=60)
+    payment_provider: Literal["sandbox"] = "sandbox"
+    payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
+
+    @field_validator("quota_address")
+    @classmethod
+    def _quota_address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @model_validator(mode="after")
+    def _webhook_secret_in_production(self) -> QuotaSettings:
+        if self.mode == "production" and (
+            self.payment_webhook_secret.get_secret_value() == DEV_PAYMENT_WEBHOOK_SECRET
+        ):
+            raise ValueError("EMETERAI_PAYMENT_WEBHOOK_SECRET must be set in production mode")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or self.sqlite_url("quota")
+
+
+class SignerSettings(CommonSettings):
+    signer_address: str = "127.0.0.1:50071"
+    # PEM private key and PEM chain (leaf first); a dev PKI is created under data_dir/pki when unset.
+    signer_key_path: Path | None = None
+    signer_cert_chain_path: Path | None = None
+    # PEM bundle of roots a signature must chain to in verification reports.
+    trust_roots_path: Path | None = None
+    # Base of the verification URL put in the QR code; the serial is appended.
+    public_url: str = "http://127.0.0.1:8080"
+    signer_location: str = "Indonesia"
+    max_document_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+    @field_validator("signer_address")
+    @classmethod
+    def _signer_address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @model_validator(mode="after")
+    def _key_and_chain_together(self) -> SignerSettings:
+        if (self.signer_key_path is None) != (self.signer_cert_chain_path is None):
+            raise ValueError("EMETERAI_SIGNER_KEY_PATH and EMETERAI_SIGNER_CERT_CHAIN_PATH go together")
+        if self.mode == "production" and self.signer_key_path is None:
+            raise ValueError("EMETERAI_SIGNER_KEY_PATH must be set in production mode")
+        return self
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+
+class GatewaySettings(CommonSettings):
+    gateway_http_address: str = "127.0.0.1:8080"
+    gateway_grpc_address: str = "127.0.0.1:50051"
+    quota_address: str = "127.0.0.1:50062"
+    # Comma-separated signer replicas.
+    signer_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50071"]
+    document_store_dir: Path | None = None
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    public_url: str = "http://127.0.0.1:8080"
+    payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
+    # Deadline for one signer call, seconds.
+    sign_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("signer_addresses", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gateway_http_address", "gateway_grpc_address", "quota_address")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("signer_addresses")
+    @classmethod
+    def _signer_addresses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one signer address is needed")
+        return [_check_address(v) for v in value]
+
+    @property
+    def resolved_document_store_dir(self) -> Path:
+        return self.document_store_dir or self.data_dir / "documents"
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Read and validate settings; raise SettingsError naming every bad variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = "_".join(str(part) for part in error["loc"] if isinstance(part, str))
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -46,6 +46,14 @@ class Exhausted(DomainError):
     """A limit was hit; try again later."""
 
 
+class Unavailable(DomainError):
+    """A service this one depends on cannot be reached now; safe to retry."""
+
+
+class NotImplementedYet(DomainError):
+    """The contract has the call but this deployment does not offer it."""
+
+
 # The default table. Services add their own types or override entries.
 BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -55,6 +63,8 @@ BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Exhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    NotImplementedYet: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

@@ -1,0 +1,98 @@
+"""Starting and stopping a service the same way everywhere.
+
+SIGTERM (or Ctrl-C) turns health to NOT_SERVING so load balancers stop sending new calls, then
+the server drains calls in flight for the grace period and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.clients import CHANNEL_OPTIONS
+from services.common.logs import configure_logging
+from services.common.settings import CommonSettings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to serve: the generated add_*_to_server function, the servicer, its full name."""
+
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: object
+    name: str
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    names: tuple[str, ...]
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking new calls (health NOT_SERVING), then drain for grace_s."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+async def start_grpc_server(
+    address: str,
+    registrations: Sequence[Registration],
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Serve registrations plus grpc.health.v1 and reflection on address ("host:0" picks a port)."""
+    server = grpc.aio.server(interceptors=list(interceptors), options=CHANNEL_OPTIONS)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = tuple(r.name for r in registrations)
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("listening", extra={"address": address.rpartition(":")[0] + f":{port}", "services": names})
+    return RunningServer(server, health_servicer, port, names)
+
+
+async def wait_for_termination() -> None:
+    """Return on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+
+
+def run_service(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[None]]) -> None:
+    """Entry point of `python -m services.<name>`: settings, logs, serve until a signal, exit 0."""
+    try:
+        settings = load_settings(settings_cls)
+    except SettingsError as exc:
+        print(json.dumps({"level": "ERROR", "service": name, "msg": str(exc)}), file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(name, settings.log_level)
+    asyncio.run(serve(settings))
+    log.info("stopped")
+    raise SystemExit(0)

@@ -74,8 +74,10 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard | None, on_error: ErrorHa
 
         return call
 
-    kwargs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
     if handler.unary_stream:

@@ -1,0 +1,301 @@
+"""The public gRPC API for distributor systems."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from emeterai.v1 import auth_service_pb2, common_pb2, distributor_service_pb2_grpc, quota_service_pb2
+from emeterai.v1 import distributor_service_pb2 as pb
+from services.common.errors import (
+    BASE_STATUS_CODES,
+    DomainError,
+    NotFound,
+    NotImplementedYet,
+    status_code_for,
+)
+from services.common.interceptors import AccessPolicy, current_principal
+from services.common.tokens import KIND_DISTRIBUTOR
+from services.gateway.records import stamp_record
+from services.gateway.stamping import StampingFlow, check_document
+from services.gateway.upstream import Backends, upstream
+from services.gateway.verification import verify_document
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DistributorService"].full_name
+
+POLICY = AccessPolicy(
+    default_kinds=frozenset({KIND_DISTRIBUTOR}),
+    public_methods=frozenset({f"/{SERVICE_NAME}/IssueToken"}),
+)
+
+# Documents of one batch stream stamped at the same time; the signer pool does the real work.
+BATCH_CONCURRENCY = 4
+
+
+class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceServicer):
+    def __init__(
+        self, backends: Backends, stamping: StampingFlow, store: Any, max_document_bytes: int
+    ) -> None:
+        self._auth = backends.auth
+        self._quota = backends.quota
+        self._backends = backends
+        self._stamping = stamping
+        self._store = store
+        self._max_bytes = max_document_bytes
+
+    async def _acting_account(self, account_id: str) -> str:
+        """The distributor's own account, or one of its customers; anyone else's is NOT_FOUND."""
+        own = current_principal().account_id
+        if not account_id or account_id == own:
+            return own
+        found = await upstream(
+            self._auth.GetAccount(auth_service_pb2.GetAccountRequest(account_id=account_id))
+        )
+        if found.account.parent_account_id != own:
+            raise NotFound("no such customer")
+        return account_id
+
+    async def IssueToken(self, request: pb.IssueTokenRequest, context: Any) -> pb.IssueTokenResponse:
+        issued = await upstream(
+            self._auth.IssueClientToken(
+                auth_service_pb2.IssueClientTokenRequest(
+                    client_id=request.client_id, client_secret=request.client_secret
+                ),
+                timeout=10,
+            )
+        )
+        return pb.IssueTokenResponse(
+            access_token=issued.access_token,
+            token_type=issued.token_type or "Bearer",
+            expires_in_seconds=issued.expires_in_seconds,
+        )
+
+    async def CreateOrder(self, request: Any, context: Any) -> pb.DistributorServiceCreateOrderResponse:
+        created = await upstream(
+            self._quota.CreateOrder(
+                quota_service_pb2.CreateOrderRequest(
+                    account_id=current_principal().account_id,
+                    quantity=request.quantity,
+                    idempotency_key=request.idempotency_key,
+                    channel=common_pb2.CHANNEL_DISTRIBUTOR,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceCreateOrderResponse(order=created.order)
+
+    async def GetOrder(self, request: Any, context: Any) -> pb.DistributorServiceGetOrderResponse:
+        found = await upstream(
+            self._quota.GetOrder(
+                quota_service_pb2.GetOrderRequest(
+                    order_id=request.order_id, account_id=current_principal().account_id
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceGetOrderResponse(order=found.order)
+
+    async def CancelOrder(self, request: Any, context: Any) -> pb.DistributorServiceCancelOrderResponse:
+        cancelled = await upstream(
+            self._quota.CancelOrder(
+                quota_service_pb2.CancelOrderRequest(
+                    order_id=request.order_id, account_id=current_principal().account_id
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceCancelOrderResponse(order=cancelled.order)
+
+    async def RefundOrder(self, request: Any, context: Any) -> pb.DistributorServiceRefundOrderResponse:
+        refunded = await upstream(
+            self._quota.RefundOrder(
+                quota_service_pb2.RefundOrderRequest(
+                    order_id=request.order_id,
+                    account_id=current_principal().account_id,
+                    quantity=request.quantity,
+                    reason=request.reason,
+                    idempotency_key=request.idempotency_key,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceRefundOrderResponse(refund=refunded.refund, order=refunded.order)
+
+    async def GetBalance(self, request: Any, context: Any) -> pb.DistributorServiceGetBalanceResponse:
+        account_id = await self._acting_account(request.account_id)
+        found = await upstream(
+            self._quota.GetBalance(quota_service_pb2.GetBalanceRequest(account_id=account_id), timeout=10)
+        )
+        return pb.DistributorServiceGetBalanceResponse(balance=found.balance)
+
+    async def CreateCustomer(
+        self, request: pb.CreateCustomerRequest, context: Any
+    ) -> pb.CreateCustomerResponse:
+        created = await upstream(
+            self._auth.CreateSubAccount(
+                auth_service_pb2.CreateSubAccountRequest(
+                    parent_account_id=current_principal().account_id,
+                    display_name=request.display_name,
+                    external_ref=request.external_ref,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.CreateCustomerResponse(account=created.account)
+
+    async def ListCustomers(self, request: pb.ListCustomersRequest, context: Any) -> pb.ListCustomersResponse:
+        listed = await upstream(
+            self._auth.ListSubAccounts(
+                auth_service_pb2.ListSubAccountsRequest(
+                    parent_account_id=current_principal().account_id,
+                    page_size=request.page_size,
+                    page_token=request.page_token,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.ListCustomersResponse(accounts=listed.accounts, next_page_token=listed.next_page_token)
+
+    async def TransferQuota(self, request: Any, context: Any) -> pb.DistributorServiceTransferQuotaResponse:
+        own = current_principal().account_id
+        to_account = await self._acting_account(request.to_account_id)
+        moved = await upstream(
+            self._quota.TransferQuota(
+                quota_service_pb2.TransferQuotaRequest(
+                    from_account_id=own,
+                    to_account_id=to_account,
+                    quantity=request.quantity,
+                    idempotency_key=request.idempotency_key,
+                    channel=common_pb2.CHANNEL_DISTRIBUTOR,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceTransferQuotaResponse(transfer=moved.transfer)
+
+    async def _stamp(self, request: pb.StampDocumentRequest) -> pb.StampDocumentResponse:
+        check_document(request.document, self._max_bytes)
+        outcome = await self._stamping.stamp(
+            account_id=await self._acting_account(request.account_id),
+            idempotency_key=request.idempotency_key,
+            document=request.document,
+            placement=request.placement,
+            metadata=request.metadata,
+            channel=common_pb2.CHANNEL_DISTRIBUTOR,
+            document_password=request.document_password,
+        )
+        return pb.StampDocumentResponse(
+            stamp=stamp_record(outcome.hold), stamped_document=outcome.stamped_document
+        )
+
+    async def StampDocument(self, request: pb.StampDocumentRequest, context: Any) -> pb.StampDocumentResponse:
+        return await self._stamp(request)
+
+    async def BatchStamp(
+        self, request_iterator: AsyncIterator[pb.BatchStampRequest], context: Any
+    ) -> AsyncIterator[pb.BatchStampResponse]:
+        """Stamp each document as it arrives, at most BATCH_CONCURRENCY at once; one result each."""
+        results: asyncio.Queue[pb.BatchStampResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(item: pb.BatchStampRequest) -> None:
+            try:
+                stamped = await self._stamp(item.document)
+                await results.put(
+                    pb.BatchStampResponse(
+                        client_ref=item.client_ref,
+                        code=grpc.StatusCode.OK.value[0],
+                        stamp=stamped.stamp,
+                        stamped_document=stamped.stamped_document,
+                    )
+                )
+            except DomainError as exc:
+                code = status_code_for(exc, BASE_STATUS_CODES)
+                await results.put(
+                    pb.BatchStampResponse(client_ref=item.client_ref, code=code.value[0], message=exc.message)
+                )
+            except Exception:
+                log.exception("batch item failed", extra={"client_ref": item.client_ref})
+                await results.put(
+                    pb.BatchStampResponse(
+                        client_ref=item.client_ref,
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                        message="internal error",
+                    )
+                )
+            finally:
+                slots.release()
+
+        async def feed() -> None:
+            tasks = []
+            async for item in request_iterator:
+                await slots.acquire()
+                tasks.append(asyncio.create_task(one(item)))
+            await asyncio.gather(*tasks)
+            await results.put(None)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            await feeder
+        finally:
+            feeder.cancel()
+
+    async def SubmitStampJob(self, request: Any, context: Any) -> pb.SubmitStampJobResponse:
+        raise NotImplementedYet("asynchronous stamp jobs are not offered yet; use BatchStamp")
+
+    async def GetStampJob(self, request: Any, context: Any) -> pb.GetStampJobResponse:
+        raise NotImplementedYet("asynchronous stamp jobs are not offered yet; use BatchStamp")
+
+    async def _own_hold(self, stamp_id: str) -> Any:
+        # Stamps of the distributor's customers are reachable too.
+        found = await upstream(
+            self._quota.GetHold(quota_service_pb2.GetHoldRequest(hold_id=stamp_id), timeout=10)
+        )
+        await self._acting_account(found.hold.account_id)
+        return found.hold
+
+    async def GetStamp(self, request: pb.GetStampRequest, context: Any) -> pb.GetStampResponse:
+        return pb.GetStampResponse(stamp=stamp_record(await self._own_hold(request.stamp_id)))
+
+    async def ListStamps(self, request: pb.ListStampsRequest, context: Any) -> pb.ListStampsResponse:
+        account_id = await self._acting_account(request.account_id)
+        listed = await upstream(
+            self._quota.ListHolds(
+                quota_service_pb2.ListHoldsRequest(
+                    account_id=account_id, page_size=request.page_size, page_token=request.page_token
+                ),
+                timeout=10,
+            )
+        )
+        return pb.ListStampsResponse(
+            stamps=[stamp_record(h) for h in listed.holds], next_page_token=listed.next_page_token
+        )
+
+    async def DownloadStampedDocument(
+        self, request: pb.DownloadStampedDocumentRequest, context: Any
+    ) -> pb.DownloadStampedDocumentResponse:
+        hold = await self._own_hold(request.stamp_id)
+        if not hold.stamped_sha256:
+            raise NotFound("this stamp has no stamped document")
+        document = await asyncio.to_thread(self._store.get, hold.hold_id)
+        return pb.DownloadStampedDocumentResponse(stamped_document=document, stamp=stamp_record(hold))
+
+    async def LookupSerial(self, request: Any, context: Any) -> pb.DistributorServiceLookupSerialResponse:
+        found = await upstream(
+            self._quota.LookupSerial(quota_service_pb2.LookupSerialRequest(serial=request.serial), timeout=5)
+        )
+        return pb.DistributorServiceLookupSerialResponse(serial=found.serial)
+
+    async def VerifyDocument(
+        self, request: pb.VerifyDocumentRequest, context: Any
+    ) -> pb.VerifyDocumentResponse:
+        check_document(request.document, self._max_bytes)
+        return pb.VerifyDocumentResponse(report=await verify_document(self._backends, request.document))

@@ -1,0 +1,386 @@
+"""The retail HTTP API. Routes translate HTTP to the flows and the internal services; nothing more."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from emeterai.v1 import auth_service_pb2, common_pb2, quota_service_pb2
+from services.common.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from services.common.settings import GatewaySettings
+from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
+from services.common.webhooks import sign_webhook
+from services.gateway import problems
+from services.gateway.documents import DocumentStore
+from services.gateway.records import (
+    balance_json,
+    document_type,
+    order_json,
+    parse_rect,
+    serial_json,
+    stamp_json,
+    stamp_record,
+    verification_json,
+)
+from services.gateway.stamping import StampingFlow, check_document
+from services.gateway.upstream import Backends, upstream
+from services.gateway.verification import verify_document
+
+WEBHOOK_SIGNATURE_HEADER = "Webhook-Signature"
+# Multipart framing around the file: allowed on top of the upload limit.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Gateway:
+    settings: GatewaySettings
+    backends: Backends
+    verifier: TokenVerifier
+    store: DocumentStore
+    stamping: StampingFlow
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+
+
+async def _retail_user(request: Request, gateway: GatewayDep) -> Principal:
+    try:
+        principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
+    except Unauthenticated:
+        raise
+    if principal.kind != KIND_RETAIL:
+        raise PermissionDenied("this API is for retail accounts; distributors use the gRPC API")
+    return principal
+
+
+User = Annotated[Principal, Depends(_retail_user)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+def _require_key(key: str | None) -> str:
+    if not key or not key.strip():
+        raise InvalidInput("the Idempotency-Key header is required for this request")
+    return key.strip()
+
+
+class OtpRequest(BaseModel):
+    phone: str = Field(min_length=6, max_length=32, examples=["081234567890"])
+
+
+class TokenRequest(BaseModel):
+    phone: str = Field(min_length=6, max_length=32)
+    code: str = Field(min_length=4, max_length=12)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=10, max_length=512)
+
+
+class OrderRequest(BaseModel):
+    quantity: int = Field(ge=1, le=100_000)
+
+
+def _tokens_json(tokens: Any) -> dict[str, Any]:
+    return {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": tokens.token_type or "Bearer",
+        "expires_in": tokens.expires_in_seconds,
+    }
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise problems.UploadTooLarge(f"the file is larger than the {limit} byte limit")
+    return data
+
+
+def _public_routes() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/auth/otp", tags=["auth"], summary="Send a one-time sign-in code to a phone")
+    async def request_otp(body: OtpRequest, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+        sent = await upstream(
+            gateway.backends.auth.RequestOtp(
+                auth_service_pb2.RequestOtpRequest(phone=body.phone, client_address=_client_address(request)),
+                timeout=10,
+            )
+        )
+        return {
+            "phone": sent.phone,
+            "expires_in": sent.expires_in_seconds,
+            "resend_after": sent.resend_after_seconds,
+        }
+
+    @router.post("/auth/token", tags=["auth"], summary="Trade a one-time code for tokens")
+    async def verify_otp(body: TokenRequest, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+        verified = await upstream(
+            gateway.backends.auth.VerifyOtp(
+                auth_service_pb2.VerifyOtpRequest(
+                    phone=body.phone, code=body.code, client_address=_client_address(request)
+                ),
+                timeout=10,
+            )
+        )
+        return {**_tokens_json(verified.tokens), "account_id": verified.account.account_id}
+
+    @router.post("/auth/refresh", tags=["auth"], summary="Trade a refresh token for a new pair")
+    async def refresh(body: RefreshRequest, gateway: GatewayDep) -> dict[str, Any]:
+        renewed = await upstream(
+            gateway.backends.auth.RefreshToken(
+                auth_service_pb2.RefreshTokenRequest(refresh_token=body.refresh_token), timeout=10
+            )
+        )
+        return _tokens_json(renewed.tokens)
+
+    @router.post("/auth/logout", tags=["auth"], status_code=204, summary="Sign out")
+    async def logout(body: RefreshRequest, request: Request, gateway: GatewayDep) -> Response:
+        access = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        await upstream(
+            gateway.backends.auth.RevokeToken(
+                auth_service_pb2.RevokeTokenRequest(refresh_token=body.refresh_token, access_token=access),
+                timeout=10,
+            )
+        )
+        return Response(status_code=204)
+
+    @router.get("/serials/{serial}", tags=["verification"], summary="Public status of a serial")
+    async def lookup_serial(serial: str, gateway: GatewayDep) -> dict[str, Any]:
+        if not (1 <= len(serial) <= 64 and serial.isalnum()):
+            raise InvalidInput("a serial is 22 letters and digits")
+        found = await upstream(
+            gateway.backends.quota.LookupSerial(
+                quota_service_pb2.LookupSerialRequest(serial=serial), timeout=5
+            )
+        )
+        return serial_json(found.serial)
+
+    @router.post("/verify", tags=["verification"], summary="Verify the e-meterai in a PDF")
+    async def verify(file: Annotated[UploadFile, File()], gateway: GatewayDep) -> dict[str, Any]:
+        document = await _read_upload(file, gateway.settings.max_upload_bytes)
+        check_document(document, gateway.settings.max_upload_bytes)
+        return verification_json(await verify_document(gateway.backends, document))
+
+    @router.post("/payments/webhooks/{provider}", tags=["payments"], summary="Payment provider callback")
+    async def payment_webhook(provider: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+        body = await request.body()
+        confirmed = await upstream(
+            gateway.backends.quota.ConfirmPayment(
+                quota_service_pb2.ConfirmPaymentRequest(
+                    provider=provider,
+                    payload=body,
+                    signature=request.headers.get(WEBHOOK_SIGNATURE_HEADER, ""),
+                ),
+                timeout=10,
+            )
+        )
+        return {"order": order_json(confirmed.order), "replayed": confirmed.replayed}
+
+    return router
+
+
+def _account_routes() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/orders", tags=["orders"], status_code=201, summary="Open an order for quota")
+    async def create_order(
+        body: OrderRequest, user: User, gateway: GatewayDep, key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        created = await upstream(
+            gateway.backends.quota.CreateOrder(
+                quota_service_pb2.CreateOrderRequest(
+                    account_id=user.account_id,
+                    quantity=body.quantity,
+                    idempotency_key=_require_key(key),
+                    channel=common_pb2.CHANNEL_RETAIL,
+                ),
+                timeout=10,
+            )
+        )
+        return order_json(created.order)
+
+    @router.get("/orders", tags=["orders"], summary="The caller's orders")
+    async def list_orders(user: User, gateway: GatewayDep) -> dict[str, Any]:
+        listed = await upstream(
+            gateway.backends.quota.ListOrders(
+                quota_service_pb2.ListOrdersRequest(account_id=user.account_id, page_size=100), timeout=10
+            )
+        )
+        return {"orders": [order_json(o) for o in listed.orders]}
+
+    @router.get("/orders/{order_id}", tags=["orders"], summary="One of the caller's orders")
+    async def get_order(order_id: str, user: User, gateway: GatewayDep) -> dict[str, Any]:
+        found = await upstream(
+            gateway.backends.quota.GetOrder(
+                quota_service_pb2.GetOrderRequest(order_id=order_id, account_id=user.account_id), timeout=10
+            )
+        )
+        return order_json(found.order)
+
+    @router.get("/balance", tags=["orders"], summary="The caller's quota")
+    async def balance(user: User, gateway: GatewayDep) -> dict[str, Any]:
+        found = await upstream(
+            gateway.backends.quota.GetBalance(
+                quota_service_pb2.GetBalanceRequest(account_id=user.account_id), timeout=10
+            )
+        )
+        return balance_json(found.balance)
+
+    @router.post("/stamps", tags=["stamps"], status_code=201, summary="Stamp a PDF")
+    async def stamp(
+        user: User,
+        gateway: GatewayDep,
+        file: Annotated[UploadFile, File(description="the PDF to stamp")],
+        page: Annotated[int, Form(ge=0, le=100_000, description="1-based page; 0 = last page")] = 0,
+        rect: Annotated[str, Form(max_length=100, description="llx,lly,urx,ury in PDF points")] = "",
+        doc_type: Annotated[str, Form(max_length=40)] = "other",
+        doc_name: Annotated[str, Form(max_length=200)] = "",
+        doc_number: Annotated[str, Form(max_length=100)] = "",
+        doc_date: Annotated[str, Form(max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
+        doc_value: Annotated[int, Form(ge=0)] = 0,
+        key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        idempotency_key = _require_key(key)
+        document = await _read_upload(file, gateway.settings.max_upload_bytes)
+        check_document(document, gateway.settings.max_upload_bytes)
+        outcome = await gateway.stamping.stamp(
+            account_id=user.account_id,
+            idempotency_key=idempotency_key,
+            document=document,
+            placement=common_pb2.StampPlacement(page=page, rect=parse_rect(rect)),
+            metadata=common_pb2.DocumentMetadata(
+                type=document_type(doc_type),
+                name=doc_name or (file.filename or "")[:200],
+                number=doc_number,
+                date=doc_date,
+                value_idr=doc_value,
+            ),
+            channel=common_pb2.CHANNEL_RETAIL,
+        )
+        return stamp_json(stamp_record(outcome.hold))
+
+    @router.get("/stamps", tags=["stamps"], summary="The caller's stamping history")
+    async def list_stamps(user: User, gateway: GatewayDep) -> dict[str, Any]:
+        listed = await upstream(
+            gateway.backends.quota.ListHolds(
+                quota_service_pb2.ListHoldsRequest(account_id=user.account_id, page_size=100), timeout=10
+            )
+        )
+        return {"stamps": [stamp_json(stamp_record(h)) for h in listed.holds]}
+
+    async def _own_hold(stamp_id: str, user: Principal, gateway: Gateway) -> Any:
+        found = await upstream(
+            gateway.backends.quota.GetHold(
+                quota_service_pb2.GetHoldRequest(hold_id=stamp_id, account_id=user.account_id), timeout=10
+            )
+        )
+        return found.hold
+
+    @router.get("/stamps/{stamp_id}", tags=["stamps"], summary="One stamp of the caller")
+    async def get_stamp(stamp_id: str, user: User, gateway: GatewayDep) -> dict[str, Any]:
+        return stamp_json(stamp_record(await _own_hold(stamp_id, user, gateway)))
+
+    @router.get(
+        "/stamps/{stamp_id}/pdf",
+        tags=["stamps"],
+        summary="Download a stamped PDF",
+        response_class=Response,
+        responses={200: {"content": {"application/pdf": {}}}},
+    )
+    async def download(stamp_id: str, user: User, gateway: GatewayDep) -> Response:
+        hold = await _own_hold(stamp_id, user, gateway)
+        if not hold.stamped_sha256:
+            raise NotFound("this stamp has no stamped document")
+        document = gateway.store.get(hold.hold_id)
+        return Response(
+            document,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="e-meterai-{hold.serial}.pdf"'},
+        )
+
+    return router
+
+
+def _dev_routes() -> APIRouter:
+    """Development helpers: the outbox of the dev notifier and the sandbox payment provider."""
+    router = APIRouter(prefix="/v1/dev", tags=["development"])
+
+    @router.get("/outbox", summary="Messages the dev notifier would have sent")
+    async def outbox(phone: Annotated[str, Query(min_length=6, max_length=32)], gateway: GatewayDep) -> dict:
+        listed = await upstream(
+            gateway.backends.auth.ListDevOutbox(
+                auth_service_pb2.ListDevOutboxRequest(phone=phone), timeout=10
+            )
+        )
+        return {
+            "messages": [{"phone": m.phone, "body": m.body, "channel": m.channel} for m in listed.messages]
+        }
+
+    @router.post("/payments/{order_id}/pay", summary="Pay an order in the sandbox provider")
+    async def sandbox_pay(order_id: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:
+        found = await upstream(
+            gateway.backends.quota.GetOrder(quota_service_pb2.GetOrderRequest(order_id=order_id), timeout=10)
+        )
+        order = found.order
+        # The sandbox provider calls our webhook over HTTP, signed, exactly as a real provider would.
+        event = json.dumps(
+            {
+                "event_id": f"evt_{secrets.token_hex(12)}",
+                "type": "payment.succeeded",
+                "order_id": order.order_id,
+                "amount_idr": order.amount_idr,
+                "reference": order.payment_reference,
+            }
+        ).encode()
+        signature = sign_webhook(
+            gateway.settings.payment_webhook_secret.get_secret_value().encode(), event, int(time.time())
+        )
+        webhook = str(request.url_for("payment_webhook", provider="sandbox"))
+        async with httpx.AsyncClient(timeout=15) as client:
+            delivered = await client.post(
+                webhook,
+                content=event,
+                headers={WEBHOOK_SIGNATURE_HEADER: signature, "content-type": "application/json"},
+            )
+        return {"webhook_status": delivered.status_code, "webhook_response": delivered.json()}
+
+    return router
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="e-meterai",
+        version="1",
+        summary="Buy e-meterai quota, stamp PDFs and verify them",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    problems.install(app)
+    app.include_router(_public_routes())
+    app.include_router(_account_routes())
+    if gateway.settings.is_dev:
+        app.include_router(_dev_routes())
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

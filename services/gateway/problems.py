@@ -1,0 +1,120 @@
+"""Errors as RFC 9457 problem documents: one mapping from domain errors to HTTP statuses.
+
+Only the domain error's message reaches the client: never a host name or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common import errors
+from services.gateway.upstream import UpstreamFailure
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+HTTP_STATUS: dict[type[errors.DomainError], int] = {
+    errors.InvalidInput: 400,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PreconditionFailed: 409,
+    errors.Exhausted: 429,
+    errors.NotImplementedYet: 501,
+    errors.Unavailable: 503,
+}
+
+
+class UploadTooLarge(errors.InvalidInput):
+    """The request body is over the upload limit."""
+
+
+HTTP_STATUS[UploadTooLarge] = 413
+
+
+def http_status_for(error: errors.DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "")
+
+
+def problem(request: Request, status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id(request),
+        **extra,
+    }
+    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Upload too large",
+    422: "Unprocessable request",
+    429: "Too many requests",
+    500: "Internal error",
+    501: "Not available",
+    503: "Service unavailable",
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Any) -> Any:
+        incoming = request.headers.get("x-request-id", "")
+        # Accept a caller's id only when it is short and plain, so logs cannot be forged through it.
+        request.state.request_id = (
+            incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        )
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request.state.request_id})
+            response = problem(request, 500, _TITLES[500], "something went wrong on our side; try again")
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    @app.exception_handler(errors.DomainError)
+    async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
+        status = http_status_for(exc)
+        return problem(request, status, _TITLES.get(status, "Error"), exc.message)
+
+    @app.exception_handler(UpstreamFailure)
+    async def _upstream(request: Request, exc: UpstreamFailure) -> JSONResponse:
+        return problem(request, 500, _TITLES[500], "something went wrong on our side; try again")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
+            for e in exc.errors()
+        ]
+        return problem(request, 400, _TITLES[400], "the request has invalid fields", errors=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))

@@ -1,0 +1,95 @@
+"""Wiring of the gateway: HTTP for retail users and gRPC for distributors, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from emeterai.v1 import (
+    auth_service_pb2_grpc,
+    distributor_service_pb2_grpc,
+    quota_service_pb2_grpc,
+    signer_service_pb2_grpc,
+)
+from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
+from services.common.clients import ServiceTokenSource, service_channel
+from services.common.errors import BASE_STATUS_CODES
+from services.common.interceptors import server_interceptors
+from services.common.settings import GatewaySettings
+from services.common.tokens import RemoteJwks, TokenVerifier
+from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
+from services.gateway.documents import LocalDocumentStore
+from services.gateway.http_api import Gateway, create_app
+from services.gateway.stamping import StampingFlow
+from services.gateway.upstream import Backends
+
+
+class _HttpServer(uvicorn.Server):
+    # Signals belong to the service as a whole: it drains gRPC and HTTP together.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: GatewaySettings) -> None:
+    tokens = ServiceTokenSource(settings.auth_address, "gateway", settings.service_secret.get_secret_value())
+    channels = [
+        service_channel(settings.auth_address, tokens),
+        service_channel(settings.quota_address, tokens),
+        service_channel(settings.signer_addresses, tokens),
+    ]
+    backends = Backends(
+        auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
+        quota=quota_service_pb2_grpc.QuotaServiceStub(channels[1]),
+        signer=signer_service_pb2_grpc.SignerServiceStub(channels[2]),
+    )
+    store = LocalDocumentStore(settings.resolved_document_store_dir)
+    stamping = StampingFlow(backends, store, settings.sign_timeout_s)
+    jwks = RemoteJwks(settings.auth_address)
+    verifier = TokenVerifier(jwks, settings.token_issuer, settings.token_audience)
+
+    grpc_server = await start_grpc_server(
+        settings.gateway_grpc_address,
+        [
+            Registration(
+                distributor_service_pb2_grpc.add_DistributorServiceServicer_to_server,
+                DistributorServicer(backends, stamping, store, settings.max_upload_bytes),
+                SERVICE_NAME,
+            )
+        ],
+        server_interceptors(BASE_STATUS_CODES, verifier, POLICY),
+    )
+    host, _, port = settings.gateway_http_address.rpartition(":")
+    http = _HttpServer(
+        uvicorn.Config(
+            create_app(Gateway(settings, backends, verifier, store, stamping)),
+            host=host,
+            port=int(port),
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        )
+    )
+    http_task = asyncio.create_task(http.serve())
+    stop_task = asyncio.create_task(wait_for_termination())
+    try:
+        # The HTTP server only returns early when it could not start (e.g. its port is taken).
+        await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if http_task.done() and not stop_task.done():
+            raise SystemExit(f"HTTP server could not listen on {settings.gateway_http_address}")
+    finally:
+        stop_task.cancel()
+        http.should_exit = True
+        await grpc_server.stop(settings.shutdown_grace_s)
+        await http_task
+        for channel in channels:
+            await channel.close()
+        await tokens.close()
+        await jwks.close()
+
+
+def main() -> None:
+    run_service("gateway", GatewaySettings, serve)

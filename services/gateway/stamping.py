@@ -1,0 +1,136 @@
+"""The stamping saga: reserve a unit and serial, sign, store, commit; release on any failure.
+
+A crash between the steps leaves a reserved hold, which the ledger releases when it expires, so
+quota is never lost. A retry with the same idempotency key finds the same hold: a committed one
+is answered from the document store, a reserved one is signed again under the same serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
+from services.common.errors import InvalidInput, PreconditionFailed
+from services.gateway.documents import DocumentStore
+from services.gateway.upstream import Backends, upstream
+
+log = logging.getLogger(__name__)
+
+# Releases must happen even when the client went away; give them their own short deadline.
+RELEASE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class StampOutcome:
+    hold: ledger_pb2.Hold
+    stamped_document: bytes
+    # True when the idempotency key had already produced this stamp.
+    replayed: bool
+
+
+def check_document(document: bytes, max_bytes: int) -> None:
+    """Cheap checks before any quota is touched."""
+    if not document:
+        raise InvalidInput("the file is empty")
+    if len(document) > max_bytes:
+        raise InvalidInput(f"the file is larger than {max_bytes} bytes")
+    if b"%PDF-" not in document[:1024]:
+        raise InvalidInput("the file is not a PDF")
+
+
+class StampingFlow:
+    def __init__(self, backends: Backends, store: DocumentStore, sign_timeout_s: float) -> None:
+        self._quota = backends.quota
+        self._signer = backends.signer
+        self._store = store
+        self._sign_timeout = sign_timeout_s
+
+    async def stamp(
+        self,
+        *,
+        account_id: str,
+        idempotency_key: str,
+        document: bytes,
+        placement: common_pb2.StampPlacement,
+        metadata: common_pb2.DocumentMetadata,
+        channel: common_pb2.Channel.ValueType,
+        document_password: str = "",
+    ) -> StampOutcome:
+        if not idempotency_key:
+            raise InvalidInput("an idempotency key is required")
+        reserved = await upstream(
+            self._quota.Reserve(
+                quota_service_pb2.ReserveRequest(
+                    account_id=account_id,
+                    idempotency_key=idempotency_key,
+                    document_sha256=hashlib.sha256(document).digest(),
+                    metadata=metadata,
+                    channel=channel,
+                ),
+                timeout=10,
+            )
+        )
+        hold = reserved.hold
+        if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
+            stored = await asyncio.to_thread(self._store.get, hold.hold_id)
+            return StampOutcome(hold, stored, replayed=True)
+        if hold.status == ledger_pb2.HOLD_STATUS_RELEASED:
+            raise PreconditionFailed(
+                "an earlier attempt with this idempotency key failed and its quota was returned; "
+                "send the document again with a new key"
+            )
+        return await self._sign_and_commit(hold, document, placement, metadata, document_password)
+
+    async def _sign_and_commit(
+        self,
+        hold: ledger_pb2.Hold,
+        document: bytes,
+        placement: common_pb2.StampPlacement,
+        metadata: common_pb2.DocumentMetadata,
+        document_password: str,
+    ) -> StampOutcome:
+        try:
+            signed = await upstream(
+                self._signer.Stamp(
+                    signer_service_pb2.StampRequest(
+                        document=document,
+                        placement=placement,
+                        serial=hold.serial,
+                        metadata=metadata,
+                        document_password=document_password,
+                    ),
+                    timeout=self._sign_timeout,
+                )
+            )
+        except BaseException:
+            await self._release(hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
+            raise
+        try:
+            await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
+        except BaseException:
+            await self._release(hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
+            raise
+        # A failed commit is not released: it may have been applied. The retry, or expiry, settles it.
+        committed = await upstream(
+            self._quota.Commit(
+                quota_service_pb2.CommitRequest(hold_id=hold.hold_id, stamped_sha256=signed.stamped_sha256),
+                timeout=10,
+            )
+        )
+        log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
+        return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
+
+    async def _release(self, hold: ledger_pb2.Hold, reason: ledger_pb2.ReleaseReason.ValueType) -> None:
+        try:
+            # Shielded: a cancelled request must still give its unit back now, not at expiry.
+            await asyncio.shield(
+                self._quota.Release(
+                    quota_service_pb2.ReleaseRequest(hold_id=hold.hold_id, reason=reason),
+                    timeout=RELEASE_TIMEOUT_S,
+                )
+            )
+        except Exception:
+            log.warning("release failed; the hold will expire instead", extra={"hold_id": hold.hold_id})

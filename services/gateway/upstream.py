@@ -1,0 +1,65 @@
+"""Calls to the internal services, with their statuses turned back into domain errors.
+
+The internal services only put user-safe text in their status details (see ErrorInterceptor),
+so those details may travel on; an unexpected status becomes a bare internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from emeterai.v1 import auth_service_pb2_grpc, quota_service_pb2_grpc, signer_service_pb2_grpc
+from services.common import errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class UpstreamFailure(Exception):
+    """An internal service failed in a way the caller cannot act on."""
+
+
+_DOMAIN_ERRORS: dict[grpc.StatusCode, type[errors.DomainError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.Conflict,
+    grpc.StatusCode.ABORTED: errors.Conflict,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.PreconditionFailed,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.Exhausted,
+    grpc.StatusCode.UNIMPLEMENTED: errors.NotImplementedYet,
+}
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+async def upstream(call: Awaitable[T]) -> T:
+    """Await an internal call; its failure comes back as a DomainError or UpstreamFailure."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if code in _DOMAIN_ERRORS:
+            raise _DOMAIN_ERRORS[code](exc.details() or code.name.lower()) from None
+        if code in _TRANSIENT:
+            log.warning("internal service unavailable", extra={"code": code.name})
+            raise errors.Unavailable("the service is busy or restarting; try again shortly") from None
+        log.error("internal service failed", extra={"code": code.name})
+        raise UpstreamFailure(code.name) from None
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Stubs for the internal services, each calling with the gateway's service identity."""
+
+    auth: auth_service_pb2_grpc.AuthServiceStub
+    quota: quota_service_pb2_grpc.QuotaServiceStub
+    signer: signer_service_pb2_grpc.SignerServiceStub

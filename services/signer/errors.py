@@ -1,0 +1,25 @@
+"""What can go wrong when stamping or verifying, in words the document's owner can act on."""
+
+from __future__ import annotations
+
+from services.common.errors import InvalidInput, PreconditionFailed
+
+
+class UnsupportedPdf(InvalidInput):
+    """The bytes are not a PDF we can stamp or read: not a PDF at all, damaged, or a feature we refuse."""
+
+
+class EncryptedPdf(UnsupportedPdf):
+    """The PDF is password-protected; we only stamp unprotected files for now."""
+
+
+class InvalidPlacement(InvalidInput):
+    """The requested page or box does not fit the document."""
+
+
+class DocumentTooLarge(InvalidInput):
+    """The document is bigger than this signer accepts."""
+
+
+class DocumentLocked(PreconditionFailed):
+    """An earlier certification signature forbids any further change, including a stamp."""

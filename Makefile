@@ -1,0 +1,44 @@
+# Two commands set up a fresh machine: `make run` runs the stack, `make test` runs the tests.
+# Both create .venv and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+# Tools the tests call: pdfsig (poppler) validates signatures, zbarimg decodes the QR code.
+SYSTEM_TOOLS := pdfsig pdftoppm zbarimg
+
+.PHONY: run test lint protos system-tools clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(BIN)/emeterai up $(ARGS)
+
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing poppler-utils and zbar-tools for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils zbar-tools >/dev/null; \
+	  else \
+	    echo "missing:$$missing; install Debian packages poppler-utils and zbar-tools" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	cd protos && ../$(BIN)/buf lint
+
+test: $(INSTALLED) system-tools lint
+	$(BIN)/pytest
+
+protos: $(INSTALLED)
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .emeterai .pytest_cache .ruff_cache

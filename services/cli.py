@@ -1,0 +1,155 @@
+"""The `emeterai` command: run the stack locally, and operator tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
+from services.common.clients import ServiceTokenSource, service_channel
+from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
+
+DEFAULT_DATA_DIR = Path(".emeterai")
+
+
+def _up(args: argparse.Namespace) -> int:
+    if args.signers < 1:
+        print("--signers must be at least 1", file=sys.stderr)
+        return 2
+    host, _, base = args.signer_base_address.rpartition(":")
+    signers = (
+        tuple(a.strip() for a in args.signer_addresses.split(","))
+        if args.signer_addresses
+        else tuple(f"{host}:{int(base) + i}" for i in range(args.signers))
+    )
+    layout = StackLayout(
+        data_dir=args.data_dir,
+        http_address=args.http_address,
+        grpc_address=args.grpc_address,
+        auth_address=args.auth_address,
+        quota_address=args.quota_address,
+        signer_addresses=signers,
+    )
+    stack = Stack(layout)
+    try:
+        stack.start()
+    except RuntimeError as exc:
+        print(f"could not start: {exc}", file=sys.stderr)
+        return 1
+    data_dir = layout.data_dir.resolve()
+    print(
+        "e-meterai is running (development mode)\n"
+        f"  web page and HTTP API  {layout.public_url}/  (API docs: {layout.public_url}/docs)\n"
+        f"  distributor gRPC       {layout.grpc_address}\n"
+        f"  auth {layout.auth_address}, quota {layout.quota_address}, "
+        f"signers {', '.join(layout.signer_addresses)}\n"
+        f"  data and logs          {data_dir}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    return run_until_stopped(stack)
+
+
+async def _call_auth(data_dir: Path, method: str, request: object) -> object:
+    """Call AuthService as the operator tool, with the service identity of the stack in data_dir."""
+    env = read_stack_env(data_dir) | {k: v for k, v in os.environ.items() if k.startswith("EMETERAI_")}
+    address = env.get("EMETERAI_AUTH_ADDRESS", "127.0.0.1:50061")
+    secret = env.get("EMETERAI_SERVICE_SECRET")
+    if not secret:
+        raise SystemExit(
+            "no service secret: set EMETERAI_SERVICE_SECRET or point --data-dir at a running stack"
+        )
+    tokens = ServiceTokenSource(address, "operator-cli", secret)
+    channel = service_channel(address, tokens)
+    try:
+        return await getattr(auth_service_pb2_grpc.AuthServiceStub(channel), method)(request, timeout=15)
+    finally:
+        await channel.close()
+        await tokens.close()
+
+
+def _credential_json(credential: object, secret: str = "") -> dict[str, object]:
+    out: dict[str, object] = {
+        "client_id": credential.client_id,  # type: ignore[attr-defined]
+        "account_id": credential.account_id,  # type: ignore[attr-defined]
+        "name": credential.display_name,  # type: ignore[attr-defined]
+        "scopes": list(credential.scopes),  # type: ignore[attr-defined]
+        "revoked": credential.HasField("revoked_at"),  # type: ignore[attr-defined]
+    }
+    if secret:
+        out["client_secret"] = secret
+    return out
+
+
+def _distributors(args: argparse.Namespace) -> int:
+    import grpc
+
+    requests = {
+        "create": (
+            "CreateDistributor",
+            auth_service_pb2.CreateDistributorRequest(display_name=args.name or "", scopes=args.scope or []),
+        ),
+        "rotate": (
+            "RotateDistributorSecret",
+            auth_service_pb2.RotateDistributorSecretRequest(client_id=args.client_id or ""),
+        ),
+        "revoke": (
+            "RevokeDistributor",
+            auth_service_pb2.RevokeDistributorRequest(client_id=args.client_id or ""),
+        ),
+        "list": ("ListDistributors", auth_service_pb2.ListDistributorsRequest()),
+    }
+    method, request = requests[args.action]
+    if args.action == "create" and not args.name:
+        print("create needs --name", file=sys.stderr)
+        return 2
+    if args.action in ("rotate", "revoke") and not args.client_id:
+        print(f"{args.action} needs --client-id", file=sys.stderr)
+        return 2
+    try:
+        reply = asyncio.run(_call_auth(args.data_dir, method, request))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        out: object = [_credential_json(c) for c in reply.credentials]  # type: ignore[attr-defined]
+    else:
+        out = _credential_json(reply.credential, getattr(reply, "client_secret", ""))  # type: ignore[attr-defined]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emeterai", description="e-meterai platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run auth, quota, signers and the gateway locally")
+    up.add_argument("--signers", type=int, default=1, help="signer processes (default 1)")
+    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="SQLite, PKI, documents, logs")
+    up.add_argument("--http-address", default="127.0.0.1:8080")
+    up.add_argument("--grpc-address", default="127.0.0.1:50051", help="distributor gRPC API")
+    up.add_argument("--auth-address", default="127.0.0.1:50061")
+    up.add_argument("--quota-address", default="127.0.0.1:50062")
+    up.add_argument(
+        "--signer-base-address", default="127.0.0.1:50071", help="first signer; the rest count up"
+    )
+    up.add_argument("--signer-addresses", default="", help="comma-separated, instead of counting up")
+    up.set_defaults(run=_up)
+
+    distributors = commands.add_parser("distributors", help="manage distributor client credentials")
+    distributors.add_argument("action", choices=["create", "rotate", "revoke", "list"])
+    distributors.add_argument("--name", help="display name (create)")
+    distributors.add_argument("--scope", action="append", help="scope to grant (create; repeatable)")
+    distributors.add_argument("--client-id", help="the credential (rotate, revoke)")
+    distributors.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    distributors.set_defaults(run=_distributors)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.run(args))

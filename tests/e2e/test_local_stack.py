@@ -1,0 +1,314 @@
+"""The whole system as separate processes (`emeterai up`), walked the way a user and a distributor would.
+
+Every server binds to a free loopback port; the stack is stopped with SIGTERM and must exit 0.
+"""
+
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from emeterai.v1 import common_pb2, distributor_service_pb2_grpc, ledger_pb2
+from emeterai.v1 import distributor_service_pb2 as dpb
+from tests.conftest import free_port, require_corpus
+
+pytestmark = pytest.mark.e2e
+
+PHONE = "0812-3456-7890"
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    data_dir: Path
+    http: str
+    grpc_address: str
+
+    def emeterai(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_emeterai(), *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True, timeout=60
+        )
+
+
+def _emeterai() -> str:
+    found = shutil.which("emeterai", path=str(Path(sys.executable).parent))
+    assert found, "the emeterai console script is not installed (pip install -e .)"
+    return found
+
+
+def _logs(data_dir: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log"))
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    ports = {name: free_port() for name in ("http", "grpc", "auth", "quota", "signer1", "signer2")}
+    process = subprocess.Popen(
+        [
+            _emeterai(),
+            "up",
+            "--signers",
+            "2",
+            "--data-dir",
+            str(data_dir),
+            "--http-address",
+            f"127.0.0.1:{ports['http']}",
+            "--grpc-address",
+            f"127.0.0.1:{ports['grpc']}",
+            "--auth-address",
+            f"127.0.0.1:{ports['auth']}",
+            "--quota-address",
+            f"127.0.0.1:{ports['quota']}",
+            "--signer-addresses",
+            f"127.0.0.1:{ports['signer1']},127.0.0.1:{ports['signer2']}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = ""
+    deadline = time.monotonic() + 90
+    while "Press Ctrl-C" not in banner and time.monotonic() < deadline and process.poll() is None:
+        banner += process.stdout.readline()
+    if "Press Ctrl-C" not in banner:
+        process.kill()
+        pytest.fail(f"the stack did not start:\n{banner}\n{_logs(data_dir)}")
+    assert f"http://127.0.0.1:{ports['http']}" in banner
+    running = RunningStack(
+        process, data_dir, f"http://127.0.0.1:{ports['http']}", f"127.0.0.1:{ports['grpc']}"
+    )
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Path:
+    return require_corpus()
+
+
+@pytest.fixture(scope="module")
+def client(stack: RunningStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.http, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def user(client: httpx.Client) -> dict[str, str]:
+    """A retail user signed in by phone and one-time code read from the dev outbox."""
+    sent = client.post("/v1/auth/otp", json={"phone": PHONE})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["phone"] == "+6281234567890"
+    outbox = client.get("/v1/dev/outbox", params={"phone": "+6281234567890"}).json()["messages"]
+    code = re.search(r"\b(\d{6})\b", outbox[-1]["body"]).group(1)
+    tokens = client.post("/v1/auth/token", json={"phone": PHONE, "code": code})
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert body["access_token"] and body["refresh_token"]
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def _balance(client: httpx.Client, user: dict[str, str]) -> dict[str, int]:
+    response = client.get("/v1/balance", headers=user)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _pdfsig(path: Path) -> str:
+    return subprocess.run(["pdfsig", str(path)], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_retail_user_buys_stamps_downloads_and_verifies(
+    stack: RunningStack, client: httpx.Client, user: dict[str, str], corpus: Path, tmp_path: Path
+) -> None:
+    assert _balance(client, user)["available"] == 0
+
+    missing_key = client.post("/v1/orders", json={"quantity": 3}, headers=user)
+    assert missing_key.status_code == 400
+    assert missing_key.headers["content-type"].startswith("application/problem+json")
+
+    order = client.post("/v1/orders", json={"quantity": 3}, headers=user | {"Idempotency-Key": "order-1"})
+    assert order.status_code == 201, order.text
+    assert order.json()["status"] == "awaiting_payment"
+    again = client.post("/v1/orders", json={"quantity": 3}, headers=user | {"Idempotency-Key": "order-1"})
+    assert again.json()["id"] == order.json()["id"]
+
+    paid = client.post(f"/v1/dev/payments/{order.json()['id']}/pay", headers=user)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["webhook_status"] == 200
+    assert _balance(client, user) == {"available": 3, "held": 0, "consumed": 0, "refunded": 0, "purchased": 3}
+
+    original = (corpus / "sf-002-libreoffice-writer.pdf").read_bytes()
+    form = {"page": "1", "rect": "420,40,520,140", "doc_type": "agreement", "doc_name": "Surat Perjanjian"}
+    files = {"file": ("perjanjian.pdf", original, "application/pdf")}
+    stamped = client.post("/v1/stamps", data=form, files=files, headers=user | {"Idempotency-Key": "stamp-1"})
+    assert stamped.status_code == 201, stamped.text
+    record = stamped.json()
+    assert record["status"] == "stamped"
+    assert len(record["serial"]) == 22
+    assert record["document_sha256"] == hashlib.sha256(original).hexdigest()
+
+    retried = client.post("/v1/stamps", data=form, files=files, headers=user | {"Idempotency-Key": "stamp-1"})
+    assert retried.status_code == 201, retried.text
+    assert (retried.json()["id"], retried.json()["serial"]) == (record["id"], record["serial"])
+    assert _balance(client, user)["consumed"] == 1, "a retried stamp must not charge twice"
+
+    download = client.get(f"/v1/stamps/{record['id']}/pdf", headers=user)
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/pdf"
+    pdf = download.content
+    assert pdf.startswith(original), "the original bytes must be an untouched prefix"
+    assert hashlib.sha256(pdf).hexdigest() == record["stamped_sha256"]
+    stamped_path = tmp_path / "stamped.pdf"
+    stamped_path.write_bytes(pdf)
+    report = _pdfsig(stamped_path)
+    assert "Signature is Valid." in report, report
+    assert "Total document signed" in report, report
+    assert f"[{record['serial']}]" in report
+
+    history = client.get("/v1/stamps", headers=user).json()["stamps"]
+    assert [s["id"] for s in history] == [record["id"]]
+
+    verified = client.post("/v1/verify", files={"file": ("stamped.pdf", pdf, "application/pdf")})
+    assert verified.status_code == 200, verified.text
+    (signature,) = verified.json()["signatures"]
+    assert signature["serial"] == record["serial"]
+    assert (
+        signature["signature_valid"] and signature["document_intact"] and signature["covers_whole_document"]
+    )
+    assert signature["serial_status"] == "stamped"
+
+    public = client.get(f"/v1/serials/{record['serial']}")
+    assert public.status_code == 200
+    assert public.json()["status"] == "stamped"
+    assert "account" not in json.dumps(public.json())
+
+
+def test_bad_input_gets_a_clear_error_and_costs_nothing(
+    client: httpx.Client, user: dict[str, str], corpus: Path
+) -> None:
+    before = _balance(client, user)
+    assert before["available"] > 0
+
+    def stamp(content: bytes, key: str, **form: str) -> httpx.Response:
+        return client.post(
+            "/v1/stamps",
+            data=form,
+            files={"file": ("doc.pdf", content, "application/pdf")},
+            headers=user | {"Idempotency-Key": key},
+        )
+
+    not_pdf = stamp(b"hello, not a pdf", "bad-1")
+    assert not_pdf.status_code == 400
+    assert not_pdf.json()["detail"]
+    broken = stamp(b"%PDF-1.7\n" + b"\x00garbage" * 100, "bad-2")
+    assert broken.status_code == 400, broken.text
+    original = (corpus / "sf-002-libreoffice-writer.pdf").read_bytes()
+    past_the_end = stamp(original, "bad-3", page="99")
+    assert past_the_end.status_code == 400, past_the_end.text
+    bad_rect = stamp(original, "bad-4", rect="10,10,abc,5")
+    assert bad_rect.status_code == 400
+    for response in (not_pdf, broken, past_the_end, bad_rect):
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "Traceback" not in response.text and "127.0.0.1" not in response.text
+        assert response.headers.get("x-request-id")
+
+    after = _balance(client, user)
+    assert after["available"] == before["available"] and after["consumed"] == before["consumed"]
+    assert after == {**after, "held": 0}
+
+    assert client.get("/v1/balance").status_code == 401
+    assert client.get("/v1/balance", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    assert client.get("/v1/stamps/..%2F..%2Fetc%2Fpasswd/pdf", headers=user).status_code in (400, 404)
+
+
+def test_distributor_over_grpc(stack: RunningStack, client: httpx.Client, corpus: Path) -> None:
+    created = stack.emeterai("distributors", "create", "--name", "PT Distributor Contoh")
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+
+    channel = grpc.insecure_channel(stack.grpc_address)
+    api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        api.IssueToken(dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret="wrong"))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    token = api.IssueToken(
+        dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
+    ).access_token
+    auth = (("authorization", f"Bearer {token}"),)
+
+    with pytest.raises(grpc.RpcError) as anonymous:
+        api.GetBalance(dpb.DistributorServiceGetBalanceRequest())
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    order = api.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=5, idempotency_key="wholesale-1"), metadata=auth
+    ).order
+    assert order.status == ledger_pb2.ORDER_STATUS_AWAITING_PAYMENT
+    # The sandbox provider is paid through its development route, as a payer would.
+    assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+    balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+    assert balance.available == 5
+
+    original = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    placement = common_pb2.StampPlacement(page=1, rect=common_pb2.Rect(llx=50, lly=50, urx=150, ury=150))
+    single = api.StampDocument(
+        dpb.StampDocumentRequest(document=original, placement=placement, idempotency_key="doc-1"),
+        metadata=auth,
+    )
+    assert single.stamp.status == dpb.STAMP_STATUS_STAMPED
+    assert single.stamped_document.startswith(original)
+
+    batch = [
+        dpb.BatchStampRequest(
+            client_ref=f"ref-{i}",
+            document=dpb.StampDocumentRequest(
+                document=content, placement=common_pb2.StampPlacement(page=1), idempotency_key=f"batch-{i}"
+            ),
+        )
+        for i, content in enumerate([original, b"not a pdf at all", original])
+    ]
+    results = {r.client_ref: r for r in api.BatchStamp(iter(batch), metadata=auth, timeout=120)}
+    assert set(results) == {"ref-0", "ref-1", "ref-2"}
+    assert results["ref-0"].code == 0 and results["ref-2"].code == 0
+    assert results["ref-1"].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    serials = {single.stamp.serial, results["ref-0"].stamp.serial, results["ref-2"].stamp.serial}
+    assert len(serials) == 3, "every stamp has its own serial"
+
+    balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+    assert (balance.available, balance.consumed, balance.held) == (2, 3, 0)
+
+    found = api.LookupSerial(
+        dpb.DistributorServiceLookupSerialRequest(serial=single.stamp.serial), metadata=auth
+    )
+    assert found.serial.status == ledger_pb2.SERIAL_STATUS_STAMPED
+    report = api.VerifyDocument(
+        dpb.VerifyDocumentRequest(document=single.stamped_document), metadata=auth
+    ).report
+    assert [s.serial for s in report.signatures] == [single.stamp.serial]
+    assert report.signatures[0].signature_valid
+    channel.close()
+
+
+def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(timeout=60) == 0
+    out = stack.process.stdout.read()
+    assert "stopping" in out

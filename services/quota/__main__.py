@@ -1,0 +1,3 @@
+from services.quota.server import main
+
+main()

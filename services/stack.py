@@ -135,8 +135,12 @@ class Stack:
     def failed_child(self) -> Child | None:
         return next((c for c in self.children if c.process.poll() is not None), None)
 
-    def stop(self, timeout_s: float = 20) -> None:
-        """SIGTERM in reverse start order (gateway first), then wait; kill what does not stop."""
+    def stop(self, timeout_s: float = 20) -> dict[str, int]:
+        """SIGTERM in reverse start order (gateway first), then wait; kill what does not stop.
+
+        Returns each child's exit code; a clean drain is 0.
+        """
+        codes: dict[str, int] = {}
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
@@ -145,7 +149,9 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     child.process.kill()
                     child.process.wait()
+            codes[child.name] = child.process.returncode
         self.children.clear()
+        return codes
 
 
 def run_until_stopped(stack: Stack) -> int:
@@ -165,5 +171,9 @@ def run_until_stopped(stack: Stack) -> int:
             return 1
         time.sleep(0.2)
     print("stopping...", flush=True)
-    stack.stop()
+    unclean = {name: code for name, code in stack.stop().items() if code != 0}
+    if unclean:
+        print(f"did not stop cleanly: {unclean}", file=sys.stderr)
+        return 1
+    print("stopped", flush=True)
     return 0

@@ -1,0 +1,92 @@
+"""Opening untrusted PDFs: every way a file can be unusable becomes an `UnsupportedPdf`.
+
+pypdf promises no closed set of exceptions for malformed input (a hostile file can raise
+anything from PdfReadError to RecursionError), so reading happens inside `reading_pdf()`, which
+turns whatever escapes into one error a user can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pypdf import PdfReader
+
+from services.common.errors import DomainError
+from services.signer.errors import EncryptedPdf, UnsupportedPdf
+
+logger = logging.getLogger(__name__)
+
+DAMAGED = (
+    "The PDF is damaged and cannot be read safely. Open it in a PDF viewer, save or print it as a "
+    "new PDF, and try again."
+)
+
+# A PDF's header may follow some junk, and readers look for it in the first kilobyte.
+_HEADER_WINDOW = 1024
+# Writers may append a little junk after the last %%EOF; readers look for startxref near the end.
+_TRAILER_WINDOW = 4096
+_STARTXREF = re.compile(rb"startxref\s+(\d+)")
+_OBJECT_HEADER = re.compile(rb"\s*\d+\s+\d+\s+obj\b")
+
+
+@contextlib.contextmanager
+def reading_pdf() -> Iterator[None]:
+    """Turn any failure while reading an untrusted PDF into `UnsupportedPdf`."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except Exception as exc:  # see the module docstring: the reader's failures are open-ended
+        logger.info("unreadable PDF: %s: %s", type(exc).__name__, exc)
+        raise UnsupportedPdf(DAMAGED) from exc
+
+
+def open_pdf(document: bytes) -> PdfReader:
+    """Parse `document` and its page tree; call inside `reading_pdf()`."""
+    if not document:
+        raise UnsupportedPdf("The file is empty. Upload the PDF again.")
+    if b"%PDF-" not in document[:_HEADER_WINDOW]:
+        raise UnsupportedPdf("The file is not a PDF. Convert it to PDF and try again.")
+    reader = PdfReader(io.BytesIO(document), strict=False)
+    if reader.is_encrypted:
+        raise EncryptedPdf(
+            "The PDF is password-protected or encrypted. Save a copy without protection and try again."
+        )
+    # The page tree is read lazily; reading it now makes a damaged tree fail here, not halfway.
+    if len(reader.pages) == 0:
+        raise UnsupportedPdf("The PDF has no pages.")
+    return reader
+
+
+@dataclass(frozen=True)
+class XrefTail:
+    """Where the newest cross-reference section starts, and whether it is a stream."""
+
+    offset: int
+    is_stream: bool
+
+
+def read_xref_tail(document: bytes) -> XrefTail:
+    """Find the file's last `startxref` offset; an incremental update chains to it with /Prev.
+
+    Readers forgive a missing or wrong offset by rebuilding the cross-reference table, but a
+    signature on top of a rebuilt table would cover whatever each reader happens to rebuild.
+    """
+    tail_start = max(0, len(document) - _TRAILER_WINDOW)
+    matches = list(_STARTXREF.finditer(document, tail_start))
+    if not matches:
+        raise UnsupportedPdf(DAMAGED)
+    offset = int(matches[-1].group(1))
+    if offset >= len(document):
+        raise UnsupportedPdf(DAMAGED)
+    section = document[offset : offset + 64].lstrip(b"\x00\t\n\x0c\r ")
+    if section.startswith(b"xref"):
+        return XrefTail(offset, is_stream=False)
+    if _OBJECT_HEADER.match(section):
+        return XrefTail(offset, is_stream=True)
+    raise UnsupportedPdf(DAMAGED)

@@ -1,0 +1,497 @@
+"""Placing an e-meterai: a visible signature field with a PAdES (CAdES-detached) signature, added to a
+PDF as an incremental update, so the original bytes stay an untouched prefix of the result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.x509.oid import NameOID
+from pypdf import PdfReader
+from pypdf.generic import (
+    ArrayObject,
+    DictionaryObject,
+    IndirectObject,
+    NameObject,
+    NumberObject,
+)
+
+from services.common.errors import InvalidInput
+from services.signer.appearance import build_stamp_appearance, verification_url
+from services.signer.cms import build_detached_signature
+from services.signer.documents import XrefTail, open_pdf, read_xref_tail, reading_pdf
+from services.signer.errors import DocumentLocked, InvalidPlacement, UnsupportedPdf
+from services.signer.increment import (
+    IncrementalUpdate,
+    pdf_number,
+    pdf_reference,
+    pdf_text,
+    serialise,
+)
+from services.signer.pki import SigningIdentity
+
+Rect = tuple[float, float, float, float]
+
+# Room for the CMS blob in /Contents. Today it holds three certificates and one RSA-3072
+# signature (about 5 KiB); the rest is for a timestamp token and revocation data later.
+CONTENTS_RESERVED_BYTES = 16 * 1024
+DEFAULT_STAMP_SIDE = 100.0
+DEFAULT_MARGIN = 36.0
+# About 2 cm: below this the QR code's modules shrink under 0.3 mm and phones stop reading it.
+MIN_STAMP_SIDE = 56.0
+# Rounding in a caller's page arithmetic should not turn a box at the page's edge into an error.
+_EDGE_TOLERANCE = 0.5
+
+_SERIAL = re.compile(r"[A-Za-z0-9]{22}")
+# Wide enough for four offsets of files up to 10 GB; the unused tail stays spaces.
+_BYTE_RANGE_WIDTH = 46
+# Widget annotation flags: Print (4) | Locked (128).
+_WIDGET_FLAGS = 132
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the stamp goes: `page` is 1-based (0 = last page); `rect` is (llx, lly, urx, ury) in
+    points from the bottom-left corner of the page as a viewer shows it, or None for the default
+    box in the bottom-right corner."""
+
+    page: int = 0
+    rect: Rect | None = None
+
+
+@dataclass(frozen=True)
+class StampResult:
+    stamped_document: bytes
+    stamped_sha256: bytes
+    page: int
+    rect: Rect
+
+
+def place_stamp(
+    document: bytes,
+    *,
+    serial: str,
+    placement: Placement,
+    identity: SigningIdentity,
+    public_url: str,
+    location: str = "Indonesia",
+    document_name: str = "",
+    signing_time: dt.datetime | None = None,
+) -> StampResult:
+    """Stamp and sign `document`; the result starts with the exact bytes of `document`."""
+    if not _SERIAL.fullmatch(serial):
+        raise InvalidInput("The serial must be 22 letters or digits.")
+    signed_at = (signing_time or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    with reading_pdf():
+        reader = open_pdf(document)
+        xref = read_xref_tail(document)
+        _refuse_if_certified_locked(reader)
+        page = _choose_page(reader, placement.page)
+        rect = _default_rect(page) if placement.rect is None else _checked_rect(placement.rect, page)
+        update, contents_object = _prepare_update(
+            reader,
+            document,
+            xref,
+            page,
+            rect,
+            serial=serial,
+            public_url=public_url,
+            reason=_reason(serial, document_name),
+            location=location,
+            signer_name=_common_name(identity),
+            signed_at=signed_at,
+        )
+    stamped = _sign(update, contents_object, identity)
+    return StampResult(
+        stamped_document=stamped,
+        stamped_sha256=hashlib.sha256(stamped).digest(),
+        page=page.number,
+        rect=rect,
+    )
+
+
+@dataclass(frozen=True)
+class _Page:
+    number: int
+    reference: IndirectObject
+    dictionary: DictionaryObject
+    # The crop box in default user space, normalised so that ll < ur.
+    box: Rect
+    # Clockwise rotation a viewer applies: 0, 90, 180 or 270.
+    rotation: int
+
+    @property
+    def visible_size(self) -> tuple[float, float]:
+        width, height = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return (height, width) if self.rotation in (90, 270) else (width, height)
+
+    def to_user_space(self, rect: Rect) -> Rect:
+        """Map a box given as a viewer shows the page to the page's unrotated user space."""
+        corners = [self._point(rect[0], rect[1]), self._point(rect[2], rect[3])]
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def _point(self, u: float, v: float) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.box
+        width, height = x1 - x0, y1 - y0
+        if self.rotation == 90:
+            return x0 + width - v, y0 + u
+        if self.rotation == 180:
+            return x0 + width - u, y0 + height - v
+        if self.rotation == 270:
+            return x0 + v, y0 + height - u
+        return x0 + u, y0 + v
+
+    @property
+    def appearance_matrix(self) -> tuple[int, int, int, int]:
+        """Rotates the upright drawing so it reads upright once the viewer rotates the page."""
+        return {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}[self.rotation]
+
+
+def _choose_page(reader: PdfReader, requested: int) -> _Page:
+    count = len(reader.pages)
+    if requested < 0 or requested > count:
+        pages = "page" if count == 1 else "pages"
+        raise InvalidPlacement(f"Page {requested} does not exist: the document has {count} {pages}.")
+    number = requested or count
+    page = reader.pages[number - 1]
+    reference = page.indirect_reference
+    dictionary = reference.get_object() if reference is not None else None
+    if reference is None or not isinstance(dictionary, DictionaryObject):
+        raise UnsupportedPdf("The PDF's page tree is malformed. Save it again as a new PDF and try again.")
+    crop = page.cropbox
+    box = (
+        min(float(crop.left), float(crop.right)),
+        min(float(crop.bottom), float(crop.top)),
+        max(float(crop.left), float(crop.right)),
+        max(float(crop.bottom), float(crop.top)),
+    )
+    if not all(math.isfinite(value) for value in box) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
+        raise UnsupportedPdf(f"Page {number} has no usable size. Save the PDF again and try again.")
+    try:
+        rotate = int(page.get("/Rotate", 0))
+    except (TypeError, ValueError):
+        rotate = 0
+    # Viewers only honour multiples of 90; round anything else as they would snap it.
+    rotation = (round(rotate / 90) * 90) % 360
+    return _Page(number, reference, dictionary, box, rotation)
+
+
+def _default_rect(page: _Page) -> Rect:
+    width, height = page.visible_size
+    shorter = min(width, height)
+    margin = min(DEFAULT_MARGIN, shorter * 0.06)
+    side = min(DEFAULT_STAMP_SIDE, max(MIN_STAMP_SIDE, shorter * 0.4), shorter - 2 * margin)
+    if side < MIN_STAMP_SIDE:
+        raise InvalidPlacement(
+            f"Page {page.number} is only {width:g} x {height:g} points, too small for a readable "
+            f"e-meterai ({MIN_STAMP_SIDE:g} x {MIN_STAMP_SIDE:g} points at least). Scale the document to "
+            "a paper size, for example by printing it to PDF on A4, and try again."
+        )
+    return (width - margin - side, margin, width - margin, margin + side)
+
+
+def _checked_rect(rect: Rect, page: _Page) -> Rect:
+    llx, lly, urx, ury = (float(value) for value in rect)
+    if not all(math.isfinite(value) for value in (llx, lly, urx, ury)):
+        raise InvalidPlacement("The stamp box must be given in finite numbers of points.")
+    if urx <= llx or ury <= lly:
+        raise InvalidPlacement(
+            "The stamp box must have its lower-left corner below and left of its upper-right corner."
+        )
+    if urx - llx < MIN_STAMP_SIDE or ury - lly < MIN_STAMP_SIDE:
+        raise InvalidPlacement(
+            f"The stamp box must be at least {MIN_STAMP_SIDE:g} x {MIN_STAMP_SIDE:g} points for its QR code "
+            "to stay scannable."
+        )
+    width, height = page.visible_size
+    tolerance = _EDGE_TOLERANCE
+    if llx < -tolerance or lly < -tolerance or urx > width + tolerance or ury > height + tolerance:
+        raise InvalidPlacement(
+            f"The stamp box reaches outside page {page.number}, which is {width:g} x {height:g} points."
+        )
+    return (llx, lly, urx, ury)
+
+
+def _refuse_if_certified_locked(reader: PdfReader) -> None:
+    """A certification signature with DocMDP P=1 forbids every change, a new signature included."""
+    perms = reader.root_object.get("/Perms")
+    perms = perms.get_object() if perms is not None else None
+    if not isinstance(perms, DictionaryObject):
+        return
+    certification = perms.get("/DocMDP")
+    certification = certification.get_object() if certification is not None else None
+    if not isinstance(certification, DictionaryObject):
+        return
+    references = certification.get("/Reference")
+    references = references.get_object() if references is not None else None
+    for reference in references if isinstance(references, ArrayObject) else []:
+        reference = reference.get_object()
+        if not isinstance(reference, DictionaryObject) or reference.get("/TransformMethod") != "/DocMDP":
+            continue
+        params = reference.get("/TransformParams")
+        params = params.get_object() if params is not None else None
+        permission = params.get("/P", 2) if isinstance(params, DictionaryObject) else 2
+        if int(permission) == 1:
+            raise DocumentLocked(
+                "The document was certified with a signature that allows no further changes, so an "
+                "e-meterai cannot be added without invalidating it. Stamp a version before certification."
+            )
+
+
+def _reason(serial: str, document_name: str) -> str:
+    # Verifiers (Peruri's among them) read the serial from the brackets at the start of /Reason.
+    reason = f"[{serial}] Meterai elektronik"
+    name = " ".join(document_name.split())[:200]
+    return f"{reason}: {name}" if name else reason
+
+
+def _common_name(identity: SigningIdentity) -> str:
+    names = identity.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = names[0].value if names else ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class _ContentsSlot:
+    """Where, inside the signature dictionary's body, the placeholders start."""
+
+    number: int
+    byte_range_at: int
+    contents_at: int
+
+
+def _prepare_update(
+    reader: PdfReader,
+    document: bytes,
+    xref: XrefTail,
+    page: _Page,
+    rect: Rect,
+    *,
+    serial: str,
+    public_url: str,
+    reason: str,
+    location: str,
+    signer_name: str,
+    signed_at: dt.datetime,
+) -> tuple[IncrementalUpdate, _ContentsSlot]:
+    root_reference = reader.root_object.indirect_reference
+    if root_reference is None:
+        raise UnsupportedPdf("The PDF has no document catalog. Save it again as a new PDF and try again.")
+    info = reader.trailer.raw_get("/Info") if "/Info" in reader.trailer else None
+    update = IncrementalUpdate(
+        original=document,
+        xref=xref,
+        root=pdf_reference(root_reference.idnum, root_reference.generation),
+        info=serialise(info) if isinstance(info, IndirectObject) else None,
+        document_id=_document_id(reader, document, serial, signed_at),
+        next_number=_first_free_number(reader),
+    )
+    appearance_number = update.allocate()
+    signature_number = update.allocate()
+    widget_number = update.allocate()
+    widget = IndirectObject(widget_number, 0, reader)
+
+    width, height = rect[2] - rect[0], rect[3] - rect[1]
+    appearance = build_stamp_appearance(
+        serial=serial, url=verification_url(public_url, serial), width=width, height=height
+    )
+    update.put(appearance_number, _form_xobject(appearance.content, appearance.fonts, width, height, page))
+
+    body, byte_range_at, contents_at = _signature_dictionary(
+        reason=reason, location=location, signer_name=signer_name, signed_at=signed_at
+    )
+    update.put(signature_number, body)
+
+    field_name = _unique_field_name(reader, f"e-meterai {serial}")
+    user_rect = page.to_user_space(rect)
+    update.put(
+        widget_number,
+        b"<< /Type /Annot /Subtype /Widget /FT /Sig /T "
+        + pdf_text(field_name)
+        + b" /TU "
+        + pdf_text(f"Meterai elektronik {serial}")
+        + b" /V "
+        + pdf_reference(signature_number)
+        + b" /P "
+        + pdf_reference(page.reference.idnum, page.reference.generation)
+        + b" /Rect ["
+        + b" ".join(pdf_number(value) for value in user_rect)
+        + b"] /F "
+        + str(_WIDGET_FLAGS).encode("ascii")
+        + b" /AP << /N "
+        + pdf_reference(appearance_number)
+        + b" >> >>",
+    )
+    _add_to_page_annotations(update, page, widget)
+    _add_to_form_fields(update, reader, root_reference, widget)
+    return update, _ContentsSlot(signature_number, byte_range_at, contents_at)
+
+
+def _first_free_number(reader: PdfReader) -> int:
+    """One past the highest object number in use, so we never reuse a live number."""
+    highest = int(reader.trailer.get("/Size", 1)) - 1
+    for table in reader.xref.values():
+        if table:
+            highest = max(highest, *table)
+    if reader.xref_objStm:
+        highest = max(highest, *reader.xref_objStm)
+    return highest + 1
+
+
+def _document_id(
+    reader: PdfReader, document: bytes, serial: str, signed_at: dt.datetime
+) -> tuple[bytes, bytes]:
+    # The first ID stays the document's permanent identifier; the second marks this revision.
+    revision_id = hashlib.sha256(
+        hashlib.sha256(document).digest() + serial.encode() + signed_at.isoformat().encode()
+    ).digest()[:16]
+    existing = reader.trailer.get("/ID")
+    existing = existing.get_object() if existing is not None else None
+    if isinstance(existing, ArrayObject) and len(existing) == 2:
+        first = existing[0]
+        permanent = bytes(first) if isinstance(first, bytes) else getattr(first, "original_bytes", b"")
+        if permanent:
+            return permanent, revision_id
+    return revision_id, revision_id
+
+
+def _form_xobject(
+    content: bytes, fonts: Mapping[str, str], width: float, height: float, page: _Page
+) -> bytes:
+    compressed = zlib.compress(content, 9)
+    font_entries = b" ".join(
+        b"/" + name.encode("ascii") + b" << /Type /Font /Subtype /Type1 /BaseFont /"
+        + base.encode("ascii") + b" /Encoding /WinAnsiEncoding >>"
+        for name, base in fonts.items()
+    )
+    return (
+        b"<< /Type /XObject /Subtype /Form /BBox [0 0 "
+        + pdf_number(width)
+        + b" "
+        + pdf_number(height)
+        + b"] /Matrix ["
+        + b" ".join(str(value).encode("ascii") for value in page.appearance_matrix)
+        + b" 0 0] /Resources << /Font << "
+        + font_entries
+        + b" >> /ProcSet [/PDF /Text] >> /Filter /FlateDecode /Length "
+        + str(len(compressed)).encode("ascii")
+        + b" >>\nstream\n"
+        + compressed
+        + b"\nendstream"
+    )
+
+
+def _signature_dictionary(
+    *, reason: str, location: str, signer_name: str, signed_at: dt.datetime
+) -> tuple[bytes, int, int]:
+    """The /Sig dictionary with blank /ByteRange and /Contents, and where those two start."""
+    head = (
+        b"<< /Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached /Name "
+        + pdf_text(signer_name)
+        + b" /M "
+        + pdf_text(f"D:{signed_at:%Y%m%d%H%M%S}Z")
+        + b" /Reason "
+        + pdf_text(reason)
+        + b" /Location "
+        + pdf_text(location)
+        + b" /ByteRange "
+    )
+    byte_range_at = len(head)
+    byte_range = b"[" + b" " * (_BYTE_RANGE_WIDTH - 2) + b"]"
+    middle = b" /Contents "
+    contents_at = byte_range_at + len(byte_range) + len(middle)
+    contents = b"<" + b"0" * (2 * CONTENTS_RESERVED_BYTES) + b">"
+    return head + byte_range + middle + contents + b" >>", byte_range_at, contents_at
+
+
+def _unique_field_name(reader: PdfReader, wanted: str) -> str:
+    taken: set[str] = set()
+    form = reader.root_object.get("/AcroForm")
+    form = form.get_object() if form is not None else None
+    fields = form.get("/Fields") if isinstance(form, DictionaryObject) else None
+    fields = fields.get_object() if fields is not None else None
+    for field in fields if isinstance(fields, ArrayObject) else []:
+        field = field.get_object()
+        if isinstance(field, DictionaryObject) and "/T" in field:
+            taken.add(str(field["/T"]))
+    name, counter = wanted, 1
+    while name in taken:
+        counter += 1
+        name = f"{wanted} ({counter})"
+    return name
+
+
+def _add_to_page_annotations(update: IncrementalUpdate, page: _Page, widget: IndirectObject) -> None:
+    annotations = page.dictionary.raw_get("/Annots") if "/Annots" in page.dictionary else None
+    resolved = annotations.get_object() if annotations is not None else None
+    if isinstance(annotations, IndirectObject) and isinstance(resolved, ArrayObject):
+        # A shared array object: extend it where it lives and leave the page dictionary alone.
+        update.put(annotations.idnum, serialise(ArrayObject([*resolved, widget])), annotations.generation)
+        return
+    page_copy = DictionaryObject(page.dictionary)
+    existing = list(resolved) if isinstance(resolved, ArrayObject) else []
+    page_copy[NameObject("/Annots")] = ArrayObject([*existing, widget])
+    update.put(page.reference.idnum, serialise(page_copy), page.reference.generation)
+
+
+def _add_to_form_fields(
+    update: IncrementalUpdate, reader: PdfReader, root_reference: IndirectObject, widget: IndirectObject
+) -> None:
+    catalog = reader.root_object
+    form_reference = catalog.raw_get("/AcroForm") if "/AcroForm" in catalog else None
+    existing = form_reference.get_object() if form_reference is not None else None
+    form = DictionaryObject(existing) if isinstance(existing, DictionaryObject) else DictionaryObject()
+
+    fields_reference = form.raw_get("/Fields") if "/Fields" in form else None
+    fields = fields_reference.get_object() if fields_reference is not None else None
+    if isinstance(fields_reference, IndirectObject) and isinstance(fields, ArrayObject):
+        update.put(
+            fields_reference.idnum, serialise(ArrayObject([*fields, widget])), fields_reference.generation
+        )
+    else:
+        earlier = list(fields) if isinstance(fields, ArrayObject) else []
+        form[NameObject("/Fields")] = ArrayObject([*earlier, widget])
+    try:
+        flags = int(form.get("/SigFlags", 0))
+    except (TypeError, ValueError):
+        flags = 0
+    # SignaturesExist | AppendOnly: viewers must save by appending, or they break the signature.
+    form[NameObject("/SigFlags")] = NumberObject(flags | 3)
+
+    if isinstance(form_reference, IndirectObject) and isinstance(existing, DictionaryObject):
+        update.put(form_reference.idnum, serialise(form), form_reference.generation)
+    else:
+        catalog_copy = DictionaryObject(catalog)
+        catalog_copy[NameObject("/AcroForm")] = form
+        update.put(root_reference.idnum, serialise(catalog_copy), root_reference.generation)
+
+
+def _sign(update: IncrementalUpdate, slot: _ContentsSlot, identity: SigningIdentity) -> bytes:
+    out, body_offsets = update.write()
+    signature_body = body_offsets[slot.number]
+    byte_range_at = signature_body + slot.byte_range_at
+    contents_start = signature_body + slot.contents_at
+    contents_end = contents_start + 2 * CONTENTS_RESERVED_BYTES + 2
+    byte_range = [0, contents_start, contents_end, len(out) - contents_end]
+    text = ("[" + " ".join(map(str, byte_range))).encode("ascii")
+    if len(text) > _BYTE_RANGE_WIDTH - 1:
+        raise UnsupportedPdf("The document is too large to sign.")
+    out[byte_range_at : byte_range_at + len(text)] = text
+
+    view = memoryview(out)
+    hasher = hashlib.sha256()
+    hasher.update(view[:contents_start])
+    hasher.update(view[contents_end:])
+    view.release()
+    signature = build_detached_signature(identity, hasher.digest()).hex().encode("ascii")
+    if len(signature) > 2 * CONTENTS_RESERVED_BYTES:
+        raise RuntimeError(f"the CMS signature ({len(signature) // 2} bytes) outgrew its reserved space")
+    out[contents_start + 1 : contents_start + 1 + len(signature)] = signature
+    return bytes(out)

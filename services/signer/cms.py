@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from asn1crypto import algos, cms, tsp
+from asn1crypto import algos, cms, core, tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -172,7 +172,7 @@ def _check_signer(
     timestamp_time: datetime | None = None
 
     signed_attrs = signer_info["signed_attrs"]
-    if signed_attrs.native is None or len(signed_attrs) == 0:
+    if isinstance(signed_attrs, core.Void) or len(signed_attrs) == 0:
         raise CmsError("the signature has no signed attributes")
     message_digest = _attribute(signed_attrs, "message_digest")
     if message_digest is None:
@@ -207,7 +207,8 @@ def _check_signer(
             problems.append("the cryptographic signature does not verify with the signer's certificate")
 
     unsigned = signer_info["unsigned_attrs"]
-    if unsigned.native is not None and timestamp_time is None:
+    # Checked without `.native`: converting a long-term signature's revocation data costs a second.
+    if not isinstance(unsigned, core.Void) and timestamp_time is None:
         for attribute in unsigned:
             if attribute["type"].native == "signature_time_stamp_token":
                 # Reported, not yet verified: checking the token's own signature and its TSA

@@ -1,0 +1,353 @@
+"""Reporting on every signature in a PDF: does it verify, what does it cover, who signed, which serial.
+
+This is the thin verifier the signer needs to check its own output and answer public verification
+requests. It checks the cryptography, the byte range and the certificate chain; it does not yet
+analyse what later revisions changed (a full DocMDP diff) or verify timestamp tokens and revocation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, replace
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from pypdf import PdfReader
+from pypdf.generic import ArrayObject, DictionaryObject
+
+from services.signer.cms import CmsError, check_signed_data, document_digest
+from services.signer.documents import open_pdf, reading_pdf
+
+logger = logging.getLogger(__name__)
+
+_SERIAL_IN_REASON = re.compile(r"\[([A-Za-z0-9]{22})\] ")
+_PDF_DATE = re.compile(
+    r"D:(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?(?P<second>\d{2})?"
+    r"(?:(?P<utc>Z)|(?P<sign>[+-])(?P<tzh>\d{2})'?(?P<tzm>\d{2})?'?)?"
+)
+_HEX_STRING = re.compile(rb"<[0-9A-Fa-f\s]*>")
+_DETACHED = {"/adbe.pkcs7.detached", "/ETSI.CAdES.detached"}
+_DOCUMENT_TIMESTAMP = "/ETSI.RFC3161"
+# Deeper form trees than this are hostile, not real forms.
+_MAX_FIELD_DEPTH = 32
+# Longest chain we follow from the signer to a root.
+_MAX_CHAIN = 8
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """One signature, mirroring emeterai.v1.SignatureReport (the registry status is the gateway's)."""
+
+    field_name: str
+    serial: str
+    signature_valid: bool
+    document_intact: bool
+    covers_whole_document: bool
+    revision: int
+    chain_trusted: bool
+    signer_subject: str
+    sub_filter: str
+    signed_at: dt.datetime | None
+    has_timestamp: bool
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    signatures: list[SignatureReport]
+    document_sha256: bytes
+
+
+def verify_document(
+    document: bytes, trust_roots: list[x509.Certificate], *, now: dt.datetime | None = None
+) -> VerificationResult:
+    """Report on every signature field that holds a signature; raises UnsupportedPdf for unreadable files."""
+    with reading_pdf():
+        reader = open_pdf(document)
+        signatures = list(_signature_fields(reader))
+    reports = [_report(document, raw, trust_roots, now or dt.datetime.now(dt.UTC)) for raw in signatures]
+    return VerificationResult(reports, hashlib.sha256(document).digest())
+
+
+@dataclass(frozen=True)
+class _RawSignature:
+    """A signature dictionary's entries, copied out of the parser as plain values."""
+
+    field_name: str
+    sub_filter: str
+    byte_range: list[int] | None
+    contents: bytes | None
+    reason: str
+    claimed_time: str
+
+
+def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
+    form = reader.root_object.get("/AcroForm")
+    form = form.get_object() if form is not None else None
+    fields = form.get("/Fields") if isinstance(form, DictionaryObject) else None
+    fields = fields.get_object() if fields is not None else None
+    found: list[_RawSignature] = []
+    seen: set[int] = set()
+    stack = [(field, "", None, 0) for field in reversed(fields)] if isinstance(fields, ArrayObject) else []
+    while stack:
+        reference, parent_name, inherited_type, depth = stack.pop()
+        node = reference.get_object()
+        # Forms are trees; a node met twice means a cycle in a hostile file.
+        if not isinstance(node, DictionaryObject) or id(node) in seen or depth > _MAX_FIELD_DEPTH:
+            continue
+        seen.add(id(node))
+        partial = str(node["/T"]) if "/T" in node else ""
+        name = f"{parent_name}.{partial}" if parent_name and partial else (partial or parent_name)
+        field_type = node.get("/FT", inherited_type)
+        kids = node.get("/Kids")
+        kids = kids.get_object() if kids is not None else None
+        if isinstance(kids, ArrayObject):
+            stack.extend((kid, name, field_type, depth + 1) for kid in reversed(kids))
+        value = node.get("/V")
+        value = value.get_object() if value is not None else None
+        if field_type == "/Sig" and isinstance(value, DictionaryObject):
+            found.append(_raw_signature(name, value))
+    return found
+
+
+def _raw_signature(name: str, value: DictionaryObject) -> _RawSignature:
+    byte_range = value.get("/ByteRange")
+    byte_range = byte_range.get_object() if byte_range is not None else None
+    numbers: list[int] | None = None
+    if isinstance(byte_range, ArrayObject) and all(isinstance(item, int) for item in byte_range):
+        numbers = [int(item) for item in byte_range]
+    contents = value.get("/Contents")
+    contents = contents.get_object() if contents is not None else None
+    raw_contents = bytes(contents) if isinstance(contents, bytes) else None
+    if raw_contents is None and isinstance(contents, str):
+        # pypdf decodes strings that happen to look like text; the original bytes are the signature.
+        raw_contents = getattr(contents, "original_bytes", None)
+    return _RawSignature(
+        field_name=name,
+        sub_filter=str(value.get("/SubFilter", "")),
+        byte_range=numbers,
+        contents=raw_contents,
+        reason=str(value.get("/Reason", "")),
+        claimed_time=str(value.get("/M", "")),
+    )
+
+
+def _report(
+    document: bytes, raw: _RawSignature, trust_roots: list[x509.Certificate], now: dt.datetime
+) -> SignatureReport:
+    serial_match = _SERIAL_IN_REASON.match(raw.reason)
+    base = SignatureReport(
+        field_name=raw.field_name,
+        serial=serial_match.group(1) if serial_match else "",
+        signature_valid=False,
+        document_intact=False,
+        covers_whole_document=False,
+        revision=0,
+        chain_trusted=False,
+        signer_subject="",
+        sub_filter=raw.sub_filter.lstrip("/"),
+        signed_at=_parse_pdf_date(raw.claimed_time),
+        has_timestamp=False,
+    )
+    try:
+        return _check_signature(document, raw, trust_roots, now, base)
+    except Exception:  # hostile input must yield a report, never a failed request
+        logger.warning("signature %r could not be analysed", raw.field_name, exc_info=True)
+        return _with(base, problems=("The signature data is malformed and could not be checked.",))
+
+
+def _check_signature(
+    document: bytes,
+    raw: _RawSignature,
+    trust_roots: list[x509.Certificate],
+    now: dt.datetime,
+    base: SignatureReport,
+) -> SignatureReport:
+    problems: list[str] = []
+    ranges = _checked_byte_range(document, raw.byte_range)
+    if ranges is None:
+        return _with(base, problems=("The signature's byte range is malformed.",))
+    gap_start, gap_end, end = ranges
+    covers_whole = end == len(document)
+    revision = _revision_at(document, end)
+    contents = _gap_contents(document[gap_start:gap_end])
+    # The gap must be exactly the hex string the dictionary holds, or unsigned bytes could hide there.
+    if contents is None or raw.contents is None or contents.rstrip(b"\0") != raw.contents.rstrip(b"\0"):
+        return _with(
+            base,
+            covers_whole_document=covers_whole,
+            revision=revision,
+            problems=("The signature's byte range does not skip exactly its own /Contents.",),
+        )
+
+    if raw.sub_filter not in _DETACHED and raw.sub_filter != _DOCUMENT_TIMESTAMP:
+        return _with(
+            base,
+            covers_whole_document=covers_whole,
+            revision=revision,
+            problems=(f"Signatures of type {base.sub_filter or 'unknown'} are not supported.",),
+        )
+    try:
+        check = check_signed_data(contents)
+    except CmsError as exc:
+        return _with(base, covers_whole_document=covers_whole, revision=revision, problems=(str(exc) + ".",))
+    problems += [problem[0].upper() + problem[1:] + "." for problem in check.problems]
+
+    actual = document_digest(check.digest_algorithm, [document[:gap_start], document[gap_end:end]])
+    digest_matches = actual == check.claimed_digest
+    if not digest_matches:
+        problems.append("The document was changed after it was signed: the signed bytes do not match.")
+    at_boundary = document[:end].rstrip(b"\0\t\n\x0c\r ").endswith(b"%%EOF")
+    if not at_boundary:
+        problems.append("The signature does not end at the end of a revision of the file.")
+    if not covers_whole:
+        later = _revision_at(document, len(document)) - revision
+        problems.append(
+            f"The file was extended after this signature ({later} later revision(s)); "
+            "those additions were not checked."
+        )
+
+    signed_at = check.timestamp_time or base.signed_at
+    chain_trusted = False
+    if check.signer is not None:
+        chain_trusted, chain_problems = _chain_trusted(
+            check.signer, check.certificates, trust_roots, signed_at or now
+        )
+        problems += chain_problems
+    return _with(
+        base,
+        signature_valid=digest_matches and check.signature_valid,
+        document_intact=digest_matches and at_boundary,
+        covers_whole_document=covers_whole,
+        revision=revision,
+        chain_trusted=chain_trusted,
+        signer_subject=check.signer.subject.rfc4514_string() if check.signer is not None else "",
+        signed_at=signed_at,
+        has_timestamp=check.timestamp_time is not None,
+        problems=tuple(problems),
+    )
+
+
+def _checked_byte_range(document: bytes, byte_range: list[int] | None) -> tuple[int, int, int] | None:
+    """(start of the gap, end of the gap, end of the signed bytes) when the range is well formed."""
+    if byte_range is None or len(byte_range) != 4:
+        return None
+    first_start, first_length, second_start, second_length = byte_range
+    if first_start != 0 or first_length <= 0 or second_start <= first_length or second_length < 0:
+        return None
+    end = second_start + second_length
+    if end > len(document):
+        return None
+    return first_length, second_start, end
+
+
+def _gap_contents(gap: bytes) -> bytes | None:
+    if not _HEX_STRING.fullmatch(gap):
+        return None
+    digits = re.sub(rb"\s", b"", gap[1:-1])
+    # An odd number of hex digits is completed with a 0, as the PDF syntax says.
+    return bytes.fromhex((digits + b"0" * (len(digits) % 2)).decode("ascii"))
+
+
+def _revision_at(document: bytes, end: int) -> int:
+    """1-based revision that ends at or before `end`: the number of %%EOF markers up to there."""
+    count = document.count(b"%%EOF", 0, end)
+    # A linearized file ends its first-page section with an extra %%EOF inside revision 1.
+    if b"/Linearized" in document[:1024] and count > 1:
+        count -= 1
+    return count
+
+
+def _chain_trusted(
+    signer: x509.Certificate,
+    certificates: list[x509.Certificate],
+    trust_roots: list[x509.Certificate],
+    at: dt.datetime,
+) -> tuple[bool, list[str]]:
+    """Walk issuer by issuer from the signer to a trust root, checking each link's signature."""
+    if not trust_roots:
+        return False, ["No trust roots are configured, so the certificate chain was not checked."]
+    roots = {_der(root): root for root in trust_roots}
+    path = [signer]
+    current = signer
+    for _ in range(_MAX_CHAIN):
+        if _der(current) in roots:
+            return _valid_during(path, at)
+        root = next((root for root in trust_roots if _issued_by(current, root)), None)
+        if root is not None:
+            return _valid_during([*path, root], at)
+        issuer = next(
+            (
+                candidate
+                for candidate in certificates
+                if candidate is not current and _is_ca(candidate) and _issued_by(current, candidate)
+            ),
+            None,
+        )
+        if issuer is None or issuer in path:
+            break
+        path.append(issuer)
+        current = issuer
+    return False, ["The signer's certificate does not chain to a trusted root."]
+
+
+def _valid_during(path: list[x509.Certificate], at: dt.datetime) -> tuple[bool, list[str]]:
+    problems = [
+        f"The certificate {cert.subject.rfc4514_string()} was not valid at the signing time."
+        for cert in path
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
+    ]
+    return not problems, problems
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _parse_pdf_date(text: str) -> dt.datetime | None:
+    """Read a PDF date such as D:20240131120000+07'00'; None when absent or malformed."""
+    match = _PDF_DATE.match(text)
+    if match is None:
+        return None
+    parts = match.groupdict()
+    try:
+        moment = dt.datetime(
+            int(parts["year"]),
+            int(parts["month"] or 1),
+            int(parts["day"] or 1),
+            int(parts["hour"] or 0),
+            int(parts["minute"] or 0),
+            int(parts["second"] or 0),
+        )
+    except ValueError:
+        return None
+    offset = dt.timedelta(0)
+    if parts["sign"]:
+        offset = dt.timedelta(hours=int(parts["tzh"]), minutes=int(parts["tzm"] or 0))
+        if parts["sign"] == "-":
+            offset = -offset
+    # A date without a zone is taken as UTC rather than the server's local time.
+    return (moment - offset).replace(tzinfo=dt.UTC)
+
+
+def _with(report: SignatureReport, **changes: object) -> SignatureReport:
+    return replace(report, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,144 @@
+"""SignerService over gRPC: translates messages to `place_stamp` / `verify_document` and back.
+
+Stamping and verifying are CPU-bound, so they run in the executor the wiring hands in (a process
+pool spreads them over the cores; a thread pool is enough for tests) and the event loop stays free
+for other calls and health checks. Domain errors are raised as they are; the error interceptor
+maps them with SIGNER_STATUS_CODES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc, verification_pb2
+from services.common.errors import BASE_STATUS_CODES, DomainError
+from services.signer.errors import DocumentLocked, DocumentTooLarge, InvalidPlacement, UnsupportedPdf
+from services.signer.pki import SigningIdentity
+from services.signer.stamping import Placement, StampResult, place_stamp
+from services.signer.verification import SignatureReport, VerificationResult, verify_document
+
+SIGNER_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    **BASE_STATUS_CODES,
+    # Each already inherits its code; listed so the table reads as the service's whole contract.
+    UnsupportedPdf: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidPlacement: grpc.StatusCode.INVALID_ARGUMENT,
+    DocumentTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    DocumentLocked: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
+    def __init__(
+        self,
+        identity: SigningIdentity,
+        trust_roots: Sequence[x509.Certificate],
+        *,
+        public_url: str,
+        executor: Executor,
+        location: str = "Indonesia",
+        max_document_bytes: int | None = None,
+    ) -> None:
+        self._identity = identity
+        # DER, because certificate objects do not pickle into a process pool's workers.
+        self._trust_roots_der = tuple(root.public_bytes(serialization.Encoding.DER) for root in trust_roots)
+        self._public_url = public_url
+        self._executor = executor
+        self._location = location
+        self._max_document_bytes = max_document_bytes
+
+    async def Stamp(
+        self, request: signer_service_pb2.StampRequest, context: grpc.aio.ServicerContext
+    ) -> signer_service_pb2.StampResponse:
+        self._check_size(request.document)
+        # request.document_password is not used yet: encrypted PDFs are refused whatever the
+        # password, because the update would have to be encrypted with the document's key.
+        job = functools.partial(
+            place_stamp,
+            request.document,
+            serial=request.serial,
+            placement=_placement_from_proto(request),
+            identity=self._identity,
+            public_url=self._public_url,
+            location=self._location,
+            document_name=request.metadata.name,
+        )
+        result: StampResult = await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        llx, lly, urx, ury = result.rect
+        return signer_service_pb2.StampResponse(
+            stamped_document=result.stamped_document,
+            stamped_sha256=result.stamped_sha256,
+            placement=common_pb2.StampPlacement(
+                page=result.page, rect=common_pb2.Rect(llx=llx, lly=lly, urx=urx, ury=ury)
+            ),
+        )
+
+    async def Verify(
+        self, request: signer_service_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> signer_service_pb2.VerifyResponse:
+        self._check_size(request.document)
+        job = functools.partial(_verify, request.document, self._trust_roots_der)
+        result: VerificationResult = await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        return signer_service_pb2.VerifyResponse(
+            report=verification_pb2.VerificationReport(
+                signatures=[_report_to_proto(report) for report in result.signatures],
+                document_sha256=result.document_sha256,
+            )
+        )
+
+    async def GetSignerInfo(
+        self, request: signer_service_pb2.GetSignerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> signer_service_pb2.GetSignerInfoResponse:
+        chain = self._identity.chain
+        return signer_service_pb2.GetSignerInfoResponse(
+            certificate_chain=[cert.public_bytes(serialization.Encoding.DER) for cert in chain],
+            key_algorithm=self._identity.key_algorithm,
+        )
+
+    def _check_size(self, document: bytes) -> None:
+        if self._max_document_bytes is not None and len(document) > self._max_document_bytes:
+            limit = self._max_document_bytes / (1024 * 1024)
+            raise DocumentTooLarge(f"The document is larger than the {limit:g} MiB this service accepts.")
+
+
+def _verify(document: bytes, trust_roots_der: tuple[bytes, ...]) -> VerificationResult:
+    roots = [x509.load_der_x509_certificate(der) for der in trust_roots_der]
+    return verify_document(document, roots)
+
+
+def _placement_from_proto(request: signer_service_pb2.StampRequest) -> Placement:
+    if not request.HasField("placement"):
+        return Placement()
+    placement = request.placement
+    if not placement.HasField("rect"):
+        return Placement(page=placement.page)
+    rect = placement.rect
+    return Placement(page=placement.page, rect=(rect.llx, rect.lly, rect.urx, rect.ury))
+
+
+def _report_to_proto(report: SignatureReport) -> verification_pb2.SignatureReport:
+    signed_at = None
+    if report.signed_at is not None:
+        signed_at = Timestamp()
+        signed_at.FromDatetime(report.signed_at)
+    return verification_pb2.SignatureReport(
+        field_name=report.field_name,
+        serial=report.serial,
+        signature_valid=report.signature_valid,
+        document_intact=report.document_intact,
+        covers_whole_document=report.covers_whole_document,
+        revision=report.revision,
+        chain_trusted=report.chain_trusted,
+        signer_subject=report.signer_subject,
+        sub_filter=report.sub_filter,
+        signed_at=signed_at,
+        has_timestamp=report.has_timestamp,
+        problems=list(report.problems),
+    )

@@ -1,0 +1,305 @@
+"""QuotaService over gRPC: translates messages to ledger calls and back, nothing more.
+
+The ledger blocks on its database, so every call runs in a worker thread and the event loop keeps
+serving other calls meanwhile. Domain errors are raised as they are; the error interceptor maps
+them with QUOTA_STATUS_CODES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
+from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput
+from services.quota.errors import HoldAlreadyResolved, InsufficientQuota
+from services.quota.ledger import Ledger
+from services.quota.models import (
+    Balance,
+    Channel,
+    DocumentMetadata,
+    DocumentType,
+    Hold,
+    HoldStatus,
+    Order,
+    OrderStatus,
+    Refund,
+    ReleaseReason,
+    SerialRecord,
+    SerialStatus,
+    Transfer,
+)
+
+QUOTA_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    **BASE_STATUS_CODES,
+    # Both are PreconditionFailed already; listed so the table reads as the service's whole contract.
+    InsufficientQuota: grpc.StatusCode.FAILED_PRECONDITION,
+    HoldAlreadyResolved: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+E = TypeVar("E", bound=StrEnum)
+
+# Proto enum values are named PREFIX_<DOMAIN VALUE IN UPPER CASE>, so one rule maps each pair.
+_PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
+    Channel: (common_pb2.Channel, "CHANNEL_"),
+    DocumentType: (common_pb2.DocumentType, "DOCUMENT_TYPE_"),
+    OrderStatus: (ledger_pb2.OrderStatus, "ORDER_STATUS_"),
+    HoldStatus: (ledger_pb2.HoldStatus, "HOLD_STATUS_"),
+    ReleaseReason: (ledger_pb2.ReleaseReason, "RELEASE_REASON_"),
+    SerialStatus: (ledger_pb2.SerialStatus, "SERIAL_STATUS_"),
+}
+
+
+def enum_from_proto(domain: type[E], value: int, field: str) -> E:
+    """The domain value of a proto enum; UNSPECIFIED or unknown numbers are InvalidInput."""
+    proto_enum, prefix = _PREFIXES[domain]
+    try:
+        return domain(proto_enum.Name(value).removeprefix(prefix).lower())
+    except ValueError:
+        raise InvalidInput(f"{field} must be set to one of its listed values") from None
+
+
+def enum_to_proto(value: StrEnum | None) -> int:
+    """The proto number of a domain value; None is UNSPECIFIED (0)."""
+    if value is None:
+        return 0
+    proto_enum, prefix = _PREFIXES[type(value)]
+    return int(proto_enum.Value(prefix + value.value.upper()))
+
+
+def _timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def order_to_proto(order: Order) -> ledger_pb2.Order:
+    return ledger_pb2.Order(
+        order_id=order.order_id,
+        account_id=order.account_id,
+        quantity=order.quantity,
+        unit_price_idr=order.unit_price_idr,
+        amount_idr=order.amount_idr,
+        status=enum_to_proto(order.status),
+        payment_provider=order.payment_provider,
+        payment_reference=order.payment_reference,
+        payment_url=order.payment_url,
+        channel=enum_to_proto(order.channel),
+        created_at=_timestamp(order.created_at),
+        expires_at=_timestamp(order.expires_at),
+        paid_at=_timestamp(order.paid_at),
+        refunded_quantity=order.refunded_quantity,
+    )
+
+
+def balance_to_proto(balance: Balance) -> ledger_pb2.Balance:
+    return ledger_pb2.Balance(
+        account_id=balance.account_id,
+        available=balance.available,
+        held=balance.held,
+        consumed=balance.consumed,
+        refunded=balance.refunded,
+        purchased=balance.purchased,
+    )
+
+
+def metadata_from_proto(metadata: common_pb2.DocumentMetadata) -> DocumentMetadata:
+    return DocumentMetadata(
+        type=enum_from_proto(DocumentType, metadata.type, "metadata.type"),
+        name=metadata.name,
+        number=metadata.number,
+        date=metadata.date,
+        value_idr=metadata.value_idr,
+    )
+
+
+def hold_to_proto(hold: Hold) -> ledger_pb2.Hold:
+    metadata = hold.metadata
+    return ledger_pb2.Hold(
+        hold_id=hold.hold_id,
+        account_id=hold.account_id,
+        serial=hold.serial,
+        status=enum_to_proto(hold.status),
+        document_sha256=hold.document_sha256,
+        stamped_sha256=hold.stamped_sha256 or b"",
+        metadata=common_pb2.DocumentMetadata(
+            type=enum_to_proto(metadata.type),
+            name=metadata.name,
+            number=metadata.number,
+            date=metadata.date,
+            value_idr=metadata.value_idr,
+        ),
+        channel=enum_to_proto(hold.channel),
+        release_reason=enum_to_proto(hold.release_reason),
+        created_at=_timestamp(hold.created_at),
+        expires_at=_timestamp(hold.expires_at),
+        resolved_at=_timestamp(hold.resolved_at),
+    )
+
+
+def serial_to_proto(record: SerialRecord) -> ledger_pb2.SerialRecord:
+    return ledger_pb2.SerialRecord(
+        serial=record.serial,
+        status=enum_to_proto(record.status),
+        issued_at=_timestamp(record.issued_at),
+        stamped_at=_timestamp(record.stamped_at),
+    )
+
+
+def refund_to_proto(refund: Refund) -> ledger_pb2.Refund:
+    return ledger_pb2.Refund(
+        refund_id=refund.refund_id,
+        order_id=refund.order_id,
+        account_id=refund.account_id,
+        quantity=refund.quantity,
+        amount_idr=refund.amount_idr,
+        reason=refund.reason,
+        created_at=_timestamp(refund.created_at),
+    )
+
+
+def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
+    return ledger_pb2.Transfer(
+        transfer_id=transfer.transfer_id,
+        from_account_id=transfer.from_account_id,
+        to_account_id=transfer.to_account_id,
+        quantity=transfer.quantity,
+        channel=enum_to_proto(transfer.channel),
+        created_at=_timestamp(transfer.created_at),
+    )
+
+
+class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    async def CreateOrder(
+        self, request: quota_service_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.CreateOrderResponse:
+        channel = enum_from_proto(Channel, request.channel, "channel")
+        order, replayed = await asyncio.to_thread(
+            self._ledger.create_order, request.account_id, request.quantity, request.idempotency_key, channel
+        )
+        return quota_service_pb2.CreateOrderResponse(order=order_to_proto(order), replayed=replayed)
+
+    async def GetOrder(
+        self, request: quota_service_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.GetOrderResponse:
+        order = await asyncio.to_thread(self._ledger.get_order, request.order_id, request.account_id)
+        return quota_service_pb2.GetOrderResponse(order=order_to_proto(order))
+
+    async def ListOrders(
+        self, request: quota_service_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ListOrdersResponse:
+        page = await asyncio.to_thread(
+            self._ledger.list_orders, request.account_id, request.page_size, request.page_token
+        )
+        return quota_service_pb2.ListOrdersResponse(
+            orders=[order_to_proto(order) for order in page.items], next_page_token=page.next_page_token
+        )
+
+    async def CancelOrder(
+        self, request: quota_service_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.CancelOrderResponse:
+        order = await asyncio.to_thread(self._ledger.cancel_order, request.order_id, request.account_id)
+        return quota_service_pb2.CancelOrderResponse(order=order_to_proto(order))
+
+    async def ConfirmPayment(
+        self, request: quota_service_pb2.ConfirmPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ConfirmPaymentResponse:
+        order, replayed = await asyncio.to_thread(
+            self._ledger.confirm_payment, request.provider, request.payload, request.signature
+        )
+        return quota_service_pb2.ConfirmPaymentResponse(order=order_to_proto(order), replayed=replayed)
+
+    async def RefundOrder(
+        self, request: quota_service_pb2.RefundOrderRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.RefundOrderResponse:
+        refund, order = await asyncio.to_thread(
+            self._ledger.refund_order,
+            request.order_id,
+            request.account_id,
+            request.quantity,
+            request.reason,
+            request.idempotency_key,
+        )
+        return quota_service_pb2.RefundOrderResponse(
+            refund=refund_to_proto(refund), order=order_to_proto(order)
+        )
+
+    async def GetBalance(
+        self, request: quota_service_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.GetBalanceResponse:
+        balance = await asyncio.to_thread(self._ledger.get_balance, request.account_id)
+        return quota_service_pb2.GetBalanceResponse(balance=balance_to_proto(balance))
+
+    async def TransferQuota(
+        self, request: quota_service_pb2.TransferQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.TransferQuotaResponse:
+        channel = enum_from_proto(Channel, request.channel, "channel")
+        transfer = await asyncio.to_thread(
+            self._ledger.transfer_quota,
+            request.from_account_id,
+            request.to_account_id,
+            request.quantity,
+            request.idempotency_key,
+            channel,
+        )
+        return quota_service_pb2.TransferQuotaResponse(transfer=transfer_to_proto(transfer))
+
+    async def Reserve(
+        self, request: quota_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ReserveResponse:
+        channel = enum_from_proto(Channel, request.channel, "channel")
+        metadata = metadata_from_proto(request.metadata)
+        hold, replayed = await asyncio.to_thread(
+            self._ledger.reserve,
+            request.account_id,
+            request.idempotency_key,
+            request.document_sha256,
+            metadata,
+            channel,
+        )
+        return quota_service_pb2.ReserveResponse(hold=hold_to_proto(hold), replayed=replayed)
+
+    async def Commit(
+        self, request: quota_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.CommitResponse:
+        hold = await asyncio.to_thread(self._ledger.commit, request.hold_id, request.stamped_sha256)
+        return quota_service_pb2.CommitResponse(hold=hold_to_proto(hold))
+
+    async def Release(
+        self, request: quota_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ReleaseResponse:
+        reason = enum_from_proto(ReleaseReason, request.reason, "reason")
+        hold = await asyncio.to_thread(self._ledger.release, request.hold_id, reason)
+        return quota_service_pb2.ReleaseResponse(hold=hold_to_proto(hold))
+
+    async def GetHold(
+        self, request: quota_service_pb2.GetHoldRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.GetHoldResponse:
+        hold = await asyncio.to_thread(self._ledger.get_hold, request.hold_id, request.account_id)
+        return quota_service_pb2.GetHoldResponse(hold=hold_to_proto(hold))
+
+    async def ListHolds(
+        self, request: quota_service_pb2.ListHoldsRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ListHoldsResponse:
+        page = await asyncio.to_thread(
+            self._ledger.list_holds, request.account_id, request.page_size, request.page_token
+        )
+        return quota_service_pb2.ListHoldsResponse(
+            holds=[hold_to_proto(hold) for hold in page.items], next_page_token=page.next_page_token
+        )
+
+    async def LookupSerial(
+        self, request: quota_service_pb2.LookupSerialRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.LookupSerialResponse:
+        record = await asyncio.to_thread(self._ledger.lookup_serial, request.serial)
+        return quota_service_pb2.LookupSerialResponse(serial=serial_to_proto(record))

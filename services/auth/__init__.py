@@ -1,0 +1,1 @@
+"""Auth service: phone sign-in, tokens, distributor credentials, stamping PINs and the signing keys."""

@@ -1,0 +1,203 @@
+"""Phone sign-in with a one-time code.
+
+A code is six digits from `secrets`, kept only as an HMAC under a server key (a stolen database
+alone does not reveal pending codes, which a plain hash of a million possibilities would), valid
+for a few minutes, good for one sign-in, and locked after a few wrong tries. The code is never
+logged; only the message handed to the notifier carries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from services.auth.accounts import Accounts
+from services.auth.errors import (
+    CodeExpired,
+    NoPendingCode,
+    NotifierUnavailable,
+    ResendTooSoon,
+    TooManyAttempts,
+    WrongCode,
+)
+from services.auth.model import Account, AccountKind, Clock, CodeSent, SignIn, TokenKind, utc_now
+from services.auth.notifiers import Notifier
+from services.auth.phones import mask_phone, normalise_phone
+from services.auth.store import otp_challenges
+from services.auth.tokens import Sessions
+from services.common.errors import DomainError, InvalidInput, PreconditionFailed
+from services.common.settings import AuthSettings
+
+log = logging.getLogger(__name__)
+
+CODE_DIGITS = 6
+
+# Accounts that sign in by phone, and the token kind each gets.
+_PHONE_TOKEN_KINDS = {AccountKind.RETAIL: TokenKind.RETAIL, AccountKind.OPERATOR: TokenKind.OPERATOR}
+
+
+def message_body(code: str, ttl_s: int) -> str:
+    minutes = math.ceil(ttl_s / 60)
+    return f"Kode e-meterai Anda: {code}. Berlaku {minutes} menit. Jangan berikan kode ini kepada siapa pun."
+
+
+def _token_kind(account: Account) -> TokenKind:
+    kind = _PHONE_TOKEN_KINDS.get(account.kind)
+    if kind is None:
+        raise PreconditionFailed("this account cannot sign in with a phone code")
+    return kind
+
+
+class OtpService:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: AuthSettings,
+        notifier: Notifier,
+        accounts: Accounts,
+        sessions: Sessions,
+        code_key: bytes,
+        clock: Clock = utc_now,
+    ) -> None:
+        if len(code_key) < 16:
+            raise ValueError("the code key must be at least 16 bytes")
+        self._engine = engine
+        self._settings = settings
+        self._notifier = notifier
+        self._accounts = accounts
+        self._sessions = sessions
+        self._code_key = code_key
+        self._clock = clock
+
+    def request_code(self, phone: str, client_address: str = "") -> CodeSent:
+        """Send a fresh code to `phone`, replacing any pending one, unless one went out too recently."""
+        e164 = normalise_phone(phone)
+        ttl = self._settings.otp_ttl_s
+        resend_after = self._settings.otp_resend_after_s
+        now = self._clock()
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        salt = secrets.token_hex(16)
+        code_hash = self._hash(salt, e164, code)
+        try:
+            with self._engine.begin() as conn:
+                last_sent = conn.execute(
+                    select(otp_challenges.c.created_at).where(otp_challenges.c.phone == e164)
+                ).scalar_one_or_none()
+                if last_sent is not None:
+                    wait = math.ceil(resend_after - (now - last_sent).total_seconds())
+                    if wait > 0:
+                        raise ResendTooSoon(wait)
+                conn.execute(delete(otp_challenges).where(otp_challenges.c.phone == e164))
+                conn.execute(
+                    insert(otp_challenges).values(
+                        phone=e164,
+                        salt=salt,
+                        code_hash=code_hash,
+                        created_at=now,
+                        expires_at=now + timedelta(seconds=ttl),
+                        failed_attempts=0,
+                    )
+                )
+        except IntegrityError:
+            # Another request for the same number committed first; it counts as the recent one.
+            raise ResendTooSoon(max(resend_after, 1)) from None
+        try:
+            self._notifier.send(e164, message_body(code, ttl))
+        except Exception as exc:
+            # Withdraw the code so the cool-down does not punish the user for our failure.
+            with self._engine.begin() as conn:
+                conn.execute(
+                    delete(otp_challenges).where(
+                        otp_challenges.c.phone == e164, otp_challenges.c.code_hash == code_hash
+                    )
+                )
+            # Only the type: an adapter's exception text might quote the message, code included.
+            log.warning(
+                "code delivery failed",
+                extra={"phone": mask_phone(e164), "error_type": type(exc).__name__},
+            )
+            raise NotifierUnavailable() from None
+        log.info(
+            "code sent",
+            extra={"phone": mask_phone(e164), "client_address": client_address, "expires_in_s": ttl},
+        )
+        return CodeSent(phone=e164, expires_in_s=ttl, resend_after_s=resend_after)
+
+    def verify_code(self, phone: str, code: str, client_address: str = "") -> SignIn:
+        """Check `code`; on success spend it, create the account if new, and open a session."""
+        e164 = normalise_phone(phone)
+        code = code.strip()
+        if len(code) != CODE_DIGITS or not code.isascii() or not code.isdigit():
+            raise InvalidInput(f"the code is the {CODE_DIGITS} digits sent to your phone")
+        max_attempts = self._settings.otp_max_attempts
+        now = self._clock()
+        failure: DomainError | None = None
+        signed_in: SignIn | None = None
+        with self._engine.begin() as conn:
+            row = conn.execute(select(otp_challenges).where(otp_challenges.c.phone == e164)).one_or_none()
+            if row is None or row.consumed_at is not None:
+                raise NoPendingCode()
+            if row.expires_at <= now:
+                raise CodeExpired()
+            same_challenge = (otp_challenges.c.phone == e164, otp_challenges.c.code_hash == row.code_hash)
+            # Spend the try before comparing: concurrent guesses queue on this row's lock, so no
+            # more than max_attempts codes are ever compared, however many requests arrive at once.
+            spent = conn.execute(
+                update(otp_challenges)
+                .where(
+                    *same_challenge,
+                    otp_challenges.c.consumed_at.is_(None),
+                    otp_challenges.c.failed_attempts < max_attempts,
+                )
+                .values(failed_attempts=otp_challenges.c.failed_attempts + 1)
+            )
+            if spent.rowcount != 1:
+                # Locked, or a concurrent call spent or replaced the code since we read it.
+                now_row = conn.execute(
+                    select(otp_challenges.c.consumed_at).where(*same_challenge)
+                ).one_or_none()
+                raise (
+                    TooManyAttempts()
+                    if now_row is not None and now_row.consumed_at is None
+                    else NoPendingCode()
+                )
+            if not hmac.compare_digest(self._hash(row.salt, e164, code), row.code_hash):
+                tries = conn.execute(
+                    select(otp_challenges.c.failed_attempts).where(*same_challenge)
+                ).scalar_one()
+                left = max_attempts - tries
+                # Raised after the block, so the spent try is committed rather than rolled back.
+                failure = TooManyAttempts() if left <= 0 else WrongCode(left)
+            else:
+                conn.execute(update(otp_challenges).where(*same_challenge).values(consumed_at=now))
+                account, created = self._accounts.get_or_create_retail(conn, e164)
+                tokens = self._sessions.open(conn, account.account_id, _token_kind(account))
+                signed_in = SignIn(tokens=tokens, account=account, created=created)
+        if failure is not None:
+            log.info(
+                "wrong code",
+                extra={
+                    "phone": mask_phone(e164),
+                    "client_address": client_address,
+                    "error": type(failure).__name__,
+                },
+            )
+            raise failure
+        assert signed_in is not None
+        log.info(
+            "signed in with code",
+            extra={"account_id": signed_in.account.account_id, "account_created": signed_in.created},
+        )
+        return signed_in
+
+    def _hash(self, salt: str, phone: str, code: str) -> str:
+        message = f"{salt}:{phone}:{code}".encode("ascii")
+        return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()

@@ -1,0 +1,137 @@
+"""The stamping PIN: six digits a user gives before a stamp is placed, as the national portal asks.
+
+Six digits are a million guesses, so the lock-out carries the security, not the hash: every check
+(including the "current PIN" of a change) spends an attempt before the hash is compared, and the
+fifth wrong one locks the PIN until it is reset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from services.auth.errors import AccountNotFound, PinLocked, WrongPin
+from services.auth.model import Clock, PinCheck, utc_now
+from services.auth.store import accounts, stamping_pins
+from services.common.errors import Conflict, InvalidInput, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+MAX_PIN_ATTEMPTS = 5
+
+
+def _check_digits(pin: str) -> None:
+    if len(pin) != 6 or not pin.isascii() or not pin.isdigit():
+        raise InvalidInput("a stamping PIN is exactly 6 digits")
+
+
+def _check_new_pin(pin: str) -> None:
+    _check_digits(pin)
+    steps = {int(b) - int(a) for a, b in itertools.pairwise(pin)}
+    if steps in ({0}, {1}, {-1}):
+        raise InvalidInput("the PIN is too easy to guess (repeated or consecutive digits); choose another")
+
+
+class StampingPins:
+    def __init__(self, engine: Engine, clock: Clock = utc_now, hasher: PasswordHasher | None = None) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._hasher = hasher or PasswordHasher()
+
+    def set_stamping_pin(self, account_id: str, pin: str, current_pin: str = "") -> None:
+        """Set the PIN; changing an existing one requires `current_pin`, which spends an attempt."""
+        _check_new_pin(pin)
+        with self._engine.connect() as conn:
+            exists = conn.execute(
+                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+            ).first()
+            has_pin = conn.execute(
+                select(stamping_pins.c.account_id).where(stamping_pins.c.account_id == account_id)
+            ).first()
+        if exists is None:
+            raise AccountNotFound(account_id)
+        if has_pin is None:
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        insert(stamping_pins).values(
+                            account_id=account_id,
+                            pin_hash=self._hasher.hash(pin),
+                            failed_attempts=0,
+                            updated_at=self._clock(),
+                        )
+                    )
+            except IntegrityError:
+                raise Conflict("a PIN was set at the same moment; give it as the current PIN") from None
+            log.info("stamping PIN set", extra={"account_id": account_id})
+            return
+        if not current_pin:
+            raise InvalidInput("give the current PIN to change it")
+        check = self.verify_stamping_pin(account_id, current_pin)
+        if not check.valid:
+            raise PinLocked() if check.attempts_left == 0 else WrongPin(check.attempts_left)
+        new_hash = self._hasher.hash(pin)
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(stamping_pins)
+                .where(stamping_pins.c.account_id == account_id)
+                .values(pin_hash=new_hash, failed_attempts=0, updated_at=self._clock())
+            )
+        log.info("stamping PIN changed", extra={"account_id": account_id})
+
+    def verify_stamping_pin(self, account_id: str, pin: str) -> PinCheck:
+        """Whether `pin` is right, and how many tries are left before the PIN locks."""
+        _check_digits(pin)
+        # Spend the attempt first and compare after: concurrent guesses cannot outrun the counter.
+        with self._engine.begin() as conn:
+            spent = conn.execute(
+                update(stamping_pins)
+                .where(
+                    stamping_pins.c.account_id == account_id,
+                    stamping_pins.c.failed_attempts < MAX_PIN_ATTEMPTS,
+                )
+                .values(failed_attempts=stamping_pins.c.failed_attempts + 1)
+            )
+            row = conn.execute(
+                select(stamping_pins.c.pin_hash, stamping_pins.c.failed_attempts).where(
+                    stamping_pins.c.account_id == account_id
+                )
+            ).one_or_none()
+        if row is None:
+            self._require_account(account_id)
+            raise PreconditionFailed("no stamping PIN is set for this account; set one first")
+        if spent.rowcount != 1:
+            return PinCheck(valid=False, attempts_left=0)
+        if not self._matches(row.pin_hash, pin):
+            left = MAX_PIN_ATTEMPTS - row.failed_attempts
+            if left == 0:
+                log.warning("stamping PIN locked after wrong tries", extra={"account_id": account_id})
+            return PinCheck(valid=False, attempts_left=left)
+        with self._engine.begin() as conn:
+            values: dict[str, object] = {"failed_attempts": 0}
+            if self._hasher.check_needs_rehash(row.pin_hash):
+                values["pin_hash"] = self._hasher.hash(pin)
+            conn.execute(
+                update(stamping_pins).where(stamping_pins.c.account_id == account_id).values(**values)
+            )
+        return PinCheck(valid=True, attempts_left=MAX_PIN_ATTEMPTS)
+
+    def _matches(self, pin_hash: str, pin: str) -> bool:
+        try:
+            return self._hasher.verify(pin_hash, pin)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def _require_account(self, account_id: str) -> None:
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+            ).first()
+        if found is None:
+            raise AccountNotFound(account_id)

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy.engine import Engine
+
+from services.auth.domain import AuthDomain, build_auth_domain
+from services.auth.errors import (
+    CodeExpired,
+    InvalidPhone,
+    NoPendingCode,
+    NotifierUnavailable,
+    ResendTooSoon,
+    TooManyAttempts,
+    WrongCode,
+)
+from services.auth.keys import Keyring
+from services.auth.model import AccountKind
+from services.common.errors import InvalidInput
+from services.common.settings import AuthSettings
+from tests.auth.conftest import FakeClock, last_code
+
+PHONE = "+6281234567890"
+
+
+def _wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def test_first_sign_in_creates_a_retail_account(domain: AuthDomain) -> None:
+    sent = domain.otp.request_code("0812-3456-7890", "198.51.100.7")
+    assert sent == (PHONE, 300, 60)
+    assert domain.outbox is not None
+    [message] = domain.outbox.list_outbox(PHONE)
+    code = last_code(domain, PHONE)
+    assert (
+        message.body
+        == f"Kode e-meterai Anda: {code}. Berlaku 5 menit. Jangan berikan kode ini kepada siapa pun."
+    )
+    assert message.channel == "whatsapp"
+
+    tokens, account, created = domain.otp.verify_code("+62 812 3456 7890", code, "198.51.100.7")
+    assert created
+    assert account.kind is AccountKind.RETAIL
+    assert account.phone == PHONE
+    assert account.account_id.startswith("acc_")
+    assert tokens.access_token and tokens.refresh_token.startswith("rt_")
+    assert domain.accounts.get_account(account.account_id) == account
+
+
+def test_next_sign_in_finds_the_same_account(domain: AuthDomain, clock: FakeClock) -> None:
+    domain.otp.request_code(PHONE)
+    first = domain.otp.verify_code(PHONE, last_code(domain, PHONE))
+    clock.advance(61)
+    domain.otp.request_code(PHONE)
+    again = domain.otp.verify_code(PHONE, last_code(domain, PHONE))
+    assert not again.created
+    assert again.account.account_id == first.account.account_id
+
+
+def test_a_code_works_once(domain: AuthDomain) -> None:
+    domain.otp.request_code(PHONE)
+    code = last_code(domain, PHONE)
+    domain.otp.verify_code(PHONE, code)
+    with pytest.raises(NoPendingCode):
+        domain.otp.verify_code(PHONE, code)
+
+
+def test_five_wrong_codes_lock_the_code(domain: AuthDomain) -> None:
+    domain.otp.request_code(PHONE)
+    code = last_code(domain, PHONE)
+    for left in (4, 3, 2, 1):
+        with pytest.raises(WrongCode) as wrong:
+            domain.otp.verify_code(PHONE, _wrong(code))
+        assert wrong.value.attempts_left == left
+    with pytest.raises(TooManyAttempts):
+        domain.otp.verify_code(PHONE, _wrong(code))
+    # Locked: even the right code is refused now.
+    with pytest.raises(TooManyAttempts):
+        domain.otp.verify_code(PHONE, code)
+
+
+def test_resend_waits_for_the_cool_down(domain: AuthDomain, clock: FakeClock) -> None:
+    domain.otp.request_code(PHONE)
+    first = last_code(domain, PHONE)
+    clock.advance(20)
+    with pytest.raises(ResendTooSoon) as early:
+        domain.otp.request_code("081234567890")
+    assert early.value.retry_after_s == 40
+    clock.advance(40)
+    domain.otp.request_code(PHONE)
+    second = last_code(domain, PHONE)
+    assert domain.outbox is not None and len(domain.outbox.list_outbox(PHONE)) == 2
+    # The new code replaces the old one.
+    if first != second:
+        with pytest.raises(WrongCode):
+            domain.otp.verify_code(PHONE, first)
+    assert domain.otp.verify_code(PHONE, second).account.phone == PHONE
+
+
+def test_a_code_expires(domain: AuthDomain, clock: FakeClock) -> None:
+    domain.otp.request_code(PHONE)
+    code = last_code(domain, PHONE)
+    clock.advance(300)
+    with pytest.raises(CodeExpired):
+        domain.otp.verify_code(PHONE, code)
+
+
+def test_verify_without_a_request(domain: AuthDomain) -> None:
+    with pytest.raises(NoPendingCode):
+        domain.otp.verify_code(PHONE, "123456")
+
+
+def test_bad_input_is_refused_before_anything_is_stored(domain: AuthDomain) -> None:
+    with pytest.raises(InvalidPhone):
+        domain.otp.request_code("021-5551234")
+    domain.otp.request_code(PHONE)
+    with pytest.raises(InvalidInput, match="6 digits"):
+        domain.otp.verify_code(PHONE, "12345")
+
+
+class _DownOnce:
+    """A channel that refuses its first message, like a provider having a bad minute."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.delivered: list[tuple[str, str]] = []
+
+    def send(self, phone: str, body: str) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError(f"provider said no to {body}")
+        self.delivered.append((phone, body))
+
+
+def test_failed_delivery_withdraws_the_code(
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notifier = _DownOnce()
+    domain = build_auth_domain(
+        settings, engine, keyring, notifier=notifier, clock=clock, password_hasher=hasher
+    )
+    assert domain.outbox is None
+    with pytest.raises(NotifierUnavailable):
+        domain.otp.request_code(PHONE)
+    assert "provider said no" not in caplog.text
+    # No cool-down: the user did nothing wrong.
+    domain.otp.request_code(PHONE)
+    [(phone, body)] = notifier.delivered
+    code = body.split(": ")[1][:6]
+    assert domain.otp.verify_code(phone, code).created
+
+
+def test_the_code_never_reaches_the_logs(domain: AuthDomain, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    # SQLAlchemy keeps its own loggers at WARNING; open them too, as an operator chasing a bug might.
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    domain.otp.request_code(PHONE, "198.51.100.7")
+    code = last_code(domain, PHONE)
+    with pytest.raises(WrongCode):
+        domain.otp.verify_code(PHONE, _wrong(code), "198.51.100.7")
+    domain.otp.verify_code(PHONE, code, "198.51.100.7")
+    assert {"services.auth.otp", "sqlalchemy.engine.Engine"} <= {record.name for record in caplog.records}
+    # Bounded so SQLAlchemy's timings ("cached since 0.001234s") cannot match by chance.
+    as_number = re.compile(rf"(?<![\d.]){code}(?!\d)")
+    for record in caplog.records:
+        assert not as_number.search(record.getMessage())
+        assert not as_number.search(repr(vars(record)))

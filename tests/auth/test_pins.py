@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from services.auth.domain import AuthDomain
+from services.auth.errors import AccountNotFound, PinLocked, WrongPin
+from services.auth.model import PinCheck
+from services.auth.store import stamping_pins
+from services.common.errors import InvalidInput, PreconditionFailed
+from tests.auth.conftest import last_code
+
+PIN = "482913"
+
+
+@pytest.fixture
+def account_id(domain: AuthDomain) -> str:
+    phone = "+6285700001111"
+    domain.otp.request_code(phone)
+    return domain.otp.verify_code(phone, last_code(domain, phone)).account.account_id
+
+
+def test_set_then_verify(domain: AuthDomain, account_id: str) -> None:
+    assert not domain.accounts.get_account(account_id).stamping_pin_set
+    domain.pins.set_stamping_pin(account_id, PIN)
+    assert domain.accounts.get_account(account_id).stamping_pin_set
+    assert domain.pins.verify_stamping_pin(account_id, PIN) == PinCheck(True, 5)
+
+
+def test_wrong_pins_count_down_and_a_right_one_resets(domain: AuthDomain, account_id: str) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    assert domain.pins.verify_stamping_pin(account_id, "111112") == PinCheck(False, 4)
+    assert domain.pins.verify_stamping_pin(account_id, "111113") == PinCheck(False, 3)
+    assert domain.pins.verify_stamping_pin(account_id, PIN) == PinCheck(True, 5)
+    assert domain.pins.verify_stamping_pin(account_id, "111112") == PinCheck(False, 4)
+
+
+def test_five_wrong_pins_lock_it(domain: AuthDomain, account_id: str) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    results = [domain.pins.verify_stamping_pin(account_id, "111112") for _ in range(5)]
+    assert [r.attempts_left for r in results] == [4, 3, 2, 1, 0]
+    assert domain.pins.verify_stamping_pin(account_id, PIN) == PinCheck(False, 0)
+    with pytest.raises(PinLocked):
+        domain.pins.set_stamping_pin(account_id, "739164", current_pin=PIN)
+
+
+def test_changing_needs_the_current_pin(domain: AuthDomain, account_id: str) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    with pytest.raises(InvalidInput, match="current PIN"):
+        domain.pins.set_stamping_pin(account_id, "739164")
+    with pytest.raises(WrongPin) as wrong:
+        domain.pins.set_stamping_pin(account_id, "739164", current_pin="111112")
+    assert wrong.value.attempts_left == 4
+    domain.pins.set_stamping_pin(account_id, "739164", current_pin=PIN)
+    assert domain.pins.verify_stamping_pin(account_id, "739164").valid
+    assert not domain.pins.verify_stamping_pin(account_id, PIN).valid
+
+
+@pytest.mark.parametrize("pin", ["12345", "1234567", "12a456", "١٢٣٤٥٦", "000000", "123456", "987654"])
+def test_pin_shape(domain: AuthDomain, account_id: str, pin: str) -> None:
+    with pytest.raises(InvalidInput):
+        domain.pins.set_stamping_pin(account_id, pin)
+
+
+def test_pin_needs_an_account_and_a_pin(domain: AuthDomain, account_id: str) -> None:
+    with pytest.raises(AccountNotFound):
+        domain.pins.set_stamping_pin("acc_nobody", PIN)
+    with pytest.raises(AccountNotFound):
+        domain.pins.verify_stamping_pin("acc_nobody", PIN)
+    with pytest.raises(PreconditionFailed, match="set one first"):
+        domain.pins.verify_stamping_pin(account_id, PIN)
+
+
+def test_pin_is_stored_as_an_argon2_hash(domain: AuthDomain, engine: Engine, account_id: str) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    with engine.connect() as conn:
+        stored = conn.execute(select(stamping_pins.c.pin_hash)).scalar_one()
+    assert stored.startswith("$argon2id$") and PIN not in stored

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from services.auth.domain import AuthDomain
+from services.auth.errors import InvalidRefreshToken, InvalidServiceCredentials, RefreshTokenReused
+from services.auth.model import TokenKind, TokenPair
+from services.common.errors import InvalidInput
+from services.common.settings import AuthSettings
+from tests.auth.conftest import SERVICE_SECRET, FakeClock, last_code
+
+PHONE = "+6281298765432"
+
+
+def decode_with_jwks(domain: AuthDomain, settings: AuthSettings, token: str) -> dict:
+    """Verify as an outside service would: only the published JWKS, PyJWT, our issuer and audience."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    [jwk] = [k for k in domain.keyring.jwks() if k["kid"] == kid]
+    return jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["EdDSA"],
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+    )
+
+
+def _sign_in(domain: AuthDomain) -> tuple[TokenPair, str]:
+    domain.otp.request_code(PHONE)
+    tokens, account, _ = domain.otp.verify_code(PHONE, last_code(domain, PHONE))
+    return tokens, account.account_id
+
+
+def test_access_token_carries_the_contract_claims(domain: AuthDomain, settings: AuthSettings) -> None:
+    tokens, account_id = _sign_in(domain)
+    header = jwt.get_unverified_header(tokens.access_token)
+    assert header["alg"] == "EdDSA"
+    assert header["kid"] == domain.keyring.current.kid
+    claims = decode_with_jwks(domain, settings, tokens.access_token)
+    assert claims["iss"] == "emeterai-auth"
+    assert claims["aud"] == "emeterai"
+    assert claims["sub"] == account_id
+    assert claims["kind"] == "retail"
+    assert claims["scope"] == ""
+    assert len(claims["jti"]) >= 16
+    assert claims["exp"] - claims["iat"] == settings.access_token_ttl_s == tokens.expires_in_s
+
+
+def test_each_token_has_its_own_id(domain: AuthDomain, settings: AuthSettings) -> None:
+    one = domain.issuer.issue("acc_x", TokenKind.OPERATOR, ["refunds", "audit", "refunds"])
+    two = domain.issuer.issue("acc_x", TokenKind.OPERATOR)
+    assert one.jti != two.jti
+    assert decode_with_jwks(domain, settings, one.token)["scope"] == "audit refunds"
+
+
+def test_refresh_rotates_the_pair(domain: AuthDomain, settings: AuthSettings) -> None:
+    first, account_id = _sign_in(domain)
+    second = domain.sessions.refresh(first.refresh_token)
+    assert second.refresh_token != first.refresh_token
+    claims = decode_with_jwks(domain, settings, second.access_token)
+    assert (claims["sub"], claims["kind"]) == (account_id, "retail")
+    third = domain.sessions.refresh(second.refresh_token)
+    assert third.refresh_token not in {first.refresh_token, second.refresh_token}
+
+
+def test_reusing_a_spent_refresh_token_revokes_the_family(domain: AuthDomain) -> None:
+    first, _ = _sign_in(domain)
+    second = domain.sessions.refresh(first.refresh_token)
+    with pytest.raises(RefreshTokenReused):
+        domain.sessions.refresh(first.refresh_token)
+    # The thief and the user share one family; the newest token is dead too.
+    with pytest.raises(InvalidRefreshToken):
+        domain.sessions.refresh(second.refresh_token)
+
+
+def test_reuse_leaves_other_sign_ins_alone(domain: AuthDomain, clock: FakeClock) -> None:
+    phone_session, _ = _sign_in(domain)
+    clock.advance(61)
+    laptop_session, _ = _sign_in(domain)
+    domain.sessions.refresh(phone_session.refresh_token)
+    with pytest.raises(RefreshTokenReused):
+        domain.sessions.refresh(phone_session.refresh_token)
+    assert domain.sessions.refresh(laptop_session.refresh_token).refresh_token
+
+
+def test_refresh_token_expires(domain: AuthDomain, clock: FakeClock, settings: AuthSettings) -> None:
+    tokens, _ = _sign_in(domain)
+    clock.advance(settings.refresh_token_ttl_s)
+    with pytest.raises(InvalidRefreshToken):
+        domain.sessions.refresh(tokens.refresh_token)
+
+
+@pytest.mark.parametrize("token", ["", "rt_made-up", "not even close"])
+def test_unknown_refresh_token(domain: AuthDomain, token: str) -> None:
+    with pytest.raises(InvalidRefreshToken):
+        domain.sessions.refresh(token)
+
+
+def test_sign_out_revokes_both_tokens(domain: AuthDomain) -> None:
+    tokens, _ = _sign_in(domain)
+    jti = jwt.decode(tokens.access_token, options={"verify_signature": False})["jti"]
+    domain.sessions.revoke(tokens.refresh_token, tokens.access_token)
+    assert domain.sessions.is_access_token_revoked(jti)
+    with pytest.raises(InvalidRefreshToken):
+        domain.sessions.refresh(tokens.refresh_token)
+    # Signing out again, or with a token we never issued, is still a success.
+    domain.sessions.revoke(tokens.refresh_token, tokens.access_token)
+    domain.sessions.revoke("rt_unknown")
+    with pytest.raises(InvalidInput):
+        domain.sessions.revoke("", "")
+
+
+def test_service_token(domain: AuthDomain, settings: AuthSettings) -> None:
+    issued = domain.service_identity.issue_service_token("gateway", SERVICE_SECRET)
+    claims = decode_with_jwks(domain, settings, issued.token)
+    assert (claims["sub"], claims["kind"], claims["scope"]) == ("service:gateway", "service", "")
+    assert issued.expires_in_s == settings.access_token_ttl_s
+
+
+@pytest.mark.parametrize("secret", ["", "wrong", SERVICE_SECRET + "x", SERVICE_SECRET[:-1]])
+def test_service_token_needs_the_secret(domain: AuthDomain, secret: str) -> None:
+    with pytest.raises(InvalidServiceCredentials):
+        domain.service_identity.issue_service_token("gateway", secret)
+
+
+@pytest.mark.parametrize("name", ["", "Gateway", "quota_service", "gateway-", "-x", "a" * 41, "signer2"])
+def test_service_names_are_lowercase_words(domain: AuthDomain, name: str) -> None:
+    with pytest.raises(InvalidInput):
+        domain.service_identity.issue_service_token(name, SERVICE_SECRET)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
@@ -129,3 +130,16 @@ def last_code(domain: AuthDomain, phone: str) -> str:
     match = re.search(r"\b(\d{6})\b", body)
     assert match, body
     return match.group(1)
+
+
+def decode_with_jwks(domain: AuthDomain, settings: AuthSettings, token: str) -> dict:
+    """Verify as an outside service would: only the published JWKS, PyJWT, our issuer and audience."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    [jwk] = [k for k in domain.keyring.jwks() if k["kid"] == kid]
+    return jwt.decode(
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["EdDSA"],
+        audience=settings.token_audience,
+        issuer=settings.token_issuer,
+    )

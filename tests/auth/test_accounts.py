@@ -6,7 +6,8 @@ from services.auth.domain import AuthDomain
 from services.auth.errors import AccountNotFound
 from services.auth.model import Account, AccountKind
 from services.common.errors import Conflict, InvalidInput, PreconditionFailed
-from tests.auth.conftest import last_code
+
+from .conftest import last_code
 
 
 def _distributor(domain: AuthDomain) -> Account:

@@ -9,7 +9,8 @@ from typing import TypeVar
 from services.auth.domain import AuthDomain
 from services.auth.errors import RefreshTokenReused, TooManyAttempts, WrongCode
 from services.auth.model import PinCheck
-from tests.auth.conftest import last_code
+
+from .conftest import last_code
 
 T = TypeVar("T")
 PHONE = "+6281377778888"

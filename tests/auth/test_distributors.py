@@ -11,7 +11,8 @@ from services.auth.model import AccountKind
 from services.auth.store import distributor_credentials
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
-from tests.auth.test_tokens import decode_with_jwks
+
+from .conftest import decode_with_jwks
 
 
 def test_client_credentials_grant(domain: AuthDomain, settings: AuthSettings, engine: Engine) -> None:

@@ -8,7 +8,8 @@ from sqlalchemy.engine import Engine
 from services.auth.domain import CODE_KEY_FILE, build_auth_domain
 from services.auth.keys import Keyring
 from services.common.settings import AuthSettings, SettingsError
-from tests.auth.conftest import SERVICE_SECRET
+
+from .conftest import SERVICE_SECRET
 
 
 def test_dev_mode_builds_the_outbox_and_a_code_key(

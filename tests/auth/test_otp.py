@@ -21,7 +21,8 @@ from services.auth.keys import Keyring
 from services.auth.model import AccountKind
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
-from tests.auth.conftest import FakeClock, last_code
+
+from .conftest import FakeClock, last_code
 
 PHONE = "+6281234567890"
 

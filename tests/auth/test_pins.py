@@ -9,7 +9,8 @@ from services.auth.errors import AccountNotFound, PinLocked, WrongPin
 from services.auth.model import PinCheck
 from services.auth.store import stamping_pins
 from services.common.errors import InvalidInput, PreconditionFailed
-from tests.auth.conftest import last_code
+
+from .conftest import last_code
 
 PIN = "482913"
 

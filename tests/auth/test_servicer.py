@@ -21,7 +21,8 @@ from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
 from services.common.interceptors import ErrorInterceptor
 from services.common.settings import AuthSettings
 from services.common.tokens import StaticKeys, TokenVerifier
-from tests.auth.conftest import SERVICE_SECRET, FakeClock
+
+from .conftest import SERVICE_SECRET, FakeClock
 
 if TYPE_CHECKING:
     # Exists only in the .pyi: the typed face of AuthServiceStub over an aio channel.

@@ -8,22 +8,10 @@ from services.auth.errors import InvalidRefreshToken, InvalidServiceCredentials,
 from services.auth.model import TokenKind, TokenPair
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
-from tests.auth.conftest import SERVICE_SECRET, FakeClock, last_code
+
+from .conftest import SERVICE_SECRET, FakeClock, decode_with_jwks, last_code
 
 PHONE = "+6281298765432"
-
-
-def decode_with_jwks(domain: AuthDomain, settings: AuthSettings, token: str) -> dict:
-    """Verify as an outside service would: only the published JWKS, PyJWT, our issuer and audience."""
-    kid = jwt.get_unverified_header(token)["kid"]
-    [jwk] = [k for k in domain.keyring.jwks() if k["kid"] == kid]
-    return jwt.decode(
-        token,
-        jwt.PyJWK(jwk).key,
-        algorithms=["EdDSA"],
-        audience=settings.token_audience,
-        issuer=settings.token_issuer,
-    )
 
 
 def _sign_in(domain: AuthDomain) -> tuple[TokenPair, str]:

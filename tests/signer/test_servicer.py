@@ -21,7 +21,8 @@ from services.signer.errors import DocumentLocked, EncryptedPdf
 from services.signer.pki import SigningIdentity
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
 from tests.conftest import require_corpus
-from tests.signer.conftest import PUBLIC_URL, SERIAL
+
+from .conftest import PUBLIC_URL, SERIAL
 
 if TYPE_CHECKING:
     # Exists only in the .pyi: the typed face of SignerServiceStub over an aio channel.

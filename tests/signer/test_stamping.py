@@ -25,7 +25,8 @@ from services.signer.pki import DevPki, SigningIdentity
 from services.signer.stamping import Placement, StampResult, place_stamp
 from services.signer.verification import verify_document
 from tests.conftest import require_corpus
-from tests.signer.conftest import PUBLIC_URL, SERIAL, CorpusFile, corpus_files, decode_qr, pdfsig
+
+from .conftest import PUBLIC_URL, SERIAL, CorpusFile, corpus_files, decode_qr, pdfsig
 
 # Corpus files a stamp must refuse, and why: the refusal is the behaviour under test.
 REFUSED: dict[str, type[Exception]] = {

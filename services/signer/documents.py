@@ -42,7 +42,8 @@ def reading_pdf() -> Iterator[None]:
     except DomainError:
         raise
     except Exception as exc:  # see the module docstring: the reader's failures are open-ended
-        logger.info("unreadable PDF: %s: %s", type(exc).__name__, exc)
+        # INFO, since junk uploads are routine; the traceback is there for when it is our bug.
+        logger.info("unreadable PDF: %s", type(exc).__name__, exc_info=True)
         raise UnsupportedPdf(DAMAGED) from exc
 
 

@@ -22,7 +22,8 @@ from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc,
 from services.common.errors import BASE_STATUS_CODES, DomainError
 from services.signer.errors import DocumentLocked, DocumentTooLarge, InvalidPlacement, UnsupportedPdf
 from services.signer.pki import SigningIdentity
-from services.signer.stamping import Placement, StampResult, place_stamp
+from services.signer.placement import Placement
+from services.signer.stamping import StampResult, place_stamp
 from services.signer.verification import SignatureReport, VerificationResult, verify_document
 
 SIGNER_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 import re
 import zlib
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from services.common.errors import InvalidInput
 from services.signer.appearance import build_stamp_appearance, verification_url
 from services.signer.cms import build_detached_signature
 from services.signer.documents import XrefTail, open_pdf, read_xref_tail, reading_pdf
-from services.signer.errors import DocumentLocked, InvalidPlacement, UnsupportedPdf
+from services.signer.errors import DocumentLocked, UnsupportedPdf
 from services.signer.increment import (
     IncrementalUpdate,
     pdf_number,
@@ -35,34 +34,17 @@ from services.signer.increment import (
     serialise,
 )
 from services.signer.pki import SigningIdentity
-
-Rect = tuple[float, float, float, float]
+from services.signer.placement import PageGeometry, Placement, Rect, checked_rect, choose_page, default_rect
 
 # Room for the CMS blob in /Contents. Today it holds three certificates and one RSA-3072
 # signature (about 5 KiB); the rest is for a timestamp token and revocation data later.
 CONTENTS_RESERVED_BYTES = 16 * 1024
-DEFAULT_STAMP_SIDE = 100.0
-DEFAULT_MARGIN = 36.0
-# About 2 cm: below this the QR code's modules shrink under 0.3 mm and phones stop reading it.
-MIN_STAMP_SIDE = 56.0
-# Rounding in a caller's page arithmetic should not turn a box at the page's edge into an error.
-_EDGE_TOLERANCE = 0.5
 
 _SERIAL = re.compile(r"[A-Za-z0-9]{22}")
 # Wide enough for four offsets of files up to 10 GB; the unused tail stays spaces.
 _BYTE_RANGE_WIDTH = 46
 # Widget annotation flags: Print (4) | Locked (128).
 _WIDGET_FLAGS = 132
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the stamp goes: `page` is 1-based (0 = last page); `rect` is (llx, lly, urx, ury) in
-    points from the bottom-left corner of the page as a viewer shows it, or None for the default
-    box in the bottom-right corner."""
-
-    page: int = 0
-    rect: Rect | None = None
 
 
 @dataclass(frozen=True)
@@ -92,9 +74,9 @@ def place_stamp(
         reader = open_pdf(document)
         xref = read_xref_tail(document)
         _refuse_if_certified_locked(reader)
-        page = _choose_page(reader, placement.page)
-        rect = _default_rect(page) if placement.rect is None else _checked_rect(placement.rect, page)
-        update, contents_object = _prepare_update(
+        page = choose_page(reader, placement.page)
+        rect = default_rect(page) if placement.rect is None else checked_rect(placement.rect, page)
+        update, slot = _prepare_update(
             reader,
             document,
             xref,
@@ -107,116 +89,13 @@ def place_stamp(
             signer_name=_common_name(identity),
             signed_at=signed_at,
         )
-    stamped = _sign(update, contents_object, identity)
+    stamped = _sign(update, slot, identity)
     return StampResult(
         stamped_document=stamped,
         stamped_sha256=hashlib.sha256(stamped).digest(),
         page=page.number,
         rect=rect,
     )
-
-
-@dataclass(frozen=True)
-class _Page:
-    number: int
-    reference: IndirectObject
-    dictionary: DictionaryObject
-    # The crop box in default user space, normalised so that ll < ur.
-    box: Rect
-    # Clockwise rotation a viewer applies: 0, 90, 180 or 270.
-    rotation: int
-
-    @property
-    def visible_size(self) -> tuple[float, float]:
-        width, height = self.box[2] - self.box[0], self.box[3] - self.box[1]
-        return (height, width) if self.rotation in (90, 270) else (width, height)
-
-    def to_user_space(self, rect: Rect) -> Rect:
-        """Map a box given as a viewer shows the page to the page's unrotated user space."""
-        corners = [self._point(rect[0], rect[1]), self._point(rect[2], rect[3])]
-        xs, ys = [x for x, _ in corners], [y for _, y in corners]
-        return (min(xs), min(ys), max(xs), max(ys))
-
-    def _point(self, u: float, v: float) -> tuple[float, float]:
-        x0, y0, x1, y1 = self.box
-        width, height = x1 - x0, y1 - y0
-        if self.rotation == 90:
-            return x0 + width - v, y0 + u
-        if self.rotation == 180:
-            return x0 + width - u, y0 + height - v
-        if self.rotation == 270:
-            return x0 + v, y0 + height - u
-        return x0 + u, y0 + v
-
-    @property
-    def appearance_matrix(self) -> tuple[int, int, int, int]:
-        """Rotates the upright drawing so it reads upright once the viewer rotates the page."""
-        return {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}[self.rotation]
-
-
-def _choose_page(reader: PdfReader, requested: int) -> _Page:
-    count = len(reader.pages)
-    if requested < 0 or requested > count:
-        pages = "page" if count == 1 else "pages"
-        raise InvalidPlacement(f"Page {requested} does not exist: the document has {count} {pages}.")
-    number = requested or count
-    page = reader.pages[number - 1]
-    reference = page.indirect_reference
-    dictionary = reference.get_object() if reference is not None else None
-    if reference is None or not isinstance(dictionary, DictionaryObject):
-        raise UnsupportedPdf("The PDF's page tree is malformed. Save it again as a new PDF and try again.")
-    crop = page.cropbox
-    box = (
-        min(float(crop.left), float(crop.right)),
-        min(float(crop.bottom), float(crop.top)),
-        max(float(crop.left), float(crop.right)),
-        max(float(crop.bottom), float(crop.top)),
-    )
-    if not all(math.isfinite(value) for value in box) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
-        raise UnsupportedPdf(f"Page {number} has no usable size. Save the PDF again and try again.")
-    try:
-        rotate = int(page.get("/Rotate", 0))
-    except (TypeError, ValueError):
-        rotate = 0
-    # Viewers only honour multiples of 90; round anything else as they would snap it.
-    rotation = (round(rotate / 90) * 90) % 360
-    return _Page(number, reference, dictionary, box, rotation)
-
-
-def _default_rect(page: _Page) -> Rect:
-    width, height = page.visible_size
-    shorter = min(width, height)
-    margin = min(DEFAULT_MARGIN, shorter * 0.06)
-    side = min(DEFAULT_STAMP_SIDE, max(MIN_STAMP_SIDE, shorter * 0.4), shorter - 2 * margin)
-    if side < MIN_STAMP_SIDE:
-        raise InvalidPlacement(
-            f"Page {page.number} is only {width:g} x {height:g} points, too small for a readable "
-            f"e-meterai ({MIN_STAMP_SIDE:g} x {MIN_STAMP_SIDE:g} points at least). Scale the document to "
-            "a paper size, for example by printing it to PDF on A4, and try again."
-        )
-    return (width - margin - side, margin, width - margin, margin + side)
-
-
-def _checked_rect(rect: Rect, page: _Page) -> Rect:
-    llx, lly, urx, ury = (float(value) for value in rect)
-    if not all(math.isfinite(value) for value in (llx, lly, urx, ury)):
-        raise InvalidPlacement("The stamp box must be given in finite numbers of points.")
-    if urx <= llx or ury <= lly:
-        raise InvalidPlacement(
-            "The stamp box must have its lower-left corner below and left of its upper-right corner."
-        )
-    if urx - llx < MIN_STAMP_SIDE or ury - lly < MIN_STAMP_SIDE:
-        raise InvalidPlacement(
-            f"The stamp box must be at least {MIN_STAMP_SIDE:g} x {MIN_STAMP_SIDE:g} points for its QR code "
-            "to stay scannable."
-        )
-    width, height = page.visible_size
-    tolerance = _EDGE_TOLERANCE
-    if llx < -tolerance or lly < -tolerance or urx > width + tolerance or ury > height + tolerance:
-        raise InvalidPlacement(
-            f"The stamp box reaches outside page {page.number}, which is {width:g} x {height:g} points."
-        )
-    return (llx, lly, urx, ury)
 
 
 def _refuse_if_certified_locked(reader: PdfReader) -> None:
@@ -271,7 +150,7 @@ def _prepare_update(
     reader: PdfReader,
     document: bytes,
     xref: XrefTail,
-    page: _Page,
+    page: PageGeometry,
     rect: Rect,
     *,
     serial: str,
@@ -289,7 +168,7 @@ def _prepare_update(
         original=document,
         xref=xref,
         root=pdf_reference(root_reference.idnum, root_reference.generation),
-        info=serialise(info) if isinstance(info, IndirectObject) else None,
+        info=serialise(info) if info is not None else None,
         document_id=_document_id(reader, document, serial, signed_at),
         next_number=_first_free_number(reader),
     )
@@ -363,7 +242,7 @@ def _document_id(
 
 
 def _form_xobject(
-    content: bytes, fonts: Mapping[str, str], width: float, height: float, page: _Page
+    content: bytes, fonts: Mapping[str, str], width: float, height: float, page: PageGeometry
 ) -> bytes:
     compressed = zlib.compress(content, 9)
     font_entries = b" ".join(
@@ -428,11 +307,11 @@ def _unique_field_name(reader: PdfReader, wanted: str) -> str:
     return name
 
 
-def _add_to_page_annotations(update: IncrementalUpdate, page: _Page, widget: IndirectObject) -> None:
+def _add_to_page_annotations(update: IncrementalUpdate, page: PageGeometry, widget: IndirectObject) -> None:
     annotations = page.dictionary.raw_get("/Annots") if "/Annots" in page.dictionary else None
     resolved = annotations.get_object() if annotations is not None else None
     if isinstance(annotations, IndirectObject) and isinstance(resolved, ArrayObject):
-        # A shared array object: extend it where it lives and leave the page dictionary alone.
+        # The array is an object of its own: extend it there and leave the page dictionary alone.
         update.put(annotations.idnum, serialise(ArrayObject([*resolved, widget])), annotations.generation)
         return
     page_copy = DictionaryObject(page.dictionary)

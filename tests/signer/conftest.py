@@ -129,7 +129,8 @@ def decode_qr(pdf: Path, page: int, crop: tuple[float, float, float, float] | No
     Returns "orientation data" strings, e.g. "UP https://...".
     """
     dpi = 150
-    command = [require_tool("pdftoppm"), "-r", str(dpi), "-png", "-f", str(page), "-l", str(page)]
+    # -cropbox: render what a viewer shows; pdftoppm draws the whole media box by default.
+    command = [require_tool("pdftoppm"), "-cropbox", "-r", str(dpi), "-png", "-f", str(page), "-l", str(page)]
     if crop is not None:
         # pdftoppm crops in pixels from the top-left; the box is in points from the bottom-left.
         llx, lly, urx, ury, *_ = crop

@@ -22,7 +22,8 @@ from pypdf.generic import ArrayObject, DictionaryObject, NameObject, NumberObjec
 from services.common.errors import InvalidInput
 from services.signer.errors import DocumentLocked, EncryptedPdf, InvalidPlacement, UnsupportedPdf
 from services.signer.pki import DevPki, SigningIdentity
-from services.signer.stamping import Placement, StampResult, place_stamp
+from services.signer.placement import Placement
+from services.signer.stamping import StampResult, place_stamp
 from services.signer.verification import verify_document
 from tests.conftest import require_corpus
 
@@ -153,6 +154,26 @@ def test_the_stamp_stands_upright_where_asked_on_rotated_pages(
     assert (result.page, result.rect) == (page, rect)
     # Read only the asked-for box of the page as a viewer shows it: the code must be there, upright.
     assert decode_qr(path, page, crop=rect) == [f"UP {PUBLIC_URL}/v/{SERIAL}"]
+
+
+def test_the_box_is_relative_to_the_crop_box_of_a_rotated_page(
+    identity: SigningIdentity, tmp_path: Path
+) -> None:
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(read_corpus("sf-001-minimal-document.pdf"))))
+    page = writer.pages[0]
+    page.cropbox.lower_left = (100, 150)
+    page.cropbox.upper_right = (500, 700)
+    page.rotate(90)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    rect = (300.0, 20.0, 420.0, 140.0)  # near the right edge of the 550 x 400 point page as shown
+
+    result = stamp(buffer.getvalue(), identity, Placement(page=1, rect=rect))
+    path = tmp_path / "cropped.pdf"
+    path.write_bytes(result.stamped_document)
+    assert decode_qr(path, 1, crop=rect) == [f"UP {PUBLIC_URL}/v/{SERIAL}"]
+    with pytest.raises(InvalidPlacement, match="550 x 400"):
+        stamp(buffer.getvalue(), identity, Placement(page=1, rect=(450, 20, 570, 140)))
 
 
 def test_earlier_signatures_stay_valid_and_a_second_stamp_adds_on(

@@ -1,0 +1,3 @@
+from services.signer.server import main
+
+main()

@@ -37,7 +37,7 @@ async def serve(settings: AuthSettings) -> None:
         server_interceptors(AUTH_STATUS_CODES, verifier, POLICY),
     )
     await wait_for_termination()
-    await server.stop(settings.shutdown_grace_s)
+    await server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s)
     engine.dispose()
 
 

@@ -44,9 +44,11 @@ class RunningServer:
     port: int
     names: tuple[str, ...]
 
-    async def stop(self, grace_s: float) -> None:
-        """Stop taking new calls (health NOT_SERVING), then drain for grace_s."""
+    async def stop(self, grace_s: float, notice_s: float = 0.0) -> None:
+        """Report NOT_SERVING for notice_s, then stop taking new calls and drain for grace_s."""
         await self.health.enter_graceful_shutdown()
+        if notice_s:
+            await asyncio.sleep(notice_s)
         await self.server.stop(grace_s)
 
 

@@ -45,6 +45,11 @@ class CommonSettings(BaseSettings):
     # Accepted token issuer and audience.
     token_issuer: str = "emeterai-auth"
     token_audience: str = "emeterai"
+    # Where users reach the gateway: verification links in QR codes, payment pages.
+    public_url: str = "http://127.0.0.1:8080"
+    # Seconds health reports NOT_SERVING before the server stops taking calls, so load balancers
+    # (Kubernetes readiness probes) move traffic away first.
+    shutdown_notice_s: float = Field(default=0.0, ge=0, le=60)
 
     @field_validator("auth_address")
     @classmethod
@@ -124,8 +129,6 @@ class SignerSettings(CommonSettings):
     signer_cert_chain_path: Path | None = None
     # PEM bundle of roots a signature must chain to in verification reports.
     trust_roots_path: Path | None = None
-    # Base of the verification URL put in the QR code; the serial is appended.
-    public_url: str = "http://127.0.0.1:8080"
     signer_location: str = "Indonesia"
     max_document_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
 
@@ -155,7 +158,6 @@ class GatewaySettings(CommonSettings):
     signer_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50071"]
     document_store_dir: Path | None = None
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    public_url: str = "http://127.0.0.1:8080"
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
     sign_timeout_s: float = Field(default=30.0, gt=0)

@@ -82,9 +82,15 @@ async def serve(settings: GatewaySettings) -> None:
             raise SystemExit(f"HTTP server could not listen on {settings.gateway_http_address}")
     finally:
         stop_task.cancel()
-        http.should_exit = True
-        await grpc_server.stop(settings.shutdown_grace_s)
-        await http_task
+
+        async def stop_http() -> None:
+            await asyncio.sleep(settings.shutdown_notice_s)
+            http.should_exit = True
+            await http_task
+
+        await asyncio.gather(
+            grpc_server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s), stop_http()
+        )
         for channel in channels:
             await channel.close()
         await tokens.close()

@@ -85,7 +85,11 @@ class Ledger:
         return cls(
             engine or create_ledger_engine(settings.resolved_database_url),
             clock,
-            payment_provider=SandboxProvider(secret, clock=None if clock is utc_now else clock),
+            payment_provider=SandboxProvider(
+                secret,
+                checkout_url=settings.public_url.rstrip("/") + "/v1/dev/payments/{order_id}/pay",
+                clock=None if clock is utc_now else clock,
+            ),
             unit_price_idr=settings.unit_price_idr,
             hold_ttl_s=settings.hold_ttl_s,
             order_ttl_s=settings.order_ttl_s,

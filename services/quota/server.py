@@ -54,7 +54,7 @@ async def serve(settings: QuotaSettings) -> None:
     )
     sweeper = asyncio.create_task(sweep(ledger))
     await wait_for_termination()
-    await server.stop(settings.shutdown_grace_s)
+    await server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s)
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper

@@ -57,7 +57,7 @@ async def serve(settings: SignerSettings) -> None:
         server_interceptors(SIGNER_STATUS_CODES, verifier, POLICY),
     )
     await wait_for_termination()
-    await server.stop(settings.shutdown_grace_s)
+    await server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s)
     executor.shutdown(wait=True)
     await jwks.close()
 

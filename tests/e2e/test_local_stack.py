@@ -237,7 +237,9 @@ def test_bad_input_gets_a_clear_error_and_costs_nothing(
     assert after["available"] == before["available"] and after["consumed"] == before["consumed"]
     assert after == {**after, "held": 0}
 
-    assert client.get("/v1/balance").status_code == 401
+    anonymous = client.get("/v1/balance")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/v1/balance", headers={"Authorization": "Bearer nonsense"}).status_code == 401
     assert client.get("/v1/stamps/..%2F..%2Fetc%2Fpasswd/pdf", headers=user).status_code in (400, 404)
 

@@ -7,14 +7,9 @@ quietly letting a second account claim a number.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -23,36 +18,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
-    make_url,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.types import DateTime, TypeDecorator
 
 from services.auth.model import AccountKind
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out, whatever the database keeps (SQLite keeps naive text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        # SQLite compares the stored text, so every value must be written in the same naive form.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
+from services.common.db import UtcDateTime, create_database_engine
 
 metadata = MetaData()
 
@@ -159,39 +129,12 @@ dev_outbox = Table(
 
 
 def create_auth_engine(url: str, *, create_tables: bool = True) -> Engine:
-    """Open the auth database; SQLite gets WAL, foreign keys and a busy timeout."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        # psycopg 3 is the driver we ship; SQLAlchemy would otherwise look for psycopg2.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    # Parameters can hold message bodies with codes (the dev outbox); keep them out of logs and errors.
-    kwargs: dict[str, Any] = {"hide_parameters": True}
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 5.0}
-    engine = create_engine(parsed, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        _tune_sqlite(engine)
-    if create_tables:
-        metadata.create_all(engine)
-    return engine
-
-
-def _tune_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to SQLAlchemy: pysqlite would otherwise defer BEGIN to the
-        # first write, leaving the reads before it outside the transaction.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        # Take the write lock up front: read-then-write operations (attempt counters, refresh
-        # rotation) then cannot interleave, and a second writer waits instead of failing late.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    """Open the auth database (a SQLite file or PostgreSQL), with its tables created."""
+    return create_database_engine(
+        url,
+        metadata,
+        sqlite_busy_timeout_s=5.0,
+        create_tables=create_tables,
+        # Parameters can hold message bodies with codes (the dev outbox); keep them out of logs and errors.
+        hide_parameters=True,
+    )

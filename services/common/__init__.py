@@ -1,1 +1,1 @@
-"""Plumbing shared by every service: settings, logs, server boot, errors, tokens."""
+"""Plumbing shared by every service: settings, logs, server boot, errors, tokens, databases."""

@@ -18,10 +18,11 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from services.common.db import SQLITE_BEGIN
 from services.common.errors import Conflict, InvalidInput
 from services.common.settings import QuotaSettings
 from services.quota import balances, holds, orders, transfers
-from services.quota.db import SQLITE_BEGIN, create_ledger_engine
+from services.quota.db import create_ledger_engine
 from services.quota.models import (
     Balance,
     Channel,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -13,7 +12,6 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
-    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -24,8 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.types import DateTime, TypeDecorator
 
+from services.common.db import UtcDateTime
 from services.quota.models import (
     Channel,
     DocumentType,
@@ -56,31 +54,6 @@ TEXT_LENGTH = 200
 SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out on every backend.
-
-    PostgreSQL returns timestamptz in the session's zone and SQLite drops the zone altogether;
-    without this, times read back would differ by database.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("the ledger stores aware datetimes only")
-        value = value.astimezone(UTC)
-        # SQLite compares stored times as text, so every row must use the same zone-less form.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _one_of(column: str, values: Iterable[StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
@@ -97,7 +70,7 @@ accounts = Table(
     Column("held", BigInteger, nullable=False, default=0),
     Column("consumed", BigInteger, nullable=False, default=0),
     Column("refunded", BigInteger, nullable=False, default=0),
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     *_non_negative("available", "held", "consumed", "refunded"),
 )
 
@@ -116,9 +89,9 @@ orders = Table(
     Column("payment_reference", String(TEXT_LENGTH), nullable=False),
     Column("payment_url", String(1000), nullable=False),
     Column("channel", String(16), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
-    Column("paid_at", UTCDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("paid_at", UtcDateTime, nullable=True),
     Column("refunded_quantity", BigInteger, nullable=False, default=0),
     UniqueConstraint("account_id", "idempotency_key"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
@@ -148,7 +121,7 @@ payments = Table(
     Column("order_id", String(ID_LENGTH), ForeignKey("orders.order_id"), nullable=False, unique=True),
     Column("amount_idr", BigInteger, nullable=False),
     Column("reference", String(TEXT_LENGTH), nullable=False),
-    Column("received_at", UTCDateTime, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
     UniqueConstraint("provider", "event_id"),
     CheckConstraint("amount_idr > 0", name="amount_positive"),
 )
@@ -165,7 +138,7 @@ refunds = Table(
     Column("quantity", BigInteger, nullable=False),
     Column("amount_idr", BigInteger, nullable=False),
     Column("reason", String(REASON_LENGTH), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("account_id", "idempotency_key"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("requested_quantity >= 0", name="requested_non_negative"),
@@ -182,7 +155,7 @@ transfers = Table(
     Column("idempotency_key", String(KEY_LENGTH), nullable=False),
     Column("quantity", BigInteger, nullable=False),
     Column("channel", String(16), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("from_account_id", "idempotency_key"),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("from_account_id <> to_account_id", name="not_to_self"),
@@ -208,9 +181,9 @@ holds = Table(
     Column("doc_value_idr", BigInteger, nullable=False),
     Column("channel", String(16), nullable=False),
     Column("release_reason", String(24), nullable=True),
-    Column("created_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
-    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
     UniqueConstraint("account_id", "idempotency_key"),
     CheckConstraint(_one_of("status", HoldStatus), name="status_known"),
     CheckConstraint(_one_of("channel", Channel), name="channel_known"),
@@ -240,7 +213,7 @@ ledger_entries = Table(
     Column("channel", String(16), nullable=False),
     # The order, payment, refund, transfer or hold that caused the movement.
     Column("reference", String(ID_LENGTH), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint("from_state <> to_state", name="moves_somewhere"),
     CheckConstraint(_one_of("from_state", State), name="from_state_known"),

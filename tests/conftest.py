@@ -1,12 +1,23 @@
 """Fixtures shared by every test folder."""
 
 import os
+import secrets
 import socket
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL_VARIABLE = "EMETERAI_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The params of a service's `engine` fixture: every database test runs on both.
+DATABASE_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 def corpus_dir() -> Path:
@@ -28,3 +39,69 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class FakeClock:
+    """A clock the test moves by hand, starting at `start` or else at the current whole second."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0) if start is None else start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def create_test_database(service: str) -> Iterator[str]:
+    """URL of a new, empty database emeterai_<service>_test_<random> on the test PostgreSQL server.
+
+    For a session fixture (`yield from create_test_database("auth")`); the database is dropped when
+    the session ends. Each service gets its own, since their schemas share table names. When the
+    server does not answer, the PostgreSQL tests are skipped loudly, or fail under CI=true.
+    """
+    server = make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
+    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(
+        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        problem = f"PostgreSQL at {server.render_as_string(hide_password=True)} is unreachable ({exc.orig})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; with CI=true the PostgreSQL {service} tests must run")
+        pytest.skip(
+            f"!!! {problem}: every PostgreSQL {service} test is SKIPPED and only SQLite was tested. "
+            f"Start PostgreSQL or set {POSTGRES_URL_VARIABLE}."
+        )
+    name = f"emeterai_{service}_test_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def open_test_engine(
+    request: pytest.FixtureRequest, open_engine: Callable[[str], Engine], sqlite_url: str, metadata: MetaData
+) -> Engine:
+    """The engine for the backend in request.param (one of DATABASE_BACKENDS), with empty tables.
+
+    SQLite is a new file at sqlite_url; PostgreSQL is the folder's `postgres_url` database, whose
+    tables (those of metadata) are emptied first.
+    """
+    if request.param == "sqlite":
+        return open_engine(sqlite_url)
+    engine = open_engine(request.getfixturevalue("postgres_url"))
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    with engine.begin() as conn:
+        # TRUNCATE is not UPDATE or DELETE, so row triggers (the ledger journal's) allow it.
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    return engine

@@ -6,41 +6,22 @@ Every test that touches the database runs twice: on SQLite in tmp_path, and on a
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import Engine
 
 from services.auth.domain import AuthDomain, build_auth_domain
 from services.auth.keys import Keyring
 from services.auth.store import create_auth_engine, metadata
 from services.common.settings import AuthSettings
+from tests.conftest import DATABASE_BACKENDS, FakeClock, create_test_database, open_test_engine
 
 SERVICE_SECRET = "test-service-secret-0123456789abcdef"
-POSTGRES_URL_VARIABLE = "EMETERAI_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        # Starts at the real time so tokens it stamps still verify with PyJWT's own clock.
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -58,49 +39,18 @@ def settings(tmp_path: Path) -> AuthSettings:
 
 @pytest.fixture
 def clock() -> FakeClock:
+    # Starts at the real time so tokens it stamps still verify with PyJWT's own clock.
     return FakeClock()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """URL of a new, empty database on the test PostgreSQL server, dropped after the session."""
-    server = make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
-    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_engine(
-        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        message = (
-            f"PostgreSQL at {server.render_as_string(hide_password=True)} is unreachable ({exc.orig}): "
-            f"auth tests ran on SQLite only. Start PostgreSQL or set {POSTGRES_URL_VARIABLE}."
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"emeterai_auth_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from create_test_database("auth")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASE_BACKENDS)
 def engine(request: pytest.FixtureRequest, settings: AuthSettings) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_auth_engine(settings.resolved_database_url)
-    else:
-        engine = create_auth_engine(request.getfixturevalue("postgres_url"))
-        names = ", ".join(table.name for table in metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine = open_test_engine(request, create_auth_engine, settings.resolved_database_url, metadata)
     yield engine
     engine.dispose()
 

@@ -21,8 +21,9 @@ from services.auth.keys import Keyring
 from services.auth.model import AccountKind
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
+from tests.conftest import FakeClock
 
-from .conftest import FakeClock, last_code
+from .conftest import last_code
 
 PHONE = "+6281234567890"
 

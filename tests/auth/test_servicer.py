@@ -21,8 +21,9 @@ from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
 from services.common.interceptors import ErrorInterceptor
 from services.common.settings import AuthSettings
 from services.common.tokens import StaticKeys, TokenVerifier
+from tests.conftest import FakeClock
 
-from .conftest import SERVICE_SECRET, FakeClock
+from .conftest import SERVICE_SECRET
 
 if TYPE_CHECKING:
     # Exists only in the .pyi: the typed face of AuthServiceStub over an aio channel.

@@ -8,8 +8,9 @@ from services.auth.errors import InvalidRefreshToken, InvalidServiceCredentials,
 from services.auth.model import TokenKind, TokenPair
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
+from tests.conftest import FakeClock
 
-from .conftest import SERVICE_SECRET, FakeClock, decode_with_jwks, last_code
+from .conftest import SERVICE_SECRET, decode_with_jwks, last_code
 
 PHONE = "+6281298765432"
 

@@ -7,18 +7,14 @@ test starts from empty tables. After every test the whole ledger is checked agai
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, select
 
 from services.quota.db import create_ledger_engine
 from services.quota.ledger import Ledger
@@ -34,24 +30,12 @@ from services.quota.schema import (
     refunds,
     transfers,
 )
+from tests.conftest import DATABASE_BACKENDS, FakeClock, create_test_database, open_test_engine
 
-POSTGRES_URL_VARIABLE = "EMETERAI_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 WEBHOOK_SECRET = b"test-webhook-secret"
 UNIT_PRICE_IDR = 10_000
 HOLD_TTL_S = 600
 ORDER_TTL_S = 3600
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def sha(label: str) -> bytes:
@@ -61,52 +45,19 @@ def sha(label: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """URL of a new, empty database on the test PostgreSQL server, dropped after the session."""
-    server = make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
-    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_engine(
-        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        problem = f"PostgreSQL at {server.render_as_string(hide_password=True)} is unreachable ({exc.orig})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem}; with CI=true the PostgreSQL ledger tests must run")
-        pytest.skip(
-            f"!!! {problem}: every PostgreSQL ledger test is SKIPPED and only SQLite was tested. "
-            f"Start PostgreSQL or set {POSTGRES_URL_VARIABLE}."
-        )
-    name = f"emeterai_quota_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from create_test_database("quota")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASE_BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_ledger_engine(f"sqlite:///{tmp_path / 'quota.db'}")
-    else:
-        engine = create_ledger_engine(request.getfixturevalue("postgres_url"))
-        names = ", ".join(table.name for table in metadata.sorted_tables)
-        with engine.begin() as conn:
-            # TRUNCATE is not UPDATE or DELETE, so the journal's immutability triggers allow it.
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine = open_test_engine(request, create_ledger_engine, f"sqlite:///{tmp_path / 'quota.db'}", metadata)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2025, 3, 1, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from services.quota.models import (
     SerialStatus,
 )
 from services.quota.serials import is_valid_serial, new_serial
+from tests.conftest import FakeClock
 
-from .conftest import HOLD_TTL_S, FakeClock, sha
+from .conftest import HOLD_TTL_S, sha
 
 Buy = Callable[[str, int], Order]
 NO_METADATA = DocumentMetadata()

@@ -17,8 +17,9 @@ from services.quota.ledger import Ledger
 from services.quota.models import Channel, DocumentMetadata, Order, OrderStatus, ReleaseReason
 from services.quota.payments import PaymentStatus, SandboxProvider
 from services.quota.schema import ledger_entries, payments
+from tests.conftest import FakeClock
 
-from .conftest import ORDER_TTL_S, UNIT_PRICE_IDR, WEBHOOK_SECRET, FakeClock, sha
+from .conftest import ORDER_TTL_S, UNIT_PRICE_IDR, WEBHOOK_SECRET, sha
 
 Buy = Callable[[str, int], Order]
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.files import write_private_file
+
 STACK_ENV_FILE = "stack.env"
 SECRET_FILE = "service-secret"
 WEBHOOK_SECRET_FILE = "payment-webhook-secret"
@@ -64,10 +66,7 @@ def _parent_death_signal() -> Callable[[], None] | None:
 def _secret(path: Path) -> str:
     """A random secret kept in the data dir, so restarts of the stack keep the same one."""
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(32))
-        tmp.chmod(0o600)
-        os.replace(tmp, path)
+        write_private_file(path, secrets.token_urlsafe(32).encode())
     return path.read_text().strip()
 
 

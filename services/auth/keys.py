@@ -9,11 +9,9 @@ and removes an old one only after the access-token lifetime has passed.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +19,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.common.files import write_private_file
 
 log = logging.getLogger(__name__)
 
@@ -138,29 +138,3 @@ def load_or_create_secret(path: Path, size: int = 32) -> bytes:
     if len(data) < 16:
         raise KeyringError(f"{path}: secret is too short ({len(data)} bytes, want at least 16)")
     return data
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` owner-only and atomically: readers see no file or the whole file, never a part.
-
-    Never replaces an existing file: two processes starting together must not swap each other's keys.
-    """
-    path = Path(path)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # link, unlike rename, fails instead of replacing a file someone else just created.
-        with contextlib.suppress(FileExistsError):
-            os.link(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from services.common.errors import InvalidInput, NotFound
+from services.common.files import write_atomically
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -33,17 +32,7 @@ class LocalDocumentStore:
         return self.directory / f"{stamp_id}.pdf"
 
     def put(self, stamp_id: str, document: bytes) -> None:
-        target = self._path(stamp_id)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".incoming-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(document)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(stamp_id), document)
 
     def get(self, stamp_id: str) -> bytes:
         try:

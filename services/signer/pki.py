@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
+
+from services.common.files import write_atomically
 
 ROOT_FILE = "root.pem"
 ISSUING_CA_FILE = "issuing-ca.pem"
@@ -164,7 +164,7 @@ def ensure_dev_pki(directory: Path) -> DevPki:
         files = _generate_dev_pki()
         # The chain goes last: its presence marks a complete PKI.
         for name in (ROOT_FILE, ISSUING_CA_FILE, SIGNER_KEY_FILE, SIGNER_CHAIN_FILE):
-            _write_atomically(directory / name, files[name], private=name == SIGNER_KEY_FILE)
+            write_atomically(directory / name, files[name], mode=0o600 if name == SIGNER_KEY_FILE else 0o644)
     return pki
 
 
@@ -176,22 +176,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, data: bytes, *, private: bool) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        if not private:
-            os.fchmod(descriptor, 0o644)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _name(common_name: str) -> x509.Name:

@@ -44,8 +44,9 @@ def test_sqlite_writers_take_the_lock_at_begin_and_readers_may_defer(engine: Eng
             reader.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
             with reader.begin():
                 assert reader.execute(text("SELECT count(*) FROM events")).scalar_one() == 0
-        with pytest.raises(OperationalError, match="locked"), engine.begin():
-            pass
+        # A second writer cannot even begin while the first holds the lock.
+        with pytest.raises(OperationalError, match="locked"), engine.begin() as second_writer:
+            second_writer.execute(text("SELECT 1"))
 
 
 def test_sqlite_synchronous_is_left_alone_unless_asked(engine: Engine, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -14,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from emeterai.v1 import auth_service_pb2, common_pb2, quota_service_pb2
-from services.common.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from services.common.errors import InvalidInput, NotFound, PermissionDenied
 from services.common.settings import GatewaySettings
 from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
 from services.common.webhooks import sign_webhook
@@ -56,10 +57,7 @@ GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 async def _retail_user(request: Request, gateway: GatewayDep) -> Principal:
-    try:
-        principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
-    except Unauthenticated:
-        raise
+    principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
     if principal.kind != KIND_RETAIL:
         raise PermissionDenied("this API is for retail accounts; distributors use the gRPC API")
     return principal
@@ -308,7 +306,7 @@ def _account_routes() -> APIRouter:
         hold = await _own_hold(stamp_id, user, gateway)
         if not hold.stamped_sha256:
             raise NotFound("this stamp has no stamped document")
-        document = gateway.store.get(hold.hold_id)
+        document = await asyncio.to_thread(gateway.store.get, hold.hold_id)
         return Response(
             document,
             media_type="application/pdf",

@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# Tools the tests call: pdfsig (poppler) validates signatures, zbarimg decodes the QR code.
-SYSTEM_TOOLS := pdfsig pdftoppm zbarimg
+# Tools the tests call: pdfsig (poppler) and qpdf check stamped PDFs, zbarimg decodes the QR code,
+# SoftHSM2 is the real PKCS#11 token the hardware-key tests sign with.
+SYSTEM_TOOLS := pdfsig pdftoppm zbarimg qpdf softhsm2-util
+SYSTEM_PACKAGES := poppler-utils zbar-tools qpdf softhsm2
 
 .PHONY: run test lint protos system-tools clean
 
@@ -23,10 +25,10 @@ system-tools:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing poppler-utils and zbar-tools for:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq poppler-utils zbar-tools >/dev/null; \
+	    echo "installing $(SYSTEM_PACKAGES) for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
 	  else \
-	    echo "missing:$$missing; install Debian packages poppler-utils and zbar-tools" >&2; exit 1; \
+	    echo "missing:$$missing; install the Debian packages $(SYSTEM_PACKAGES)" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -23,3 +23,7 @@ class DocumentTooLarge(InvalidInput):
 
 class DocumentLocked(PreconditionFailed):
     """An earlier certification signature forbids any further change, including a stamp."""
+
+
+class DocumentTooComplex(UnsupportedPdf):
+    """Processing the document ran past the per-document time limit (or exhausted its worker)."""

@@ -128,7 +128,14 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")} | shared
         plan = [("auth", self.layout.auth_address, {}), ("quota", self.layout.quota_address, {})]
         for index, address in enumerate(self.layout.signer_addresses):
-            plan.append((f"signer-{index + 1}", address, {"EMETERAI_SIGNER_ADDRESS": address}))
+            # One worker per replica: each replica is one core's worth, and the gateway spreads over them.
+            plan.append(
+                (
+                    f"signer-{index + 1}",
+                    address,
+                    {"EMETERAI_SIGNER_ADDRESS": address, "EMETERAI_SIGNER_WORKERS": "1"},
+                )
+            )
         plan.append(("gateway", self.layout.grpc_address, {}))
         deadline = time.monotonic() + startup_timeout_s
         die_with_parent = _parent_death_signal()

@@ -131,6 +131,10 @@ class SignerSettings(CommonSettings):
     trust_roots_path: Path | None = None
     signer_location: str = "Indonesia"
     max_document_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Stamping worker processes; 0 means one per core.
+    signer_workers: int = Field(default=0, ge=0, le=256)
+    # A document still being processed after this many seconds is abandoned and its worker replaced.
+    signer_document_timeout_s: float = Field(default=20.0, gt=0, le=600)
 
     @field_validator("signer_address")
     @classmethod

@@ -1,30 +1,29 @@
 """SignerService over gRPC: translates messages to `place_stamp` / `verify_document` and back.
 
-Stamping and verifying are CPU-bound, so they run in the executor the wiring hands in (a process
-pool spreads them over the cores; a thread pool is enough for tests) and the event loop stays free
-for other calls and health checks. Domain errors are raised as they are; the error interceptor
-maps them with SIGNER_STATUS_CODES.
+Stamping and verifying are CPU-bound, so they run in the worker processes of a WorkerPool and the
+event loop stays free for other calls and health checks. Domain errors are raised as they are;
+the error interceptor maps them with SIGNER_STATUS_CODES.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import Sequence
-from concurrent.futures import Executor
-
 import grpc
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc, verification_pb2
 from services.common.errors import BASE_STATUS_CODES, DomainError
-from services.signer.errors import DocumentLocked, DocumentTooLarge, InvalidPlacement, UnsupportedPdf
+from services.signer.errors import (
+    DocumentLocked,
+    DocumentTooComplex,
+    DocumentTooLarge,
+    InvalidPlacement,
+    UnsupportedPdf,
+)
 from services.signer.pki import SigningIdentity
 from services.signer.placement import Placement
-from services.signer.stamping import StampResult, place_stamp
-from services.signer.verification import SignatureReport, VerificationResult, verify_document
+from services.signer.verification import SignatureReport
+from services.signer.workers import StampJob, WorkerPool
 
 SIGNER_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     **BASE_STATUS_CODES,
@@ -32,27 +31,17 @@ SIGNER_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     UnsupportedPdf: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidPlacement: grpc.StatusCode.INVALID_ARGUMENT,
     DocumentTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    DocumentTooComplex: grpc.StatusCode.INVALID_ARGUMENT,
     DocumentLocked: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
 class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
     def __init__(
-        self,
-        identity: SigningIdentity,
-        trust_roots: Sequence[x509.Certificate],
-        *,
-        public_url: str,
-        executor: Executor,
-        location: str = "Indonesia",
-        max_document_bytes: int | None = None,
+        self, workers: WorkerPool, identity: SigningIdentity, *, max_document_bytes: int | None = None
     ) -> None:
+        self._workers = workers
         self._identity = identity
-        # DER, because certificate objects do not pickle into a process pool's workers.
-        self._trust_roots_der = tuple(root.public_bytes(serialization.Encoding.DER) for root in trust_roots)
-        self._public_url = public_url
-        self._executor = executor
-        self._location = location
         self._max_document_bytes = max_document_bytes
 
     async def Stamp(
@@ -61,17 +50,14 @@ class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
         self._check_size(request.document)
         # request.document_password is not used yet: encrypted PDFs are refused whatever the
         # password, because the update would have to be encrypted with the document's key.
-        job = functools.partial(
-            place_stamp,
-            request.document,
-            serial=request.serial,
-            placement=_placement_from_proto(request),
-            identity=self._identity,
-            public_url=self._public_url,
-            location=self._location,
-            document_name=request.metadata.name,
+        result = await self._workers.stamp(
+            StampJob(
+                request.document,
+                serial=request.serial,
+                placement=_placement_from_proto(request),
+                document_name=request.metadata.name,
+            )
         )
-        result: StampResult = await asyncio.get_running_loop().run_in_executor(self._executor, job)
         llx, lly, urx, ury = result.rect
         return signer_service_pb2.StampResponse(
             stamped_document=result.stamped_document,
@@ -85,8 +71,7 @@ class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
         self, request: signer_service_pb2.VerifyRequest, context: grpc.aio.ServicerContext
     ) -> signer_service_pb2.VerifyResponse:
         self._check_size(request.document)
-        job = functools.partial(_verify, request.document, self._trust_roots_der)
-        result: VerificationResult = await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        result = await self._workers.verify(request.document)
         return signer_service_pb2.VerifyResponse(
             report=verification_pb2.VerificationReport(
                 signatures=[_report_to_proto(report) for report in result.signatures],
@@ -107,11 +92,6 @@ class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
         if self._max_document_bytes is not None and len(document) > self._max_document_bytes:
             limit = self._max_document_bytes / (1024 * 1024)
             raise DocumentTooLarge(f"The document is larger than the {limit:g} MiB this service accepts.")
-
-
-def _verify(document: bytes, trust_roots_der: tuple[bytes, ...]) -> VerificationResult:
-    roots = [x509.load_der_x509_certificate(der) for der in trust_roots_der]
-    return verify_document(document, roots)
 
 
 def _placement_from_proto(request: signer_service_pb2.StampRequest) -> Placement:

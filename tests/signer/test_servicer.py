@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
-import multiprocessing
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+import os
+import signal
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from cryptography import x509
+import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
 from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc
-from services.common.errors import status_code_for
 from services.common.interceptors import ErrorInterceptor
-from services.signer.errors import DocumentLocked, EncryptedPdf
-from services.signer.pki import SigningIdentity
+from services.signer.errors import DocumentTooComplex
+from services.signer.pki import DevPki, SigningIdentity, load_signing_identity
+from services.signer.placement import Placement
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
+from services.signer.workers import StampJob, WorkerConfig, WorkerPool
 from tests.conftest import require_corpus
 
 from .conftest import PUBLIC_URL, SERIAL
@@ -32,24 +35,32 @@ if TYPE_CHECKING:
 MAX_DOCUMENT_BYTES = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def threads() -> Iterator[Executor]:
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        yield executor
+# One event loop for the module, so the worker processes start once for all its tests.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def worker_config(dev_pki: DevPki) -> WorkerConfig:
+    return WorkerConfig(
+        load_identity=functools.partial(
+            load_signing_identity, dev_pki.signer_key_path, dev_pki.signer_chain_path
+        ),
+        trust_roots_der=WorkerConfig.trust_roots_to_der(dev_pki.load_trust_roots()),
+        public_url=PUBLIC_URL,
+        location="Jakarta",
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def workers(dev_pki: DevPki) -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(worker_config(dev_pki), size=2, time_limit_s=60)
+    await pool.start()
+    yield pool
+    await pool.close()
 
 
 @asynccontextmanager
-async def serving(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate], executor: Executor
-) -> AsyncIterator[Stub]:
-    servicer = SignerServicer(
-        identity,
-        trust_roots,
-        public_url=PUBLIC_URL,
-        executor=executor,
-        location="Jakarta",
-        max_document_bytes=MAX_DOCUMENT_BYTES,
-    )
+async def serving(workers: WorkerPool, identity: SigningIdentity) -> AsyncIterator[Stub]:
+    servicer = SignerServicer(workers, identity, max_document_bytes=MAX_DOCUMENT_BYTES)
     server = grpc.aio.server(interceptors=[ErrorInterceptor(SIGNER_STATUS_CODES)])
     signer_service_pb2_grpc.add_SignerServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -67,10 +78,10 @@ def corpus_pdf(name: str = "sf-006-pdflatex-outline.pdf") -> bytes:
 
 
 async def test_stamps_then_verifies(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate], threads: Executor
+    workers: WorkerPool, identity: SigningIdentity
 ) -> None:
     document = corpus_pdf()
-    async with serving(identity, trust_roots, threads) as stub:
+    async with serving(workers, identity) as stub:
         stamped = await stub.Stamp(
             signer_service_pb2.StampRequest(
                 document=document,
@@ -99,10 +110,10 @@ async def test_stamps_then_verifies(
 
 
 async def test_puts_the_stamp_where_asked(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate], threads: Executor
+    workers: WorkerPool, identity: SigningIdentity
 ) -> None:
     placement = common_pb2.StampPlacement(page=2, rect=common_pb2.Rect(llx=50, lly=60, urx=170, ury=180))
-    async with serving(identity, trust_roots, threads) as stub:
+    async with serving(workers, identity) as stub:
         stamped = await stub.Stamp(
             signer_service_pb2.StampRequest(document=corpus_pdf(), serial=SERIAL, placement=placement)
         )
@@ -110,9 +121,9 @@ async def test_puts_the_stamp_where_asked(
 
 
 async def test_tells_the_signer_chain(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate], threads: Executor
+    workers: WorkerPool, identity: SigningIdentity
 ) -> None:
-    async with serving(identity, trust_roots, threads) as stub:
+    async with serving(workers, identity) as stub:
         info = await stub.GetSignerInfo(signer_service_pb2.GetSignerInfoRequest())
     assert list(info.certificate_chain) == [
         cert.public_bytes(serialization.Encoding.DER) for cert in identity.chain
@@ -143,12 +154,11 @@ async def test_tells_the_signer_chain(
 async def test_bad_requests_are_invalid_argument(
     request_fields: dict,
     message: str,
+    workers: WorkerPool,
     identity: SigningIdentity,
-    trust_roots: list[x509.Certificate],
-    threads: Executor,
 ) -> None:
     request = signer_service_pb2.StampRequest(**{"document": corpus_pdf(), **request_fields})
-    async with serving(identity, trust_roots, threads) as stub:
+    async with serving(workers, identity) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Stamp(request)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -156,10 +166,10 @@ async def test_bad_requests_are_invalid_argument(
 
 
 async def test_an_encrypted_pdf_is_invalid_argument_for_both_calls(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate], threads: Executor
+    workers: WorkerPool, identity: SigningIdentity
 ) -> None:
     encrypted = corpus_pdf("sf-005-encrypted-password.pdf")
-    async with serving(identity, trust_roots, threads) as stub:
+    async with serving(workers, identity) as stub:
         for call in (
             stub.Stamp(signer_service_pb2.StampRequest(document=encrypted, serial=SERIAL)),
             stub.Verify(signer_service_pb2.VerifyRequest(document=encrypted)),
@@ -170,23 +180,33 @@ async def test_an_encrypted_pdf_is_invalid_argument_for_both_calls(
             assert "password-protected" in (raised.value.details() or "")
 
 
-def test_the_status_table_covers_the_signer_errors() -> None:
-    codes = SIGNER_STATUS_CODES
-    assert status_code_for(DocumentLocked("locked"), codes) == grpc.StatusCode.FAILED_PRECONDITION
-    assert status_code_for(EncryptedPdf("encrypted"), codes) == grpc.StatusCode.INVALID_ARGUMENT
+async def test_a_document_past_the_time_limit_costs_only_its_worker(dev_pki: DevPki) -> None:
+    pool = WorkerPool(worker_config(dev_pki), size=1, time_limit_s=2)
+    await pool.start()
+    try:
+        (hung,) = pool.workers
+        # A worker that stops making progress, as on a pathological document.
+        os.kill(hung.pid, signal.SIGSTOP)
+        with pytest.raises(DocumentTooComplex, match="longer than 2 s"):
+            await pool.stamp(StampJob(corpus_pdf(), serial=SERIAL, placement=Placement()))
+        assert not hung.is_alive()
+        (replacement,) = pool.workers
+        assert replacement.pid != hung.pid
+        result = await pool.stamp(StampJob(corpus_pdf(), serial=SERIAL, placement=Placement()))
+        assert result.stamped_document.startswith(corpus_pdf())
+    finally:
+        await pool.close()
 
 
-async def test_works_with_a_process_pool(
-    identity: SigningIdentity, trust_roots: list[x509.Certificate]
-) -> None:
-    # What production wiring uses to spread signing over cores: everything crossing into the
-    # workers must pickle, the identity included.
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as processes:
-        async with serving(identity, trust_roots, processes) as stub:
-            stamped = await stub.Stamp(signer_service_pb2.StampRequest(document=corpus_pdf(), serial=SERIAL))
-            verified = await stub.Verify(signer_service_pb2.VerifyRequest(document=stamped.stamped_document))
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.Stamp(signer_service_pb2.StampRequest(document=b"junk", serial=SERIAL))
-    assert verified.report.signatures[0].signature_valid
-    assert verified.report.signatures[0].chain_trusted
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+async def test_a_worker_that_died_while_idle_is_replaced_before_it_is_given_work(dev_pki: DevPki) -> None:
+    pool = WorkerPool(worker_config(dev_pki), size=1, time_limit_s=60)
+    await pool.start()
+    try:
+        (dead,) = pool.workers
+        dead.kill()
+        await asyncio.to_thread(dead.join, 10)
+        result = await pool.stamp(StampJob(corpus_pdf(), serial=SERIAL, placement=Placement()))
+        assert result.stamped_document.startswith(corpus_pdf())
+        assert [p.pid for p in pool.workers] != [dead.pid]
+    finally:
+        await pool.close()

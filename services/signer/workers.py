@@ -1,0 +1,195 @@
+"""Stamping on every core: a pool of worker processes, each with the signing key loaded once.
+
+Processes, not threads: stamping is pure Python and CPU-bound, so threads would share one core.
+Each worker loads the identity once at start (a PKCS#11 session, a parsed key) and then takes
+one document at a time over a pipe. A document that runs past the time limit, or a worker that
+dies, costs only that worker: it is killed and replaced, and the caller gets a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from services.common.errors import DomainError
+from services.signer.errors import DocumentTooComplex, UnsupportedPdf
+from services.signer.pki import SigningIdentity
+from services.signer.placement import Placement
+from services.signer.stamping import StampResult, place_stamp
+from services.signer.verification import VerificationResult, verify_document
+
+log = logging.getLogger(__name__)
+
+_UNPROCESSABLE = "The document could not be processed; check that it opens in a PDF reader."
+
+# Spawned, not forked: the parent runs gRPC threads, which a fork would copy in a broken state.
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker needs; picklable, so it crosses into spawned processes."""
+
+    load_identity: Callable[[], SigningIdentity]
+    trust_roots_der: tuple[bytes, ...]
+    public_url: str
+    location: str
+
+    @staticmethod
+    def trust_roots_to_der(roots: list[x509.Certificate]) -> tuple[bytes, ...]:
+        return tuple(root.public_bytes(serialization.Encoding.DER) for root in roots)
+
+
+@dataclass(frozen=True)
+class StampJob:
+    document: bytes
+    serial: str
+    placement: Placement
+    document_name: str = ""
+
+
+def _worker_main(conn: Connection, config: WorkerConfig) -> None:
+    # The parent decides when workers stop; a Ctrl-C in a terminal must not kill them mid-stamp.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    identity = config.load_identity()
+    roots = [x509.load_der_x509_certificate(der) for der in config.trust_roots_der]
+    conn.send(("ready", None))
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        try:
+            if kind == "stamp":
+                result: Any = place_stamp(
+                    payload.document,
+                    serial=payload.serial,
+                    placement=payload.placement,
+                    identity=identity,
+                    public_url=config.public_url,
+                    location=config.location,
+                    document_name=payload.document_name,
+                )
+            else:
+                result = verify_document(payload, roots)
+            conn.send(("ok", result))
+        except DomainError as exc:
+            conn.send(("refused", (type(exc), exc.message)))
+        except Exception as exc:
+            # Not a domain error: a bug or a document we cannot handle. The worker lives on.
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """size worker processes; at most size documents in work at once, the rest wait in line."""
+
+    def __init__(self, config: WorkerConfig, size: int, time_limit_s: float) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self._config = config
+        self._size = size
+        self._time_limit_s = time_limit_s
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+
+    @property
+    def workers(self) -> list[BaseProcess]:
+        return [worker.process for worker in self._all]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._add_worker() for _ in range(self._size)))
+
+    async def _add_worker(self) -> None:
+        parent_end, child_end = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(
+            target=_worker_main, args=(child_end, self._config), name="stamping-worker", daemon=True
+        )
+        process.start()
+        child_end.close()
+        worker = _Worker(process, parent_end)
+        # Loading a key can take a moment (a PKCS#11 login); a worker that cannot load it is fatal.
+        status, _ = await asyncio.to_thread(parent_end.recv)
+        if status != "ready":
+            worker.kill()
+            raise RuntimeError("a stamping worker could not start")
+        self._all.add(worker)
+        self._idle.put_nowait(worker)
+
+    async def _replace(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        worker.kill()
+        await self._add_worker()
+
+    async def _run(self, kind: str, payload: object) -> Any:
+        worker = await self._take_live_worker(kind, payload)
+        try:
+            status, value = await asyncio.wait_for(asyncio.to_thread(worker.conn.recv), self._time_limit_s)
+        except TimeoutError:
+            log.warning("document took too long; replacing its worker", extra={"limit_s": self._time_limit_s})
+            await self._replace(worker)
+            raise DocumentTooComplex(
+                f"The document took longer than {self._time_limit_s:g} s to process; "
+                "it may be damaged or far more complex than a normal document."
+            ) from None
+        except (EOFError, OSError):
+            log.error("a stamping worker died on a document; replacing it")
+            await self._replace(worker)
+            raise UnsupportedPdf(_UNPROCESSABLE) from None
+        self._idle.put_nowait(worker)
+        if status == "ok":
+            return value
+        if status == "refused":
+            error_type, message = value
+            raise error_type(message)
+        log.error("stamping worker failed", extra={"error": value})
+        raise UnsupportedPdf(_UNPROCESSABLE)
+
+    async def _take_live_worker(self, kind: str, payload: object) -> _Worker:
+        """An idle worker that accepted the job; one found dead meanwhile is replaced first."""
+        while True:
+            worker = await self._idle.get()
+            try:
+                await asyncio.to_thread(worker.conn.send, (kind, payload))
+                return worker
+            except (OSError, ValueError):
+                # It died while idle (killed, out of memory): the job never reached it.
+                log.error("a stamping worker died while idle; replacing it")
+                await self._replace(worker)
+
+    async def stamp(self, job: StampJob) -> StampResult:
+        return await self._run("stamp", job)
+
+    async def verify(self, document: bytes) -> VerificationResult:
+        return await self._run("verify", document)
+
+    async def close(self) -> None:
+        for worker in list(self._all):
+            with contextlib.suppress(Exception):
+                worker.conn.close()
+            worker.process.join(5)
+            if worker.process.is_alive():
+                worker.kill()
+        self._all.clear()

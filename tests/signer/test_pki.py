@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.signer.pki import DevPki, PkiError, SigningIdentity, ensure_dev_pki, load_signing_identity
 from tests.conftest import ROOT
@@ -47,8 +48,51 @@ def test_makes_a_three_level_chain_with_the_expected_extensions(dev_pki: DevPki)
         assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
 
 
-def test_keeps_the_private_key_private(dev_pki: DevPki) -> None:
-    assert stat.S_IMODE(dev_pki.signer_key_path.stat().st_mode) == 0o600
+def test_keeps_the_private_keys_private(dev_pki: DevPki) -> None:
+    for path in (dev_pki.signer_key_path, dev_pki.tsa_key_path, dev_pki.issuing_ca_key_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_makes_a_timestamp_authority_under_the_same_issuing_ca(dev_pki: DevPki) -> None:
+    tsa = dev_pki.load_tsa_identity()
+    leaf, issuing, root = tsa.chain
+    assert leaf.subject.rfc4514_string().startswith("CN=e-meterai Dev Timestamp Authority")
+    assert (issuing, root) == dev_pki.load_identity().chain[1:]
+    leaf.verify_directly_issued_by(issuing)
+    # RFC 3161 2.3: the one purpose, marked critical.
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert eku.critical and list(eku.value) == [ExtendedKeyUsageOID.TIME_STAMPING]
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert tsa.key_algorithm == "ECDSA-P256"
+
+
+def test_adds_a_timestamp_authority_to_a_pki_made_before_it_existed(tmp_path: Path) -> None:
+    pki = ensure_dev_pki(tmp_path)
+    pki.tsa_key_path.unlink()
+    pki.tsa_chain_path.unlink()
+    signer_before = pki.signer_chain_path.read_bytes()
+
+    ensure_dev_pki(tmp_path)
+
+    assert pki.signer_chain_path.read_bytes() == signer_before
+    leaf, issuing, _ = pki.load_tsa_identity().chain
+    assert issuing == pki.load_identity().chain[1]
+    leaf.verify_directly_issued_by(issuing)
+
+
+def test_without_the_issuing_ca_key_the_tsa_gets_its_own_trusted_root(tmp_path: Path) -> None:
+    pki = ensure_dev_pki(tmp_path)
+    for path in (pki.tsa_key_path, pki.tsa_chain_path, pki.issuing_ca_key_path):
+        path.unlink()
+    signer_before = pki.signer_chain_path.read_bytes()
+    (old_root,) = pki.load_trust_roots()
+
+    ensure_dev_pki(tmp_path)
+
+    assert pki.signer_chain_path.read_bytes() == signer_before
+    tsa_leaf, tsa_root = pki.load_tsa_identity().chain
+    assert pki.load_trust_roots() == [old_root, tsa_root]
+    tsa_leaf.verify_directly_issued_by(tsa_root)
 
 
 def test_leaves_an_existing_pki_alone(tmp_path: Path) -> None:
@@ -56,7 +100,7 @@ def test_leaves_an_existing_pki_alone(tmp_path: Path) -> None:
     before = {path.name: path.read_bytes() for path in tmp_path.glob("*.pem")}
     ensure_dev_pki(tmp_path)
     assert {path.name: path.read_bytes() for path in tmp_path.glob("*.pem")} == before
-    assert len(before) == 4
+    assert len(before) == 7
     assert first.signer_chain_path.exists()
 
 

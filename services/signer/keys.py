@@ -38,8 +38,8 @@ class Signer(Protocol):
     """What the CMS builder needs from a key: who signs, and a signature over some bytes."""
 
     @property
-    def chain(self) -> Sequence[x509.Certificate]:
-        """The certificate chain, leaf first."""
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        """The certificate chain, leaf first; a tuple, so CMS code can cache what it derives from it."""
         ...
 
     @property

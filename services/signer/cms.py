@@ -12,13 +12,14 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from asn1crypto import algos, cms, core, tsp
+from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
+from services.signer.cms_template import TimestampSource, sign_detached
 from services.signer.pki import SigningIdentity
 
 # Hash functions a verifier accepts, by asn1crypto's names.
@@ -31,79 +32,15 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 
 
-def build_detached_signature(identity: SigningIdentity, document_digest: bytes) -> bytes:
-    """DER ContentInfo(SignedData) over a SHA-256 `document_digest`, signed by `identity`."""
-    chain = [
-        asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)) for cert in identity.chain
-    ]
-    leaf = chain[0]
-    signed_attributes = cms.CMSAttributes(
-        sorted(
-            [
-                cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-                cms.CMSAttribute({"type": "message_digest", "values": [document_digest]}),
-                cms.CMSAttribute(
-                    {
-                        "type": "signing_certificate_v2",
-                        "values": [
-                            tsp.SigningCertificateV2(
-                                {
-                                    "certs": [
-                                        {
-                                            # SHA-256 is the field's default, so DER leaves it out.
-                                            "cert_hash": hashlib.sha256(leaf.dump()).digest(),
-                                            "issuer_serial": {
-                                                "issuer": [
-                                                    asn1_x509.GeneralName(
-                                                        name="directory_name", value=leaf.issuer
-                                                    )
-                                                ],
-                                                "serial_number": leaf.serial_number,
-                                            },
-                                        }
-                                    ]
-                                }
-                            )
-                        ],
-                    }
-                ),
-            ],
-            # DER orders a SET OF by the encodings of its members.
-            key=lambda attribute: attribute.dump(),
-        )
-    )
-    signature = identity.sign(signed_attributes.dump())
-    if isinstance(identity.private_key, rsa.RSAPrivateKey):
-        signature_algorithm = {"algorithm": "rsassa_pkcs1v15"}
-    else:
-        signature_algorithm = {"algorithm": "sha256_ecdsa"}
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": leaf.issuer,
-                        "serial_number": leaf.serial_number,
-                    }
-                }
-            ),
-            "digest_algorithm": {"algorithm": "sha256"},
-            "signed_attrs": signed_attributes,
-            "signature_algorithm": signature_algorithm,
-            "signature": signature,
-        }
-    )
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [{"algorithm": "sha256"}],
-            "encap_content_info": {"content_type": "data"},
-            "certificates": [cms.CertificateChoices(name="certificate", value=cert) for cert in chain],
-            "signer_infos": [signer_info],
-        }
-    )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+def build_detached_signature(
+    identity: SigningIdentity, document_digest: bytes, *, timestamp: TimestampSource | None = None
+) -> bytes:
+    """DER ContentInfo(SignedData) over a SHA-256 `document_digest`, signed by `identity`.
+
+    `timestamp`, when given, turns the signature value into an RFC 3161 TimeStampToken (DER),
+    embedded as the signature-time-stamp-token unsigned attribute (PAdES B-T).
+    """
+    return sign_detached(identity, document_digest, timestamp=timestamp)
 
 
 class CmsError(ValueError):

@@ -7,10 +7,12 @@ has to be embedded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import segno
+from services.signer.qr import qr_matrix
 
 TITLE = "METERAI ELEKTRONIK"
 VALUE = "10000"
@@ -28,16 +30,76 @@ QR_QUIET_ZONE = 4
 _HELVETICA_WIDTHS = dict(
     zip(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.",
-        [667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778, 667, 778, 722, 667,
-         611, 722, 667, 944, 667, 667, 611, *[556] * 10, 278, 333, 278],
+        [
+            667,
+            667,
+            722,
+            722,
+            667,
+            611,
+            778,
+            722,
+            278,
+            500,
+            667,
+            556,
+            833,
+            722,
+            778,
+            667,
+            778,
+            722,
+            667,
+            611,
+            722,
+            667,
+            944,
+            667,
+            667,
+            611,
+            *[556] * 10,
+            278,
+            333,
+            278,
+        ],
         strict=True,
     )
 )
 _HELVETICA_BOLD_WIDTHS = dict(
     zip(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.",
-        [722, 722, 722, 722, 667, 611, 778, 722, 278, 556, 722, 611, 833, 722, 778, 667, 778, 722, 667,
-         611, 722, 667, 944, 667, 667, 611, *[556] * 10, 278, 333, 278],
+        [
+            722,
+            722,
+            722,
+            722,
+            667,
+            611,
+            778,
+            722,
+            278,
+            556,
+            722,
+            611,
+            833,
+            722,
+            778,
+            667,
+            778,
+            722,
+            667,
+            611,
+            722,
+            667,
+            944,
+            667,
+            667,
+            611,
+            *[556] * 10,
+            278,
+            333,
+            278,
+        ],
         strict=True,
     )
 )
@@ -74,8 +136,7 @@ def build_stamp_appearance(*, serial: str, url: str, width: float, height: float
     """
     if width <= 0 or height <= 0:
         raise ValueError("the stamp box must have a positive size")
-    qr = segno.make(url, error="m", boost_error=False, micro=False)
-    modules = [list(row) for row in qr.matrix_iter(scale=1, border=0)]
+    modules = qr_matrix(url)
 
     ops: list[str] = ["q"]
     # An opaque white card: the QR code needs its light quiet zone even over a busy page.
@@ -95,7 +156,7 @@ def build_stamp_appearance(*, serial: str, url: str, width: float, height: float
 
 
 def _layout_stacked(
-    ops: list[str], modules: list[list[int]], serial: str, width: float, height: float, pad: float
+    ops: list[str], modules: list[bytes], serial: str, width: float, height: float, pad: float
 ) -> None:
     inner_width = width - 2 * pad
     gap = height * 0.015
@@ -121,7 +182,7 @@ def _layout_stacked(
 
 
 def _layout_side_by_side(
-    ops: list[str], modules: list[list[int]], serial: str, width: float, height: float, pad: float
+    ops: list[str], modules: list[bytes], serial: str, width: float, height: float, pad: float
 ) -> None:
     qr_side = height - 2 * pad
     _qr(ops, modules, pad, pad, qr_side)
@@ -149,35 +210,45 @@ def _layout_side_by_side(
         baseline -= gap
 
 
-def _qr(ops: list[str], modules: list[list[int]], x: float, y: float, side: float) -> None:
+def _qr(ops: list[str], modules: list[bytes], x: float, y: float, side: float) -> None:
     """Draw the symbol and its quiet zone in the square (x, y, side); dark modules only."""
-    count = len(modules)
-    module = side / (count + 2 * QR_QUIET_ZONE)
-    origin_x = x + QR_QUIET_ZONE * module
-    origin_y = y + QR_QUIET_ZONE * module
+    grid = _module_grid(len(modules), x, y, side)
     ops.append("0 0 0 rg")
     # One path filled once: neighbouring modules merge without the hairline seams that separate
     # fills show in anti-aliasing renderers. Horizontal runs keep the stream short.
     for row_index, row in enumerate(modules):
-        row_y = origin_y + (count - 1 - row_index) * module
-        for start, length in _dark_runs(row):
-            ops.append(
-                f"{_n(origin_x + start * module)} {_n(row_y)} {_n(length * module)} {_n(module)} re"
-            )
+        row_y = grid.ys[row_index]
+        for run in _DARK_RUN.finditer(row):
+            start, end = run.span()
+            ops.append(f"{grid.xs[start]} {row_y} {grid.widths[end - start]} {grid.module} re")
     ops.append("f")
 
 
-def _dark_runs(row: Iterable[int]) -> Iterable[tuple[int, int]]:
-    start = None
-    index = -1
-    for index, dark in enumerate(row):
-        if dark and start is None:
-            start = index
-        elif not dark and start is not None:
-            yield start, index - start
-            start = None
-    if start is not None:
-        yield start, index + 1 - start
+_DARK_RUN = re.compile(rb"\x01+")
+
+
+@dataclass(frozen=True)
+class _ModuleGrid:
+    """The numbers a QR path is written with, formatted once per stamp size."""
+
+    # Left edge of each column, bottom edge of each row (top row first), width of each run length.
+    xs: tuple[str, ...]
+    ys: tuple[str, ...]
+    widths: tuple[str, ...]
+    module: str
+
+
+@functools.lru_cache(maxsize=64)
+def _module_grid(count: int, x: float, y: float, side: float) -> _ModuleGrid:
+    module = side / (count + 2 * QR_QUIET_ZONE)
+    origin_x = x + QR_QUIET_ZONE * module
+    origin_y = y + QR_QUIET_ZONE * module
+    return _ModuleGrid(
+        xs=tuple(_n(origin_x + column * module) for column in range(count)),
+        ys=tuple(_n(origin_y + (count - 1 - row) * module) for row in range(count)),
+        widths=tuple(_n(length * module) for length in range(count + 1)),
+        module=_n(module),
+    )
 
 
 def _text(
@@ -192,9 +263,7 @@ def _text(
     if size <= 0:
         return
     x = centre_x - _text_width(text, font) * size / 2
-    ops.append(
-        f"BT {_rgb(colour)} /{font} {_n(size)} Tf {_n(x)} {_n(baseline)} Td ({_escape(text)}) Tj ET"
-    )
+    ops.append(f"BT {_rgb(colour)} /{font} {_n(size)} Tf {_n(x)} {_n(baseline)} Td ({_escape(text)}) Tj ET")
 
 
 def _fit(text: str, font: str, max_width: float, max_size: float) -> float:

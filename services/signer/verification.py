@@ -1,8 +1,8 @@
 """Reporting on every signature in a PDF: does it verify, what does it cover, who signed, which serial.
 
-This is the thin verifier the signer needs to check its own output and answer public verification
-requests. It checks the cryptography, the byte range and the certificate chain; it does not yet
-analyse what later revisions changed (a full DocMDP diff) or verify timestamp tokens and revocation.
+For each signature: the cryptography, the byte range, what later revisions changed (changes.py),
+the certificate chain to the configured roots, and a signature timestamp token when there is one
+(timestamp_tokens.py). Revocation (CRL, OCSP) is not checked yet.
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ import re
 from dataclasses import dataclass, replace
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from pypdf import PdfReader
-from pypdf.generic import ArrayObject, DictionaryObject
+from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
-from services.signer.cms import CmsError, check_signed_data, document_digest
+from services.signer.chains import chain_trusted
+from services.signer.changes import MODIFIED, NONE, ChangeReview, RevisionHistory
+from services.signer.cms import CmsCheck, CmsError, check_signed_data, document_digest
 from services.signer.documents import open_pdf, reading_pdf
+from services.signer.timestamp_tokens import (
+    TimestampCheck,
+    authority_trusted,
+    check_signature_timestamp,
+    find_signature_timestamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,10 @@ _DETACHED = {"/adbe.pkcs7.detached", "/ETSI.CAdES.detached"}
 _DOCUMENT_TIMESTAMP = "/ETSI.RFC3161"
 # Deeper form trees than this are hostile, not real forms.
 _MAX_FIELD_DEPTH = 32
-# Longest chain we follow from the signer to a root.
-_MAX_CHAIN = 8
+
+APPROVAL = "approval"
+CERTIFICATION = "certification"
+DOCUMENT_TIMESTAMP = "document_timestamp"
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,17 @@ class SignatureReport:
     signed_at: dt.datetime | None
     has_timestamp: bool
     problems: tuple[str, ...] = ()
+    # What revisions after this signature's changed: "none", "allowed" (a later signature, a
+    # timestamp, validation data, form filling as permitted) or "modified" (see problems). Not
+    # analysed, so "none", when the byte range itself is malformed.
+    later_changes: str = NONE
+    later_revisions: int = 0
+    # "approval", "certification" (the document's DocMDP signature) or "document_timestamp".
+    kind: str = APPROVAL
+    # A signature timestamp token, or the document timestamp itself: verified, and its time.
+    timestamp_valid: bool = False
+    timestamp_time: dt.datetime | None = None
+    timestamp_authority: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,11 +84,18 @@ class VerificationResult:
 def verify_document(
     document: bytes, trust_roots: list[x509.Certificate], *, now: dt.datetime | None = None
 ) -> VerificationResult:
-    """Report on every signature field that holds a signature; raises UnsupportedPdf for unreadable files."""
+    """Report on every signature field that holds a signature; raises UnsupportedPdf for unreadable files.
+
+    A signature's certificate chain is checked at its verified timestamp's time, else at `now`
+    (the claimed /M time is the signer's word, not evidence).
+    """
     with reading_pdf():
         reader = open_pdf(document)
         signatures = list(_signature_fields(reader))
-    reports = [_report(document, raw, trust_roots, now or dt.datetime.now(dt.UTC)) for raw in signatures]
+        history = RevisionHistory(document, reader)
+        reports = [
+            _report(document, raw, trust_roots, now or dt.datetime.now(dt.UTC), history) for raw in signatures
+        ]
     return VerificationResult(reports, hashlib.sha256(document).digest())
 
 
@@ -83,6 +109,7 @@ class _RawSignature:
     contents: bytes | None
     reason: str
     claimed_time: str
+    is_certification: bool = False
 
 
 def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
@@ -92,6 +119,7 @@ def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
     fields = fields.get_object() if fields is not None else None
     found: list[_RawSignature] = []
     seen: set[int] = set()
+    certification = _certification_signature(reader)
     stack = [(field, "", None, 0) for field in reversed(fields)] if isinstance(fields, ArrayObject) else []
     while stack:
         reference, parent_name, inherited_type, depth = stack.pop()
@@ -107,14 +135,25 @@ def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
         kids = kids.get_object() if kids is not None else None
         if isinstance(kids, ArrayObject):
             stack.extend((kid, name, field_type, depth + 1) for kid in reversed(kids))
-        value = node.get("/V")
-        value = value.get_object() if value is not None else None
+        reference = node.raw_get("/V") if "/V" in node else None
+        value = reference.get_object() if reference is not None else None
         if field_type == "/Sig" and isinstance(value, DictionaryObject):
-            found.append(_raw_signature(name, value))
+            is_certification = isinstance(reference, IndirectObject) and reference.idnum == certification
+            found.append(_raw_signature(name, value, is_certification))
     return found
 
 
-def _raw_signature(name: str, value: DictionaryObject) -> _RawSignature:
+def _certification_signature(reader: PdfReader) -> int | None:
+    """The object number of the signature that /Perms /DocMDP names, if any."""
+    perms = reader.root_object.get("/Perms")
+    perms = perms.get_object() if perms is not None else None
+    if not isinstance(perms, DictionaryObject) or "/DocMDP" not in perms:
+        return None
+    reference = perms.raw_get("/DocMDP")
+    return reference.idnum if isinstance(reference, IndirectObject) else None
+
+
+def _raw_signature(name: str, value: DictionaryObject, is_certification: bool) -> _RawSignature:
     byte_range = value.get("/ByteRange")
     byte_range = byte_range.get_object() if byte_range is not None else None
     numbers: list[int] | None = None
@@ -133,11 +172,16 @@ def _raw_signature(name: str, value: DictionaryObject) -> _RawSignature:
         contents=raw_contents,
         reason=str(value.get("/Reason", "")),
         claimed_time=str(value.get("/M", "")),
+        is_certification=is_certification,
     )
 
 
 def _report(
-    document: bytes, raw: _RawSignature, trust_roots: list[x509.Certificate], now: dt.datetime
+    document: bytes,
+    raw: _RawSignature,
+    trust_roots: list[x509.Certificate],
+    now: dt.datetime,
+    history: RevisionHistory,
 ) -> SignatureReport:
     serial_match = _SERIAL_IN_REASON.match(raw.reason)
     base = SignatureReport(
@@ -152,9 +196,10 @@ def _report(
         sub_filter=raw.sub_filter.lstrip("/"),
         signed_at=_parse_pdf_date(raw.claimed_time),
         has_timestamp=False,
+        kind=_kind(raw),
     )
     try:
-        return _check_signature(document, raw, trust_roots, now, base)
+        return _check_signature(document, raw, trust_roots, now, history, base)
     except Exception:  # hostile input must yield a report, never a failed request
         logger.warning("signature %r could not be analysed", raw.field_name, exc_info=True)
         return _with(base, problems=("The signature data is malformed and could not be checked.",))
@@ -165,6 +210,7 @@ def _check_signature(
     raw: _RawSignature,
     trust_roots: list[x509.Certificate],
     now: dt.datetime,
+    history: RevisionHistory,
     base: SignatureReport,
 ) -> SignatureReport:
     problems: list[str] = []
@@ -174,6 +220,8 @@ def _check_signature(
     gap_start, gap_end, end = ranges
     covers_whole = end == len(document)
     revision = _revision_at(document, end)
+    review = history.review(end)
+    base = _with(base, later_changes=review.later_changes, later_revisions=review.later_revisions)
     contents = _gap_contents(document[gap_start:gap_end])
     # The gap must be exactly the hex string the dictionary holds, or unsigned bytes could hide there.
     if contents is None or raw.contents is None or contents.rstrip(b"\0") != raw.contents.rstrip(b"\0"):
@@ -204,32 +252,65 @@ def _check_signature(
     at_boundary = document[:end].rstrip(b"\0\t\n\x0c\r ").endswith(b"%%EOF")
     if not at_boundary:
         problems.append("The signature does not end at the end of a revision of the file.")
-    if not covers_whole:
-        later = _revision_at(document, len(document)) - revision
-        problems.append(
-            f"The file was extended after this signature ({later} later revision(s)); "
-            "those additions were not checked."
-        )
+    problems += _later_change_problems(document, end, review)
 
-    signed_at = check.timestamp_time or base.signed_at
-    chain_trusted = False
-    if check.signer is not None:
-        chain_trusted, chain_problems = _chain_trusted(
-            check.signer, check.certificates, trust_roots, signed_at or now
-        )
-        problems += chain_problems
+    timestamp = _timestamp(contents, check, trust_roots)
+    problems += timestamp.problems
+    trusted_time = timestamp.time if timestamp.valid else None
+    trusted, chain_problems = False, []
+    if check.is_timestamp_token:
+        trusted, chain_problems = authority_trusted(check, trust_roots)
+    elif check.signer is not None:
+        at = trusted_time or now
+        trusted, chain_problems = chain_trusted(check.signer, check.certificates, trust_roots, at)
+    problems += chain_problems
+    if check.is_timestamp_token:
+        trusted_time = check.timestamp_time if trusted and digest_matches and check.signature_valid else None
+    subject = check.signer.subject.rfc4514_string() if check.signer is not None else ""
     return _with(
         base,
         signature_valid=digest_matches and check.signature_valid,
-        document_intact=digest_matches and at_boundary,
+        document_intact=digest_matches and at_boundary and review.later_changes != MODIFIED,
         covers_whole_document=covers_whole,
         revision=revision,
-        chain_trusted=chain_trusted,
-        signer_subject=check.signer.subject.rfc4514_string() if check.signer is not None else "",
-        signed_at=signed_at,
-        has_timestamp=check.timestamp_time is not None,
+        chain_trusted=trusted,
+        signer_subject=subject,
+        signed_at=trusted_time or base.signed_at,
+        has_timestamp=timestamp.time is not None or check.is_timestamp_token,
+        timestamp_valid=trusted_time is not None,
+        timestamp_time=timestamp.time if not check.is_timestamp_token else check.timestamp_time,
+        timestamp_authority=timestamp.authority if not check.is_timestamp_token else subject,
         problems=tuple(problems),
     )
+
+
+def _kind(raw: _RawSignature) -> str:
+    if raw.sub_filter == _DOCUMENT_TIMESTAMP:
+        return DOCUMENT_TIMESTAMP
+    return CERTIFICATION if raw.is_certification else APPROVAL
+
+
+def _timestamp(contents: bytes, check: CmsCheck, trust_roots: list[x509.Certificate]) -> TimestampCheck:
+    """The signature timestamp token of a CAdES signature, verified; nothing for a document timestamp."""
+    if check.is_timestamp_token:
+        return TimestampCheck(None, False, "")
+    try:
+        embedded = find_signature_timestamp(contents)
+    except CmsError as exc:
+        return TimestampCheck(None, False, "", (f"The signature's timestamp is unreadable: {exc}.",))
+    if embedded is None:
+        return TimestampCheck(None, False, "")
+    return check_signature_timestamp(embedded, trust_roots)
+
+
+def _later_change_problems(document: bytes, end: int, review: ChangeReview) -> list[str]:
+    problems = list(review.problems)
+    trailing = len(document) - end
+    if review.later_revisions == 0 and document[end:].strip(b"\x00\t\n\x0c\r "):
+        problems.append(
+            f"{trailing} byte(s) follow the signed revision without forming a revision of their own."
+        )
+    return problems
 
 
 def _checked_byte_range(document: bytes, byte_range: list[int] | None) -> tuple[int, int, int] | None:
@@ -260,67 +341,6 @@ def _revision_at(document: bytes, end: int) -> int:
     if b"/Linearized" in document[:1024] and count > 1:
         count -= 1
     return count
-
-
-def _chain_trusted(
-    signer: x509.Certificate,
-    certificates: list[x509.Certificate],
-    trust_roots: list[x509.Certificate],
-    at: dt.datetime,
-) -> tuple[bool, list[str]]:
-    """Walk issuer by issuer from the signer to a trust root, checking each link's signature."""
-    if not trust_roots:
-        return False, ["No trust roots are configured, so the certificate chain was not checked."]
-    roots = {_der(root): root for root in trust_roots}
-    path = [signer]
-    current = signer
-    for _ in range(_MAX_CHAIN):
-        if _der(current) in roots:
-            return _valid_during(path, at)
-        root = next((root for root in trust_roots if _issued_by(current, root)), None)
-        if root is not None:
-            return _valid_during([*path, root], at)
-        issuer = next(
-            (
-                candidate
-                for candidate in certificates
-                if candidate is not current and _is_ca(candidate) and _issued_by(current, candidate)
-            ),
-            None,
-        )
-        if issuer is None or issuer in path:
-            break
-        path.append(issuer)
-        current = issuer
-    return False, ["The signer's certificate does not chain to a trusted root."]
-
-
-def _valid_during(path: list[x509.Certificate], at: dt.datetime) -> tuple[bool, list[str]]:
-    problems = [
-        f"The certificate {cert.subject.rfc4514_string()} was not valid at the signing time."
-        for cert in path
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-    ]
-    return not problems, problems
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _parse_pdf_date(text: str) -> dt.datetime | None:

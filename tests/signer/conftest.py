@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki
@@ -171,3 +171,82 @@ def _visible_height(pdf: Path, page: int) -> float:
     assert match is not None and rotation is not None, info
     width, height = float(match.group(1)), float(match.group(2))
     return width if int(rotation.group(1)) % 180 == 90 else height
+
+
+@dataclass(frozen=True)
+class TimestampAuthority:
+    """A timestamp authority made in the test: its root, and a pyHanko timestamper signing as it."""
+
+    root: x509.Certificate
+    certificate: x509.Certificate
+    key: rsa.RSAPrivateKey
+
+    def timestamper(self, at: dt.datetime | None = None) -> object:
+        from asn1crypto import keys as asn1_keys
+        from asn1crypto import x509 as asn1_x509
+        from cryptography.hazmat.primitives import serialization
+        from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
+        def load(cert: x509.Certificate) -> asn1_x509.Certificate:
+            return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+        key = asn1_keys.PrivateKeyInfo.load(
+            self.key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return DummyTimeStamper(load(self.certificate), key, certs_to_embed=[load(self.root)], fixed_dt=at)
+
+
+@pytest.fixture(scope="session")
+def test_tsa() -> TimestampAuthority:
+    """A timestamp authority under its own root (EKU timeStamping, critical, as RFC 3161 asks)."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    # pyHanko's test timestamper signs with RSA only.
+    tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test TSA Root")])
+    root = (
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Timestamp Authority")]))
+        .issuer_name(root_name)
+        .public_key(tsa_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    return TimestampAuthority(root, certificate, tsa_key)
+
+
+def pyhanko_signer(pki: DevPki) -> object:
+    """pyHanko's signer for the development PKI's key: a second, independent signing engine."""
+    from asn1crypto import keys as asn1_keys
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import serialization
+    from pyhanko.sign import signers
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    identity = pki.load_identity()
+    chain = [asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in identity.chain]
+    key = asn1_keys.PrivateKeyInfo.load(
+        identity.private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return signers.SimpleSigner(
+        signing_cert=chain[0], signing_key=key, cert_registry=SimpleCertificateStore.from_certs(chain)
+    )

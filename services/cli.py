@@ -11,6 +11,7 @@ from pathlib import Path
 
 from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
 from services.common.clients import ServiceTokenSource, service_channel
+from services.signer.cli import add_commands as add_signer_commands
 from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
 
 DEFAULT_DATA_DIR = Path(".emeterai")
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     distributors.add_argument("--client-id", help="the credential (rotate, revoke)")
     distributors.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     distributors.set_defaults(run=_distributors)
+    add_signer_commands(commands)
     return parser
 
 

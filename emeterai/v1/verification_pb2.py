@@ -26,15 +26,19 @@ from emeterai.v1 import ledger_pb2 as emeterai_dot_v1_dot_ledger__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65meterai/v1/verification.proto\x12\x0b\x65meterai.v1\x1a\x18\x65meterai/v1/ledger.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x02\n\x0fSignatureReport\x12\x12\n\nfield_name\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x17\n\x0fsignature_valid\x18\x03 \x01(\x08\x12\x17\n\x0f\x64ocument_intact\x18\x04 \x01(\x08\x12\x1d\n\x15\x63overs_whole_document\x18\x05 \x01(\x08\x12\x10\n\x08revision\x18\x06 \x01(\r\x12\x15\n\rchain_trusted\x18\x07 \x01(\x08\x12\x16\n\x0esigner_subject\x18\x08 \x01(\t\x12\x12\n\nsub_filter\x18\t \x01(\t\x12-\n\tsigned_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rhas_timestamp\x18\x0b \x01(\x08\x12\x30\n\rserial_status\x18\x0c \x01(\x0e\x32\x19.emeterai.v1.SerialStatus\x12\x10\n\x08problems\x18\r \x03(\t\"_\n\x12VerificationReport\x12\x30\n\nsignatures\x18\x01 \x03(\x0b\x32\x1c.emeterai.v1.SignatureReport\x12\x17\n\x0f\x64ocument_sha256\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65meterai/v1/verification.proto\x12\x0b\x65meterai.v1\x1a\x18\x65meterai/v1/ledger.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x04\n\x0fSignatureReport\x12\x12\n\nfield_name\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\t\x12\x17\n\x0fsignature_valid\x18\x03 \x01(\x08\x12\x17\n\x0f\x64ocument_intact\x18\x04 \x01(\x08\x12\x1d\n\x15\x63overs_whole_document\x18\x05 \x01(\x08\x12\x10\n\x08revision\x18\x06 \x01(\r\x12\x15\n\rchain_trusted\x18\x07 \x01(\x08\x12\x16\n\x0esigner_subject\x18\x08 \x01(\t\x12\x12\n\nsub_filter\x18\t \x01(\t\x12-\n\tsigned_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rhas_timestamp\x18\x0b \x01(\x08\x12\x30\n\rserial_status\x18\x0c \x01(\x0e\x32\x19.emeterai.v1.SerialStatus\x12\x10\n\x08problems\x18\r \x03(\t\x12\x30\n\rlater_changes\x18\x0e \x01(\x0e\x32\x19.emeterai.v1.LaterChanges\x12\x17\n\x0flater_revisions\x18\x0f \x01(\r\x12(\n\x04kind\x18\x10 \x01(\x0e\x32\x1a.emeterai.v1.SignatureKind\x12\x17\n\x0ftimestamp_valid\x18\x11 \x01(\x08\x12\x32\n\x0etimestamp_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13timestamp_authority\x18\x13 \x01(\t\"_\n\x12VerificationReport\x12\x30\n\nsignatures\x18\x01 \x03(\x0b\x32\x1c.emeterai.v1.SignatureReport\x12\x17\n\x0f\x64ocument_sha256\x18\x02 \x01(\x0c*|\n\x0cLaterChanges\x12\x1d\n\x19LATER_CHANGES_UNSPECIFIED\x10\x00\x12\x16\n\x12LATER_CHANGES_NONE\x10\x01\x12\x19\n\x15LATER_CHANGES_ALLOWED\x10\x02\x12\x1a\n\x16LATER_CHANGES_MODIFIED\x10\x03*\x95\x01\n\rSignatureKind\x12\x1e\n\x1aSIGNATURE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIGNATURE_KIND_APPROVAL\x10\x01\x12 \n\x1cSIGNATURE_KIND_CERTIFICATION\x10\x02\x12%\n!SIGNATURE_KIND_DOCUMENT_TIMESTAMP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emeterai.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LATERCHANGES']._serialized_start=786
+  _globals['_LATERCHANGES']._serialized_end=910
+  _globals['_SIGNATUREKIND']._serialized_start=913
+  _globals['_SIGNATUREKIND']._serialized_end=1062
   _globals['_SIGNATUREREPORT']._serialized_start=107
-  _globals['_SIGNATUREREPORT']._serialized_end=464
-  _globals['_VERIFICATIONREPORT']._serialized_start=466
-  _globals['_VERIFICATIONREPORT']._serialized_end=561
+  _globals['_SIGNATUREREPORT']._serialized_end=687
+  _globals['_VERIFICATIONREPORT']._serialized_start=689
+  _globals['_VERIFICATIONREPORT']._serialized_end=784
 # @@protoc_insertion_point(module_scope)

@@ -151,6 +151,12 @@ def verification_json(report: verification_pb2.VerificationReport) -> dict[str, 
             "signer": s.signer_subject,
             "signed_at": timestamp_json(s.signed_at),
             "has_timestamp": s.has_timestamp,
+            "timestamp_valid": s.timestamp_valid,
+            "timestamp_time": timestamp_json(s.timestamp_time),
+            "kind": enum_word(verification_pb2.SignatureKind, s.kind) if s.kind else None,
+            "later_changes": enum_word(verification_pb2.LaterChanges, s.later_changes)
+            if s.later_changes
+            else None,
             "serial_status": enum_word(ledger_pb2.SerialStatus, s.serial_status) if s.serial else None,
             "problems": list(s.problems),
         }

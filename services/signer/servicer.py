@@ -7,6 +7,8 @@ the error interceptor maps them with SIGNER_STATUS_CODES.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -104,11 +106,27 @@ def _placement_from_proto(request: signer_service_pb2.StampRequest) -> Placement
     return Placement(page=placement.page, rect=(rect.llx, rect.lly, rect.urx, rect.ury))
 
 
+_LATER_CHANGES = {
+    "none": verification_pb2.LATER_CHANGES_NONE,
+    "allowed": verification_pb2.LATER_CHANGES_ALLOWED,
+    "modified": verification_pb2.LATER_CHANGES_MODIFIED,
+}
+_KINDS = {
+    "approval": verification_pb2.SIGNATURE_KIND_APPROVAL,
+    "certification": verification_pb2.SIGNATURE_KIND_CERTIFICATION,
+    "document_timestamp": verification_pb2.SIGNATURE_KIND_DOCUMENT_TIMESTAMP,
+}
+
+
+def _timestamp(moment: dt.datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 def _report_to_proto(report: SignatureReport) -> verification_pb2.SignatureReport:
-    signed_at = None
-    if report.signed_at is not None:
-        signed_at = Timestamp()
-        signed_at.FromDatetime(report.signed_at)
     return verification_pb2.SignatureReport(
         field_name=report.field_name,
         serial=report.serial,
@@ -119,7 +137,13 @@ def _report_to_proto(report: SignatureReport) -> verification_pb2.SignatureRepor
         chain_trusted=report.chain_trusted,
         signer_subject=report.signer_subject,
         sub_filter=report.sub_filter,
-        signed_at=signed_at,
+        signed_at=_timestamp(report.signed_at),
         has_timestamp=report.has_timestamp,
         problems=list(report.problems),
+        later_changes=_LATER_CHANGES.get(report.later_changes, verification_pb2.LATER_CHANGES_UNSPECIFIED),
+        later_revisions=report.later_revisions,
+        kind=_KINDS.get(report.kind, verification_pb2.SIGNATURE_KIND_UNSPECIFIED),
+        timestamp_valid=report.timestamp_valid,
+        timestamp_time=_timestamp(report.timestamp_time),
+        timestamp_authority=report.timestamp_authority,
     )

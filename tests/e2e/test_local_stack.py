@@ -197,6 +197,7 @@ def test_retail_user_buys_stamps_downloads_and_verifies(
         signature["signature_valid"] and signature["document_intact"] and signature["covers_whole_document"]
     )
     assert signature["serial_status"] == "stamped"
+    assert (signature["kind"], signature["later_changes"]) == ("approval", "none")
 
     public = client.get(f"/v1/serials/{record['serial']}")
     assert public.status_code == 200

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
-from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc
+from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc, verification_pb2
 from services.common.interceptors import ErrorInterceptor
 from services.signer.errors import DocumentTooComplex
 from services.signer.pki import DevPki, SigningIdentity, load_signing_identity
@@ -103,6 +103,8 @@ async def test_stamps_then_verifies(
     [signature] = report.signatures
     assert signature.serial == SERIAL
     assert signature.signature_valid and signature.document_intact and signature.covers_whole_document
+    assert signature.later_changes == verification_pb2.LATER_CHANGES_NONE
+    assert signature.kind == verification_pb2.SIGNATURE_KIND_APPROVAL
     assert signature.chain_trusted
     assert signature.sub_filter == "ETSI.CAdES.detached"
     assert signature.HasField("signed_at") and signature.signed_at.seconds > 0

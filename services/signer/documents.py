@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pypdf import PdfReader
+from pypdf.generic import DictionaryObject, IndirectObject
 
 from services.common.errors import DomainError
 from services.signer.errors import EncryptedPdf, UnsupportedPdf
+from services.signer.pdfread import PageNode
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,7 @@ def reading_pdf() -> Iterator[None]:
 
 def open_pdf(document: bytes) -> PdfReader:
     """Parse `document` and its page tree; call inside `reading_pdf()`."""
-    if not document:
-        raise UnsupportedPdf("The file is empty. Upload the PDF again.")
-    if b"%PDF-" not in document[:_HEADER_WINDOW]:
-        raise UnsupportedPdf("The file is not a PDF. Convert it to PDF and try again.")
+    check_is_pdf(document)
     reader = PdfReader(io.BytesIO(document), strict=False)
     if reader.is_encrypted:
         raise EncryptedPdf(
@@ -62,6 +61,67 @@ def open_pdf(document: bytes) -> PdfReader:
     if len(reader.pages) == 0:
         raise UnsupportedPdf("The PDF has no pages.")
     return reader
+
+
+def check_is_pdf(document: bytes) -> None:
+    """Refuse what is empty or has no PDF header where readers look for one."""
+    if not document:
+        raise UnsupportedPdf("The file is empty. Upload the PDF again.")
+    if b"%PDF-" not in document[:_HEADER_WINDOW]:
+        raise UnsupportedPdf("The file is not a PDF. Convert it to PDF and try again.")
+
+
+class PypdfSource:
+    """A document read whole by pypdf, which repairs what it can: the fallback to `LazyPdf`."""
+
+    def __init__(self, reader: PdfReader) -> None:
+        self._reader = reader
+
+    @property
+    def trailer(self) -> DictionaryObject:
+        return self._reader.trailer
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self._reader.is_encrypted
+
+    @property
+    def catalog(self) -> DictionaryObject:
+        return self._reader.root_object
+
+    @property
+    def root_reference(self) -> IndirectObject:
+        reference = self._reader.root_object.indirect_reference
+        if reference is None:
+            raise UnsupportedPdf("The PDF has no document catalog. Save it again as a new PDF and try again.")
+        return reference
+
+    @property
+    def page_count(self) -> int:
+        return len(self._reader.pages)
+
+    def page(self, index: int) -> PageNode:
+        page = self._reader.pages[index]
+        reference = page.indirect_reference
+        dictionary = reference.get_object() if reference is not None else None
+        if reference is None or not isinstance(dictionary, DictionaryObject):
+            raise UnsupportedPdf(
+                "The PDF's page tree is malformed. Save it again as a new PDF and try again."
+            )
+        crop = page.cropbox
+        box = (float(crop.left), float(crop.bottom), float(crop.right), float(crop.top))
+        return PageNode(reference, dictionary, box, page.get("/Rotate"))
+
+    def first_free_number(self) -> int:
+        """One past the highest object number in use, so we never reuse a live number."""
+        reader = self._reader
+        highest = int(reader.trailer.get("/Size", 1)) - 1
+        for table in reader.xref.values():
+            if table:
+                highest = max(highest, *table)
+        if reader.xref_objStm:
+            highest = max(highest, *reader.xref_objStm)
+        return highest + 1
 
 
 @dataclass(frozen=True)

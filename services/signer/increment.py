@@ -67,17 +67,18 @@ class IncrementalUpdate:
         self._objects[number] = (generation, body)
 
     def write(self) -> tuple[bytearray, dict[int, int]]:
-        """The whole new file, and the offset where each written object's body starts."""
-        out = bytearray(self.original)
-        if not out.endswith((b"\n", b"\r")):
+        """What to append to the original, and where each written object's body starts in the
+        whole new file. Only the update is built, so a large original is never copied here."""
+        out = _Tail(len(self.original))
+        if not self.original.endswith((b"\n", b"\r")):
             out += b"\n"
         body_offsets: dict[int, int] = {}
         entries: dict[int, tuple[int, int]] = {}
         for number in sorted(self._objects):
             generation, body = self._objects[number]
-            entries[number] = (len(out), generation)
+            entries[number] = (out.offset, generation)
             out += f"{number} {generation} obj\n".encode("ascii")
-            body_offsets[number] = len(out)
+            body_offsets[number] = out.offset
             out += body
             out += b"\nendobj\n"
         if self.xref.is_stream:
@@ -98,8 +99,8 @@ class IncrementalUpdate:
         parts.append(b"/ID [<" + first.hex().encode("ascii") + b"> <" + second.hex().encode("ascii") + b">]")
         return b" ".join(parts)
 
-    def _write_xref_table(self, out: bytearray, entries: dict[int, tuple[int, int]]) -> None:
-        start = len(out)
+    def _write_xref_table(self, out: _Tail, entries: dict[int, tuple[int, int]]) -> None:
+        start = out.offset
         out += b"xref\n"
         for first, numbers in _runs(sorted(entries)):
             out += f"{first} {len(numbers)}\n".encode("ascii")
@@ -110,11 +111,11 @@ class IncrementalUpdate:
         out += b"trailer\n<< " + self._trailer_entries(self.next_number) + b" >>\n"
         out += b"startxref\n" + str(start).encode("ascii") + b"\n%%EOF\n"
 
-    def _write_xref_stream(self, out: bytearray, entries: dict[int, tuple[int, int]]) -> None:
+    def _write_xref_stream(self, out: _Tail, entries: dict[int, tuple[int, int]]) -> None:
         # A file whose newest section is a stream may keep objects in object streams, which only
         # a cross-reference stream can describe; so its update uses a stream too.
         number = self.allocate()
-        start = len(out)
+        start = out.offset
         entries = {**entries, number: (start, 0)}
         offset_width = max(4, (start.bit_length() + 7) // 8)
         rows = bytearray()
@@ -138,6 +139,18 @@ class IncrementalUpdate:
         out += f"{number} 0 obj\n".encode("ascii") + dictionary + b"\nstream\n" + rows
         out += b"\nendstream\nendobj\n"
         out += b"startxref\n" + str(start).encode("ascii") + b"\n%%EOF\n"
+
+
+class _Tail(bytearray):
+    """The bytes of an update, knowing the offset in the whole file that its end is at."""
+
+    def __init__(self, base: int) -> None:
+        super().__init__()
+        self.base = base
+
+    @property
+    def offset(self) -> int:
+        return self.base + len(self)
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, list[int]]]:

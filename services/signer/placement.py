@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pypdf import PdfReader
 from pypdf.generic import DictionaryObject, IndirectObject
 
 from services.signer.errors import InvalidPlacement, UnsupportedPdf
+from services.signer.pdfread import PdfSource
 
 Rect = tuple[float, float, float, float]
 
@@ -72,34 +72,27 @@ class PageGeometry:
         return {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}[self.rotation]
 
 
-def choose_page(reader: PdfReader, requested: int) -> PageGeometry:
+def choose_page(source: PdfSource, requested: int) -> PageGeometry:
     """The 1-based page `requested`, or the last page for 0."""
-    count = len(reader.pages)
+    count = source.page_count
     if requested < 0 or requested > count:
         pages = "page" if count == 1 else "pages"
         raise InvalidPlacement(f"Page {requested} does not exist: the document has {count} {pages}.")
     number = requested or count
-    page = reader.pages[number - 1]
-    reference = page.indirect_reference
-    dictionary = reference.get_object() if reference is not None else None
-    if reference is None or not isinstance(dictionary, DictionaryObject):
-        raise UnsupportedPdf("The PDF's page tree is malformed. Save it again as a new PDF and try again.")
-    crop = page.cropbox
-    box = (
-        min(float(crop.left), float(crop.right)),
-        min(float(crop.bottom), float(crop.top)),
-        max(float(crop.left), float(crop.right)),
-        max(float(crop.bottom), float(crop.top)),
-    )
+    page = source.page(number - 1)
+    if page.box is None:
+        raise UnsupportedPdf(f"Page {number} has no usable size. Save the PDF again and try again.")
+    llx, lly, urx, ury = page.box
+    box = (min(llx, urx), min(lly, ury), max(llx, urx), max(lly, ury))
     if not all(math.isfinite(value) for value in box) or box[2] - box[0] < 1 or box[3] - box[1] < 1:
         raise UnsupportedPdf(f"Page {number} has no usable size. Save the PDF again and try again.")
     try:
-        rotate = int(page.get("/Rotate", 0))
+        rotate = int(page.rotate.get_object()) if page.rotate is not None else 0
     except (TypeError, ValueError):
         rotate = 0
     # Viewers only honour multiples of 90; round anything else as they would snap it.
     rotation = (round(rotate / 90) * 90) % 360
-    return PageGeometry(number, reference, dictionary, box, rotation)
+    return PageGeometry(number, page.reference, page.dictionary, box, rotation)
 
 
 def default_rect(page: PageGeometry) -> Rect:

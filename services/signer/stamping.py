@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.x509.oid import NameOID
-from pypdf import PdfReader
 from pypdf.generic import (
     ArrayObject,
     DictionaryObject,
@@ -21,11 +21,19 @@ from pypdf.generic import (
     NumberObject,
 )
 
-from services.common.errors import InvalidInput
+from services.common.errors import DomainError, InvalidInput
 from services.signer.appearance import build_stamp_appearance, verification_url
 from services.signer.cms import build_detached_signature
-from services.signer.documents import XrefTail, open_pdf, read_xref_tail, reading_pdf
-from services.signer.errors import DocumentLocked, UnsupportedPdf
+from services.signer.cms_template import TimestampSource
+from services.signer.documents import (
+    PypdfSource,
+    XrefTail,
+    check_is_pdf,
+    open_pdf,
+    read_xref_tail,
+    reading_pdf,
+)
+from services.signer.errors import DocumentLocked, EncryptedPdf, UnsupportedPdf
 from services.signer.increment import (
     IncrementalUpdate,
     pdf_number,
@@ -33,8 +41,11 @@ from services.signer.increment import (
     pdf_text,
     serialise,
 )
+from services.signer.pdfread import LazyPdf, PdfSource
 from services.signer.pki import SigningIdentity
 from services.signer.placement import PageGeometry, Placement, Rect, checked_rect, choose_page, default_rect
+
+logger = logging.getLogger(__name__)
 
 # Room for the CMS blob in /Contents. Today it holds three certificates and one RSA-3072
 # signature (about 5 KiB); the rest is for a timestamp token and revocation data later.
@@ -65,42 +76,59 @@ def place_stamp(
     location: str = "Indonesia",
     document_name: str = "",
     signing_time: dt.datetime | None = None,
+    timestamp: TimestampSource | None = None,
 ) -> StampResult:
-    """Stamp and sign `document`; the result starts with the exact bytes of `document`."""
+    """Stamp and sign `document`; the result starts with the exact bytes of `document`.
+
+    `timestamp`, when given, makes the signature PAdES B-T: see `build_detached_signature`.
+    """
     if not _SERIAL.fullmatch(serial):
         raise InvalidInput("The serial must be 22 letters or digits.")
     signed_at = (signing_time or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    with reading_pdf():
-        reader = open_pdf(document)
-        xref = read_xref_tail(document)
-        _refuse_if_certified_locked(reader)
-        page = choose_page(reader, placement.page)
-        rect = default_rect(page) if placement.rect is None else checked_rect(placement.rect, page)
-        update, slot = _prepare_update(
-            reader,
-            document,
-            xref,
-            page,
-            rect,
-            serial=serial,
-            public_url=public_url,
-            reason=_reason(serial, document_name),
-            location=location,
-            signer_name=_common_name(identity),
-            signed_at=signed_at,
-        )
-    stamped = _sign(update, slot, identity)
-    return StampResult(
-        stamped_document=stamped,
-        stamped_sha256=hashlib.sha256(stamped).digest(),
-        page=page.number,
-        rect=rect,
+    # The original is hashed once: for the revision ID, the signed ranges and the result's digest.
+    original_hash = hashlib.sha256(document)
+    request = _StampRequest(
+        serial=serial,
+        placement=placement,
+        public_url=public_url,
+        reason=_reason(serial, document_name),
+        location=location,
+        signer_name=_common_name(identity),
+        signed_at=signed_at,
+        original_sha256=original_hash.digest(),
     )
+    with reading_pdf():
+        check_is_pdf(document)
+        xref = read_xref_tail(document)
+    try:
+        # Most files are regular enough to read only the few objects a stamp needs.
+        prepared = _prepare_update(LazyPdf(document), document, xref, request)
+    except DomainError:
+        raise
+    except Exception:  # the lazy reader is strict; anything irregular goes to the lenient one
+        logger.debug("lazy reading failed; reading the whole file", exc_info=True)
+        with reading_pdf():
+            prepared = _prepare_update(PypdfSource(open_pdf(document)), document, xref, request)
+    update, slot, page, rect = prepared
+    stamped, stamped_sha256 = _sign(update, slot, identity, original_hash, timestamp)
+    return StampResult(stamped_document=stamped, stamped_sha256=stamped_sha256, page=page.number, rect=rect)
 
 
-def _refuse_if_certified_locked(reader: PdfReader) -> None:
+@dataclass(frozen=True)
+class _StampRequest:
+    serial: str
+    placement: Placement
+    public_url: str
+    reason: str
+    location: str
+    signer_name: str
+    signed_at: dt.datetime
+    original_sha256: bytes
+
+
+def _refuse_if_certified_locked(catalog: DictionaryObject) -> None:
     """A certification signature with DocMDP P=1 forbids every change, a new signature included."""
-    perms = reader.root_object.get("/Perms")
+    perms = catalog.get("/Perms")
     perms = perms.get_object() if perms is not None else None
     if not isinstance(perms, DictionaryObject):
         return
@@ -147,48 +175,50 @@ class _ContentsSlot:
 
 
 def _prepare_update(
-    reader: PdfReader,
-    document: bytes,
-    xref: XrefTail,
-    page: PageGeometry,
-    rect: Rect,
-    *,
-    serial: str,
-    public_url: str,
-    reason: str,
-    location: str,
-    signer_name: str,
-    signed_at: dt.datetime,
-) -> tuple[IncrementalUpdate, _ContentsSlot]:
-    root_reference = reader.root_object.indirect_reference
-    if root_reference is None:
-        raise UnsupportedPdf("The PDF has no document catalog. Save it again as a new PDF and try again.")
-    info = reader.trailer.raw_get("/Info") if "/Info" in reader.trailer else None
+    source: PdfSource, document: bytes, xref: XrefTail, request: _StampRequest
+) -> tuple[IncrementalUpdate, _ContentsSlot, PageGeometry, Rect]:
+    """Everything but the signature: the objects to append, and where the placeholders are."""
+    if source.is_encrypted:
+        raise EncryptedPdf(
+            "The PDF is password-protected or encrypted. Save a copy without protection and try again."
+        )
+    catalog = source.catalog
+    _refuse_if_certified_locked(catalog)
+    page = choose_page(source, request.placement.page)
+    placement = request.placement
+    rect = default_rect(page) if placement.rect is None else checked_rect(placement.rect, page)
+    root_reference = source.root_reference
+    serial = request.serial
+    trailer = source.trailer
+    info = trailer.raw_get("/Info") if "/Info" in trailer else None
     update = IncrementalUpdate(
         original=document,
         xref=xref,
         root=pdf_reference(root_reference.idnum, root_reference.generation),
         info=serialise(info) if info is not None else None,
-        document_id=_document_id(reader, document, serial, signed_at),
-        next_number=_first_free_number(reader),
+        document_id=_document_id(trailer, request),
+        next_number=source.first_free_number(),
     )
     appearance_number = update.allocate()
     signature_number = update.allocate()
     widget_number = update.allocate()
-    widget = IndirectObject(widget_number, 0, reader)
+    widget = IndirectObject(widget_number, 0, source)
 
     width, height = rect[2] - rect[0], rect[3] - rect[1]
     appearance = build_stamp_appearance(
-        serial=serial, url=verification_url(public_url, serial), width=width, height=height
+        serial=serial, url=verification_url(request.public_url, serial), width=width, height=height
     )
     update.put(appearance_number, _form_xobject(appearance.content, appearance.fonts, width, height, page))
 
     body, byte_range_at, contents_at = _signature_dictionary(
-        reason=reason, location=location, signer_name=signer_name, signed_at=signed_at
+        reason=request.reason,
+        location=request.location,
+        signer_name=request.signer_name,
+        signed_at=request.signed_at,
     )
     update.put(signature_number, body)
 
-    field_name = _unique_field_name(reader, f"e-meterai {serial}")
+    field_name = _unique_field_name(catalog, f"e-meterai {serial}")
     user_rect = page.to_user_space(rect)
     update.put(
         widget_number,
@@ -209,29 +239,16 @@ def _prepare_update(
         + b" >> >>",
     )
     _add_to_page_annotations(update, page, widget)
-    _add_to_form_fields(update, reader, root_reference, widget)
-    return update, _ContentsSlot(signature_number, byte_range_at, contents_at)
+    _add_to_form_fields(update, catalog, root_reference, widget)
+    return update, _ContentsSlot(signature_number, byte_range_at, contents_at), page, rect
 
 
-def _first_free_number(reader: PdfReader) -> int:
-    """One past the highest object number in use, so we never reuse a live number."""
-    highest = int(reader.trailer.get("/Size", 1)) - 1
-    for table in reader.xref.values():
-        if table:
-            highest = max(highest, *table)
-    if reader.xref_objStm:
-        highest = max(highest, *reader.xref_objStm)
-    return highest + 1
-
-
-def _document_id(
-    reader: PdfReader, document: bytes, serial: str, signed_at: dt.datetime
-) -> tuple[bytes, bytes]:
+def _document_id(trailer: DictionaryObject, request: _StampRequest) -> tuple[bytes, bytes]:
     # The first ID stays the document's permanent identifier; the second marks this revision.
     revision_id = hashlib.sha256(
-        hashlib.sha256(document).digest() + serial.encode() + signed_at.isoformat().encode()
+        request.original_sha256 + request.serial.encode() + request.signed_at.isoformat().encode()
     ).digest()[:16]
-    existing = reader.trailer.get("/ID")
+    existing = trailer.get("/ID")
     existing = existing.get_object() if existing is not None else None
     if isinstance(existing, ArrayObject) and len(existing) == 2:
         first = existing[0]
@@ -246,8 +263,11 @@ def _form_xobject(
 ) -> bytes:
     compressed = zlib.compress(content, 9)
     font_entries = b" ".join(
-        b"/" + name.encode("ascii") + b" << /Type /Font /Subtype /Type1 /BaseFont /"
-        + base.encode("ascii") + b" /Encoding /WinAnsiEncoding >>"
+        b"/"
+        + name.encode("ascii")
+        + b" << /Type /Font /Subtype /Type1 /BaseFont /"
+        + base.encode("ascii")
+        + b" /Encoding /WinAnsiEncoding >>"
         for name, base in fonts.items()
     )
     return (
@@ -290,9 +310,9 @@ def _signature_dictionary(
     return head + byte_range + middle + contents + b" >>", byte_range_at, contents_at
 
 
-def _unique_field_name(reader: PdfReader, wanted: str) -> str:
+def _unique_field_name(catalog: DictionaryObject, wanted: str) -> str:
     taken: set[str] = set()
-    form = reader.root_object.get("/AcroForm")
+    form = catalog.get("/AcroForm")
     form = form.get_object() if form is not None else None
     fields = form.get("/Fields") if isinstance(form, DictionaryObject) else None
     fields = fields.get_object() if fields is not None else None
@@ -321,9 +341,11 @@ def _add_to_page_annotations(update: IncrementalUpdate, page: PageGeometry, widg
 
 
 def _add_to_form_fields(
-    update: IncrementalUpdate, reader: PdfReader, root_reference: IndirectObject, widget: IndirectObject
+    update: IncrementalUpdate,
+    catalog: DictionaryObject,
+    root_reference: IndirectObject,
+    widget: IndirectObject,
 ) -> None:
-    catalog = reader.root_object
     form_reference = catalog.raw_get("/AcroForm") if "/AcroForm" in catalog else None
     existing = form_reference.get_object() if form_reference is not None else None
     form = DictionaryObject(existing) if isinstance(existing, DictionaryObject) else DictionaryObject()
@@ -352,25 +374,41 @@ def _add_to_form_fields(
         update.put(root_reference.idnum, serialise(catalog_copy), root_reference.generation)
 
 
-def _sign(update: IncrementalUpdate, slot: _ContentsSlot, identity: SigningIdentity) -> bytes:
-    out, body_offsets = update.write()
+def _sign(
+    update: IncrementalUpdate,
+    slot: _ContentsSlot,
+    identity: SigningIdentity,
+    original_hash: hashlib._Hash,
+    timestamp: TimestampSource | None,
+) -> tuple[bytes, bytes]:
+    """The stamped file and its SHA-256; `original_hash` has already taken in the original bytes.
+
+    Only the appended part is built and patched: the original is copied once, into the result.
+    """
+    base = len(update.original)
+    tail, body_offsets = update.write()
     signature_body = body_offsets[slot.number]
     byte_range_at = signature_body + slot.byte_range_at
     contents_start = signature_body + slot.contents_at
     contents_end = contents_start + 2 * CONTENTS_RESERVED_BYTES + 2
-    byte_range = [0, contents_start, contents_end, len(out) - contents_end]
+    total = base + len(tail)
+    byte_range = [0, contents_start, contents_end, total - contents_end]
     text = ("[" + " ".join(map(str, byte_range))).encode("ascii")
     if len(text) > _BYTE_RANGE_WIDTH - 1:
         raise UnsupportedPdf("The document is too large to sign.")
-    out[byte_range_at : byte_range_at + len(text)] = text
+    tail[byte_range_at - base : byte_range_at - base + len(text)] = text
 
-    view = memoryview(out)
-    hasher = hashlib.sha256()
-    hasher.update(view[:contents_start])
-    hasher.update(view[contents_end:])
+    signed = original_hash.copy()
+    view = memoryview(tail)
+    signed.update(view[: contents_start - base])
+    signed.update(view[contents_end - base :])
     view.release()
-    signature = build_detached_signature(identity, hasher.digest()).hex().encode("ascii")
+    signature = build_detached_signature(identity, signed.digest(), timestamp=timestamp).hex().encode("ascii")
     if len(signature) > 2 * CONTENTS_RESERVED_BYTES:
         raise RuntimeError(f"the CMS signature ({len(signature) // 2} bytes) outgrew its reserved space")
-    out[contents_start + 1 : contents_start + 1 + len(signature)] = signature
-    return bytes(out)
+    at = contents_start + 1 - base
+    tail[at : at + len(signature)] = signature
+
+    whole = original_hash.copy()
+    whole.update(tail)
+    return b"".join((update.original, tail)), whole.digest()

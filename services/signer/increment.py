@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
-from pypdf.generic import PdfObject
+from pypdf.generic import (
+    ArrayObject,
+    DictionaryObject,
+    IndirectObject,
+    NameObject,
+    NumberObject,
+    PdfObject,
+    StreamObject,
+)
 
 from services.signer.documents import XrefTail
 
@@ -39,9 +48,43 @@ def pdf_reference(number: int, generation: int = 0) -> bytes:
 
 def serialise(obj: PdfObject) -> bytes:
     """An object read by pypdf, written back; references stay references."""
-    buffer = io.BytesIO()
-    obj.write_to_stream(buffer)
-    return buffer.getvalue()
+    parts: list[bytes] = []
+    _serialise_into(obj, parts)
+    return b"".join(parts)
+
+
+# Names made only of these characters are written as they are; others need #-escapes.
+_PLAIN_NAME = re.compile(r"/[A-Za-z0-9_.+:*'\-]*")
+
+
+def _serialise_into(obj: PdfObject, parts: list[bytes]) -> None:
+    # Dictionaries, arrays, names, integers and references make up what we rewrite (pages,
+    # catalogs, forms); they are written here, everything else by pypdf.
+    if isinstance(obj, DictionaryObject) and not isinstance(obj, StreamObject):
+        parts.append(b"<<")
+        for key, value in obj.items():
+            parts.append(b" ")
+            _serialise_into(NameObject(key), parts)
+            parts.append(b" ")
+            _serialise_into(value, parts)
+        parts.append(b" >>")
+    elif isinstance(obj, ArrayObject):
+        parts.append(b"[")
+        for index, item in enumerate(obj):
+            if index:
+                parts.append(b" ")
+            _serialise_into(item, parts)
+        parts.append(b"]")
+    elif isinstance(obj, IndirectObject):
+        parts.append(b"%d %d R" % (obj.idnum, obj.generation))
+    elif isinstance(obj, NameObject) and _PLAIN_NAME.fullmatch(obj):
+        parts.append(obj.encode("ascii"))
+    elif isinstance(obj, NumberObject):
+        parts.append(b"%d" % obj)
+    else:
+        buffer = io.BytesIO()
+        obj.write_to_stream(buffer)
+        parts.append(buffer.getvalue())
 
 
 @dataclass

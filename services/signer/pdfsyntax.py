@@ -50,6 +50,7 @@ _TOKEN = re.compile(
     rb"|(?P<close_array>\])"
     rb"|<(?P<hex>[0-9A-Fa-f\x00\t\n\x0c\r ]*)>"
     rb"|\((?P<string>[^()\\]*)\)"
+    rb"|(?P<open_string>\()"
     rb"|(?P<keyword>true|false|null|stream|endobj)" + _ENDS
     + rb")"
 )
@@ -105,6 +106,9 @@ def parse_object(
             value = create_string_object(bytes.fromhex(digits.decode("ascii")))
         elif kind == "string":
             value = create_string_object(token.group("string"))
+        elif kind == "open_string":
+            raw, position = _literal_string(data, position)
+            value = create_string_object(raw)
         else:
             keyword = token.group("keyword")
             if keyword == b"true":
@@ -118,6 +122,52 @@ def parse_object(
         if not stack:
             return value
         stack[-1][0].append(value)
+
+
+_ESCAPES = {
+    ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("f"): b"\f",
+    ord("("): b"(", ord(")"): b")", ord("\\"): b"\\",
+}  # fmt: skip
+_OCTAL = re.compile(rb"[0-7]{1,3}")
+_STRING_RUN = re.compile(rb"[^()\\\r]*")
+
+
+def _literal_string(data: bytes, position: int) -> tuple[bytes, int]:
+    """A (string) with escapes or balanced parentheses, from just after its opening parenthesis."""
+    out = bytearray()
+    depth = 1
+    while True:
+        run = _STRING_RUN.match(data, position)
+        assert run is not None  # the pattern matches the empty string
+        out += run.group()
+        position = run.end()
+        if position >= len(data):
+            raise Unusual("a string that does not end")
+        char = data[position]
+        position += 1
+        if char == ord("("):
+            depth += 1
+            out.append(char)
+        elif char == ord(")"):
+            depth -= 1
+            if depth == 0:
+                return bytes(out), position
+            out.append(char)
+        elif char == ord("\\"):
+            if position >= len(data):
+                raise Unusual("a string that does not end")
+            escaped = data[position]
+            if escaped in _ESCAPES:
+                out += _ESCAPES[escaped]
+                position += 1
+            elif octal := _OCTAL.match(data, position):
+                out.append(int(octal.group(), 8) & 0xFF)
+                position = octal.end()
+            else:
+                # Line continuations and unknown escapes: pypdf's rules decide.
+                raise Unusual("an unusual escape in a string")
+        else:
+            raise Unusual("a carriage return inside a string")
 
 
 def _dictionary(

@@ -70,6 +70,7 @@ SAMPLES = [
     b"[1 2.5 -.5 +3 /Name (text) <48656C6C6F> <FEFF00410042> true false null 12 0 R]",
     b"<</A<</B[1 0 R 2 0 R]>>/C()/D<>>>",
     b"<< % a comment\n /Key /Value % another\n >>",
+    b"[(with \\) escape) (nested (paren) s) (\\376\\377\\000N\\000a) (\\0612\\n\\\\)]",
 ]
 
 
@@ -90,7 +91,7 @@ def test_the_fast_parser_reads_a_stream_with_an_indirect_length() -> None:
 
 @pytest.mark.parametrize(
     "sample",
-    [b"/Name#20With#20Spaces", b"(with \\) escape)", b"(nested (parens))", b"<< /A 1 /A 2 >>", b"endobj"],
+    [b"/Name#20With#20Spaces", b"(line\\\ncontinued)", b"(\\q)", b"<< /A 1 /A 2 >>", b"endobj"],
 )
 def test_unusual_syntax_is_left_to_pypdf(sample: bytes) -> None:
     with pytest.raises(Unusual):

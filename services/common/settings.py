@@ -124,9 +124,18 @@ class QuotaSettings(CommonSettings):
 
 class SignerSettings(CommonSettings):
     signer_address: str = "127.0.0.1:50071"
-    # PEM private key and PEM chain (leaf first); a dev PKI is created under data_dir/pki when unset.
+    # Where the signing key lives: a PEM key + chain, a PKCS#12 file, or a PKCS#11 token (an HSM).
+    # With none set, dev mode uses the development PKI under data_dir/pki.
+    signer_key_kind: Literal["pem", "pkcs12", "pkcs11"] = "pem"
     signer_key_path: Path | None = None
+    # PEM chain, leaf first: required with a PEM key or a PKCS#11 token.
     signer_cert_chain_path: Path | None = None
+    signer_pkcs12_path: Path | None = None
+    signer_pkcs12_password: SecretStr | None = None
+    signer_pkcs11_module: Path | None = None
+    signer_pkcs11_token: str | None = None
+    signer_pkcs11_key_label: str | None = None
+    signer_pkcs11_pin: SecretStr | None = None
     # PEM bundle of roots a signature must chain to in verification reports.
     trust_roots_path: Path | None = None
     signer_location: str = "Indonesia"
@@ -135,6 +144,14 @@ class SignerSettings(CommonSettings):
     signer_workers: int = Field(default=0, ge=0, le=256)
     # A document still being processed after this many seconds is abandoned and its worker replaced.
     signer_document_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    # PAdES B-T: "local" timestamps with our own TSA in process, "url" asks signer_tsa_url,
+    # "none" signs B-B only.
+    signer_timestamp: Literal["none", "local", "url"] = "local"
+    signer_tsa_url: str | None = None
+    signer_tsa_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Our own TSA's key and chain; the development PKI's TSA when unset.
+    tsa_key_path: Path | None = None
+    tsa_cert_chain_path: Path | None = None
 
     @field_validator("signer_address")
     @classmethod
@@ -142,11 +159,36 @@ class SignerSettings(CommonSettings):
         return _check_address(value)
 
     @model_validator(mode="after")
-    def _key_and_chain_together(self) -> SignerSettings:
-        if (self.signer_key_path is None) != (self.signer_cert_chain_path is None):
+    def _key_settings_fit_together(self) -> SignerSettings:
+        configured = self.signer_key_path is not None or self.signer_key_kind != "pem"
+        if self.signer_key_kind == "pem" and (self.signer_key_path is None) != (
+            self.signer_cert_chain_path is None
+        ):
             raise ValueError("EMETERAI_SIGNER_KEY_PATH and EMETERAI_SIGNER_CERT_CHAIN_PATH go together")
-        if self.mode == "production" and self.signer_key_path is None:
-            raise ValueError("EMETERAI_SIGNER_KEY_PATH must be set in production mode")
+        if self.signer_key_kind == "pkcs12" and self.signer_pkcs12_path is None:
+            raise ValueError("EMETERAI_SIGNER_PKCS12_PATH is needed with EMETERAI_SIGNER_KEY_KIND=pkcs12")
+        if self.signer_key_kind == "pkcs11":
+            missing = [
+                f"EMETERAI_{name.upper()}"
+                for name in (
+                    "signer_pkcs11_module",
+                    "signer_pkcs11_token",
+                    "signer_pkcs11_key_label",
+                    "signer_pkcs11_pin",
+                    "signer_cert_chain_path",
+                )
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"EMETERAI_SIGNER_KEY_KIND=pkcs11 also needs {', '.join(missing)}")
+        if self.mode == "production" and not configured:
+            raise ValueError("a signing key must be configured in production mode (EMETERAI_SIGNER_KEY_*)")
+        if self.signer_timestamp == "url" and not self.signer_tsa_url:
+            raise ValueError("EMETERAI_SIGNER_TSA_URL is needed with EMETERAI_SIGNER_TIMESTAMP=url")
+        if (self.tsa_key_path is None) != (self.tsa_cert_chain_path is None):
+            raise ValueError("EMETERAI_TSA_KEY_PATH and EMETERAI_TSA_CERT_CHAIN_PATH go together")
+        if self.mode == "production" and self.signer_timestamp == "local" and self.tsa_key_path is None:
+            raise ValueError("EMETERAI_TSA_KEY_PATH must be set for local timestamps in production mode")
         return self
 
     @property

@@ -7,6 +7,7 @@ Exit codes: 0 success (for verify: at least one signature, and every one valid a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -23,6 +24,7 @@ from services.signer.changes import ALLOWED, MODIFIED, NONE
 from services.signer.pki import PkiError, SigningIdentity, ensure_dev_pki, load_trust_roots
 from services.signer.placement import Placement
 from services.signer.stamping import place_stamp
+from services.signer.tsa_client import HttpTimestampClient
 from services.signer.verification import SignatureReport, VerificationResult, verify_document
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
@@ -92,18 +94,21 @@ def _guarded(command: object, args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    if args.tsa:
-        raise CliError("timestamping is not available yet: sign without --tsa (PAdES B-B)")
     identity = _identity(args)
     document = _read(args.input)
-    result = place_stamp(
-        document,
-        serial=args.serial,
-        placement=Placement(page=args.page, rect=args.rect),
-        identity=identity,
-        public_url=args.public_url,
-        document_name=args.input.stem,
-    )
+    with contextlib.ExitStack() as stack:
+        timestamp = None
+        if args.tsa:
+            timestamp = stack.enter_context(HttpTimestampClient(args.tsa)).timestamp
+        result = place_stamp(
+            document,
+            serial=args.serial,
+            placement=Placement(page=args.page, rect=args.rect),
+            identity=identity,
+            public_url=args.public_url,
+            document_name=args.input.stem,
+            timestamp=timestamp,
+        )
     try:
         write_atomically(args.output, result.stamped_document)
     except OSError as exc:

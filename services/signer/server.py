@@ -5,41 +5,80 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable
+from pathlib import Path
 
-from cryptography import x509
+from pydantic import SecretStr
 
 from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import SignerSettings
 from services.common.tokens import KIND_SERVICE, RemoteJwks, TokenVerifier
+from services.signer.keys import KeySpec, load_identity
 from services.signer.pki import ensure_dev_pki, load_signing_identity, load_trust_roots
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
+from services.signer.tsa import LocalTimestamper, TimestampAuthority, Timestamper
+from services.signer.tsa_client import HttpTimestampClient
 from services.signer.workers import WorkerConfig, WorkerPool
 
 SERVICE_NAME = signer_service_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 POLICY = AccessPolicy(default_kinds=frozenset({KIND_SERVICE}))
 
 
-def worker_config(settings: SignerSettings) -> WorkerConfig:
-    """The configured key, chain and trust roots; in dev mode, the development PKI when none is set."""
-    if settings.signer_key_path is not None and settings.signer_cert_chain_path is not None:
-        key_path, chain_path = settings.signer_key_path, settings.signer_cert_chain_path
-        roots: list[x509.Certificate] | None = None
-    else:
+def key_spec(settings: SignerSettings) -> KeySpec:
+    """The configured signing key; in dev mode with none configured, the development PKI's."""
+    if settings.signer_key_kind == "pem" and settings.signer_key_path is None:
         pki = ensure_dev_pki(settings.pki_dir)
-        key_path, chain_path = pki.signer_key_path, pki.signer_chain_path
-        roots = pki.load_trust_roots()
-    load_identity = functools.partial(load_signing_identity, key_path, chain_path)
+        return KeySpec(kind="pem", key_path=pki.signer_key_path, chain_path=pki.signer_chain_path)
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return KeySpec(
+        kind=settings.signer_key_kind,
+        key_path=settings.signer_key_path,
+        chain_path=settings.signer_cert_chain_path,
+        pkcs12_path=settings.signer_pkcs12_path,
+        pkcs12_password=secret(settings.signer_pkcs12_password),
+        pkcs11_module=settings.signer_pkcs11_module,
+        pkcs11_token=settings.signer_pkcs11_token,
+        pkcs11_key_label=settings.signer_pkcs11_key_label,
+        pkcs11_pin=secret(settings.signer_pkcs11_pin),
+    )
+
+
+def local_timestamper(key_path: Path, chain_path: Path) -> LocalTimestamper:
+    """Our own TSA inside the worker: B-T timestamps without a network hop."""
+    return LocalTimestamper(TimestampAuthority(load_signing_identity(key_path, chain_path)))
+
+
+def timestamper_factory(settings: SignerSettings) -> Callable[[], Timestamper] | None:
+    if settings.signer_timestamp == "none":
+        return None
+    if settings.signer_timestamp == "url":
+        assert settings.signer_tsa_url is not None
+        return functools.partial(HttpTimestampClient, settings.signer_tsa_url, settings.signer_tsa_timeout_s)
+    if settings.tsa_key_path is not None and settings.tsa_cert_chain_path is not None:
+        return functools.partial(local_timestamper, settings.tsa_key_path, settings.tsa_cert_chain_path)
+    pki = ensure_dev_pki(settings.pki_dir)
+    return functools.partial(local_timestamper, pki.tsa_key_path, pki.tsa_chain_path)
+
+
+def worker_config(settings: SignerSettings) -> WorkerConfig:
+    load = functools.partial(load_identity, key_spec(settings))
     if settings.trust_roots_path is not None:
         roots = load_trust_roots(settings.trust_roots_path)
-    elif roots is None:
-        roots = [load_identity().chain[-1]]
+    elif settings.signer_key_kind == "pem" and settings.signer_key_path is None:
+        roots = ensure_dev_pki(settings.pki_dir).load_trust_roots()
+    else:
+        roots = [load().chain[-1]]
     return WorkerConfig(
-        load_identity=load_identity,
+        load_identity=load,
         trust_roots_der=WorkerConfig.trust_roots_to_der(roots),
         public_url=settings.public_url,
         location=settings.signer_location,
+        make_timestamper=timestamper_factory(settings),
     )
 
 

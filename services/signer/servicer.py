@@ -22,7 +22,7 @@ from services.signer.errors import (
     InvalidPlacement,
     UnsupportedPdf,
 )
-from services.signer.pki import SigningIdentity
+from services.signer.keys import Signer
 from services.signer.placement import Placement
 from services.signer.verification import SignatureReport
 from services.signer.workers import StampJob, WorkerPool
@@ -40,7 +40,7 @@ SIGNER_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
 
 class SignerServicer(signer_service_pb2_grpc.SignerServiceServicer):
     def __init__(
-        self, workers: WorkerPool, identity: SigningIdentity, *, max_document_bytes: int | None = None
+        self, workers: WorkerPool, identity: Signer, *, max_document_bytes: int | None = None
     ) -> None:
         self._workers = workers
         self._identity = identity

@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives import serialization
 
 from services.common.errors import DomainError
 from services.signer.errors import DocumentTooComplex, UnsupportedPdf
-from services.signer.pki import SigningIdentity
+from services.signer.keys import Signer
 from services.signer.placement import Placement
 from services.signer.stamping import StampResult, place_stamp
+from services.signer.tsa import Timestamper
 from services.signer.verification import VerificationResult, verify_document
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ _CONTEXT = multiprocessing.get_context("spawn")
 class WorkerConfig:
     """What every worker needs; picklable, so it crosses into spawned processes."""
 
-    load_identity: Callable[[], SigningIdentity]
+    load_identity: Callable[[], Signer]
     trust_roots_der: tuple[bytes, ...]
     public_url: str
     location: str
+    # Builds the worker's timestamper (PAdES B-T); None signs PAdES B-B.
+    make_timestamper: Callable[[], Timestamper] | None = None
 
     @staticmethod
     def trust_roots_to_der(roots: list[x509.Certificate]) -> tuple[bytes, ...]:
@@ -64,6 +67,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     identity = config.load_identity()
     roots = [x509.load_der_x509_certificate(der) for der in config.trust_roots_der]
+    timestamper = config.make_timestamper() if config.make_timestamper is not None else None
     conn.send(("ready", None))
     while True:
         try:
@@ -80,6 +84,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
                     public_url=config.public_url,
                     location=config.location,
                     document_name=payload.document_name,
+                    timestamp=timestamper.timestamp if timestamper is not None else None,
                 )
             else:
                 result = verify_document(payload, roots)

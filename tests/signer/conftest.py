@@ -11,6 +11,7 @@ import datetime as dt
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki
 from tests.conftest import corpus_dir
+
+from .hsm import Token, make_softhsm_token
 
 SERIAL = "AB12CD34EF56GH78IJ90KL"
 PUBLIC_URL = "https://meterai.example.id"
@@ -250,3 +253,9 @@ def pyhanko_signer(pki: DevPki) -> object:
     return signers.SimpleSigner(
         signing_cert=chain[0], signing_key=key, cert_registry=SimpleCertificateStore.from_certs(chain)
     )
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory, dev_pki: DevPki) -> Iterator[Token]:
+    """A fresh SoftHSM2 token holding an RSA-3072 and a P-256 key (see hsm.py)."""
+    yield from make_softhsm_token(tmp_path_factory, dev_pki)

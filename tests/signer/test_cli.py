@@ -13,10 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from services.cli import main
-from services.signer.pki import DevPki, SigningIdentity
+from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki
+from services.signer.tsa import TimestampAuthority
+from services.signer.tsa_http import build_app
 from tests.conftest import require_corpus
 
 from .conftest import SERIAL
+from .test_tsa_http import serve_in_thread
 
 REPORT_KEYS = {
     "field_name", "serial", "kind", "valid", "signature_valid", "document_intact", "covers_whole_document",
@@ -169,8 +172,8 @@ def test_an_unsigned_pdf_does_not_pass(capsys: pytest.CaptureFixture[str], data_
         (["sign", "{garbage}", "{out}", "--serial", SERIAL], "not a PDF"),
         (["sign", "{source}", "{out}", "--serial", SERIAL, "--key", "{garbage}"], "go together"),
         (
-            ["sign", "{source}", "{out}", "--serial", SERIAL, "--tsa", "http://tsa"],
-            "timestamping is not available",
+            ["sign", "{source}", "{out}", "--serial", SERIAL, "--tsa", "http://127.0.0.1:9/"],
+            "timestamp authority cannot be reached",
         ),
         (["sign", "{source}", "/nonexistent/dir/out.pdf", "--serial", SERIAL], "cannot write"),
     ],
@@ -206,3 +209,32 @@ def test_the_console_script_never_shows_a_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stderr.startswith("emeterai verify: ")
+
+
+def test_sign_with_a_timestamp_authority_makes_pades_b_t(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, tmp_path: Path
+) -> None:
+    authority = TimestampAuthority(ensure_dev_pki(data_dir / "pki").load_tsa_identity())
+    urls = serve_in_thread(build_app(authority))
+    url = next(urls)
+    try:
+        out = tmp_path / "b-t.pdf"
+        code, _, err = run(
+            capsys,
+            "sign",
+            str(corpus("sf-001-minimal-document.pdf")),
+            str(out),
+            "--serial",
+            SERIAL,
+            "--tsa",
+            url,
+            "--data-dir",
+            str(data_dir),
+        )
+        assert code == 0, err
+    finally:
+        urls.close()
+    code, report, _ = run(capsys, "verify", str(out), "--json", "--data-dir", str(data_dir))
+    assert code == 0
+    [signature] = json.loads(report)["signatures"]
+    assert signature["has_timestamp"] and signature["timestamp_valid"]

@@ -6,11 +6,13 @@ a later revision (re)defines or frees is compared with the signed revision, and 
 must match one of these rules:
 
 - always: the document security store (/DSS, VRI, its certificates, CRLs and OCSP responses),
-  and document timestamps (a new signature field whose value is a /DocTimeStamp);
+  document timestamps (a new signature field whose value is a /DocTimeStamp), and the document's
+  metadata (the XMP stream and /Info), which every writer touches, timestamps included, as in
+  pyHanko's global rules;
 - certification level 2 (form filling) and plain approval signatures, also: new signature
   fields with their widgets and appearances, /AcroForm /Fields and /SigFlags updates, page
   /Annots gaining those widgets, an empty signature field being signed, form field values
-  (/V, /AS and the widget appearances), the XMP metadata and the /Info dictionary;
+  (/V, /AS and the widget appearances);
 - certification level 3, also: annotations added to pages.
 
 Anything else (a page's content, an existing annotation, a new or removed page, a deleted
@@ -196,7 +198,7 @@ class _Review:
             new = self.current.get_object(IndirectObject(number, generation, self.current))
             if _canonical(old) == _canonical(new):
                 continue
-            if info is not None and number == info[0] and self.level >= FORM_FILLING:
+            if info is not None and number == info[0]:
                 continue
             problems += self._judge(number, old, new)
         return problems
@@ -231,7 +233,7 @@ class _Review:
             return [changed]
         if number in self.map.appearances and self.level >= FORM_FILLING:
             return []
-        if number == self.map.metadata and self.level >= FORM_FILLING:
+        if number == self.map.metadata:
             return []
         return [changed]
 

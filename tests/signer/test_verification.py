@@ -283,7 +283,8 @@ def test_a_no_changes_certification_allows_only_timestamps(
 
     timestamped = add_document_timestamp(certified, test_tsa)
     certification, document_timestamp = verify_document(timestamped, [*trust_roots, test_tsa.root]).signatures
-    assert (certification.later_changes, certification.document_intact) == (ALLOWED, True), certification.problems
+    verdict = (certification.later_changes, certification.document_intact)
+    assert verdict == (ALLOWED, True), certification.problems
     assert document_timestamp.kind == DOCUMENT_TIMESTAMP and document_timestamp.timestamp_valid
 
     with_field = add_empty_signature_field(certified)

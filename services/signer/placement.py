@@ -1,5 +1,9 @@
 """Where a stamp goes: choosing the page, the default box, and mapping a box as a viewer shows
-the page (after /Rotate, relative to the crop box) to the page's own user space.
+the page (after /Rotate, relative to the crop box, in points) to the page's own user space.
+
+Boxes are always in points (1/72 inch). A page with /UserUnit u measures its user space in units
+of u points, so a box is divided by u on its way in: a 100-point stamp is the same size on paper
+whatever units the page uses.
 """
 
 from __future__ import annotations
@@ -43,15 +47,20 @@ class PageGeometry:
     box: Rect
     # Clockwise rotation a viewer applies: 0, 90, 180 or 270.
     rotation: int
+    # Points per unit of the page's user space (/UserUnit, PDF 1.6).
+    user_unit: float = 1.0
 
     @property
     def visible_size(self) -> tuple[float, float]:
-        width, height = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        """Width and height in points, as a viewer shows the page."""
+        width = (self.box[2] - self.box[0]) * self.user_unit
+        height = (self.box[3] - self.box[1]) * self.user_unit
         return (height, width) if self.rotation in (90, 270) else (width, height)
 
     def to_user_space(self, rect: Rect) -> Rect:
-        """Map a box given as a viewer shows the page to the page's unrotated user space."""
-        corners = [self._point(rect[0], rect[1]), self._point(rect[2], rect[3])]
+        """Map a box in points, as a viewer shows the page, to the page's unrotated user space."""
+        unit = self.user_unit
+        corners = [self._point(rect[0] / unit, rect[1] / unit), self._point(rect[2] / unit, rect[3] / unit)]
         xs, ys = [x for x, _ in corners], [y for _, y in corners]
         return (min(xs), min(ys), max(xs), max(ys))
 
@@ -92,7 +101,16 @@ def choose_page(source: PdfSource, requested: int) -> PageGeometry:
         rotate = 0
     # Viewers only honour multiples of 90; round anything else as they would snap it.
     rotation = (round(rotate / 90) * 90) % 360
-    return PageGeometry(number, page.reference, page.dictionary, box, rotation)
+    return PageGeometry(number, page.reference, page.dictionary, box, rotation, _user_unit(page.dictionary))
+
+
+def _user_unit(page: DictionaryObject) -> float:
+    """The page's /UserUnit (not inherited), or 1; a nonsensical value counts as 1, as viewers do."""
+    try:
+        unit = float(page.get("/UserUnit", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return unit if math.isfinite(unit) and 0.01 <= unit <= 1000 else 1.0
 
 
 def default_rect(page: PageGeometry) -> Rect:

@@ -112,24 +112,9 @@ def sign_detached(
     return template.signed_data(attributes, signature, token)
 
 
-@functools.lru_cache(maxsize=16)
-def template_for(chain: tuple[x509.Certificate, ...]) -> CmsTemplate:
-    """The template for a chain (leaf first); built once, then looked up by the certificates."""
-    certificates = [
-        asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)) for cert in chain
-    ]
-    leaf = certificates[0]
-    digest_algorithm = algos.DigestAlgorithm({"algorithm": "sha256"})
-    leaf_key = chain[0].public_key()
-    if isinstance(leaf_key, rsa.RSAPublicKey):
-        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
-    elif isinstance(leaf_key, ec.EllipticCurvePublicKey):
-        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
-    else:
-        raise ValueError("only RSA and ECDSA signing certificates are supported")
-
-    content_type = cms.CMSAttribute({"type": "content_type", "values": ["data"]})
-    signing_certificate = cms.CMSAttribute(
+def signing_certificate_v2(leaf: asn1_x509.Certificate) -> cms.CMSAttribute:
+    """The ESS signing-certificate-v2 attribute (RFC 5035) binding a signature to its certificate."""
+    return cms.CMSAttribute(
         {
             "type": "signing_certificate_v2",
             "values": [
@@ -152,6 +137,26 @@ def template_for(chain: tuple[x509.Certificate, ...]) -> CmsTemplate:
             ],
         }
     )
+
+
+@functools.lru_cache(maxsize=16)
+def template_for(chain: tuple[x509.Certificate, ...]) -> CmsTemplate:
+    """The template for a chain (leaf first); built once, then looked up by the certificates."""
+    certificates = [
+        asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)) for cert in chain
+    ]
+    leaf = certificates[0]
+    digest_algorithm = algos.DigestAlgorithm({"algorithm": "sha256"})
+    leaf_key = chain[0].public_key()
+    if isinstance(leaf_key, rsa.RSAPublicKey):
+        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+    elif isinstance(leaf_key, ec.EllipticCurvePublicKey):
+        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
+    else:
+        raise ValueError("only RSA and ECDSA signing certificates are supported")
+
+    content_type = cms.CMSAttribute({"type": "content_type", "values": ["data"]})
+    signing_certificate = signing_certificate_v2(leaf)
     sid = cms.SignerIdentifier(
         {"issuer_and_serial_number": {"issuer": leaf.issuer, "serial_number": leaf.serial_number}}
     )

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.common.errors import Unavailable
+from services.signer.cms_template import signing_certificate_v2
 from services.signer.keys import Signer
 from services.signer.pki import PkiError
 
@@ -125,29 +126,7 @@ class TimestampAuthority:
             {"type": "content_type", "values": ["tst_info"]}
         ).dump()
         self._message_digest_type = cms.CMSAttributeType("message_digest").dump()
-        self._signing_certificate_attribute = cms.CMSAttribute(
-            {
-                "type": "signing_certificate_v2",
-                "values": [
-                    tsp.SigningCertificateV2(
-                        {
-                            "certs": [
-                                {
-                                    # SHA-256 is the field's default, so DER leaves it out.
-                                    "cert_hash": hashlib.sha256(leaf.dump()).digest(),
-                                    "issuer_serial": {
-                                        "issuer": [
-                                            asn1_x509.GeneralName(name="directory_name", value=leaf.issuer)
-                                        ],
-                                        "serial_number": leaf.serial_number,
-                                    },
-                                }
-                            ]
-                        }
-                    )
-                ],
-            }
-        ).dump()
+        self._signing_certificate_attribute = signing_certificate_v2(leaf).dump()
         self._imprint_algorithms = {
             name: algos.DigestAlgorithm({"algorithm": name}).dump() for name in _DIGEST_LENGTHS
         }

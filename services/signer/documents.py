@@ -14,10 +14,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pypdf import PdfReader
-from pypdf.generic import DictionaryObject, IndirectObject
+from pypdf import PasswordType, PdfReader
+from pypdf.generic import ArrayObject, ByteStringObject, DictionaryObject, IndirectObject, TextStringObject
 
 from services.common.errors import DomainError
+from services.signer.encryption import (
+    PASSWORD_PROTECTED,
+    UNSUPPORTED_ENCRYPTION,
+    DocumentKey,
+    open_document_key,
+)
 from services.signer.errors import EncryptedPdf, UnsupportedPdf
 from services.signer.pdfread import PageNode
 
@@ -52,11 +58,16 @@ def reading_pdf() -> Iterator[None]:
 def open_pdf(document: bytes) -> PdfReader:
     """Parse `document` and its page tree; call inside `reading_pdf()`."""
     check_is_pdf(document)
-    reader = PdfReader(io.BytesIO(document), strict=False)
+    try:
+        reader = PdfReader(io.BytesIO(document), strict=False)
+    except NotImplementedError as exc:  # what pypdf raises for a security handler it does not know
+        raise EncryptedPdf(UNSUPPORTED_ENCRYPTION) from exc
     if reader.is_encrypted:
-        raise EncryptedPdf(
-            "The PDF is password-protected or encrypted. Save a copy without protection and try again."
-        )
+        # Opening with the empty user password is what every viewer does without asking; pypdf
+        # then decrypts each object as it reads it.
+        document_key(reader)
+        if reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            raise EncryptedPdf(PASSWORD_PROTECTED)
     # The page tree is read lazily; reading it now makes a damaged tree fail here, not halfway.
     if len(reader.pages) == 0:
         raise UnsupportedPdf("The PDF has no pages.")
@@ -84,6 +95,10 @@ class PypdfSource:
     @property
     def is_encrypted(self) -> bool:
         return self._reader.is_encrypted
+
+    def document_key(self) -> DocumentKey:
+        """The key to encrypt an update with; only for an encrypted document."""
+        return document_key(self._reader)
 
     @property
     def catalog(self) -> DictionaryObject:
@@ -122,6 +137,19 @@ class PypdfSource:
         if reader.xref_objStm:
             highest = max(highest, *reader.xref_objStm)
         return highest + 1
+
+
+def document_key(reader: PdfReader) -> DocumentKey:
+    """An encrypted document's key, or EncryptedPdf when it needs a password or an unknown handler."""
+    trailer = reader.trailer
+    encrypt = trailer.get("/Encrypt")
+    identifiers = trailer.get("/ID")
+    identifiers = identifiers.get_object() if identifiers is not None else None
+    first_id = b""
+    if isinstance(identifiers, ArrayObject) and identifiers:
+        first = identifiers[0].get_object()
+        first_id = first.original_bytes if isinstance(first, ByteStringObject | TextStringObject) else b""
+    return open_document_key(encrypt.get_object() if encrypt is not None else None, first_id)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ class UnsupportedPdf(InvalidInput):
 
 
 class EncryptedPdf(UnsupportedPdf):
-    """The PDF is password-protected; we only stamp unprotected files for now."""
+    """The PDF needs a password to open, or uses an encryption we cannot read (see encryption.py)."""
 
 
 class InvalidPlacement(InvalidInput):

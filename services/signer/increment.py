@@ -12,6 +12,7 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pypdf.generic import (
     ArrayObject,
@@ -23,7 +24,8 @@ from pypdf.generic import (
     StreamObject,
 )
 
-from services.signer.documents import XrefTail
+if TYPE_CHECKING:  # documents imports this module, through encryption
+    from services.signer.documents import XrefTail
 
 
 def pdf_number(value: float) -> bytes:
@@ -96,8 +98,11 @@ class IncrementalUpdate:
     # Trailer entries carried over, already serialised (/Root must be there).
     root: bytes
     info: bytes | None
-    document_id: tuple[bytes, bytes]
+    # None only for an encrypted file without one: its key was derived without an /ID.
+    document_id: tuple[bytes, bytes] | None
     next_number: int
+    # An encrypted file's /Encrypt, which every later trailer must repeat.
+    encrypt: bytes | None = None
     _objects: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
     def allocate(self) -> int:
@@ -138,8 +143,11 @@ class IncrementalUpdate:
         ]
         if self.info is not None:
             parts.append(b"/Info " + self.info)
-        first, second = self.document_id
-        parts.append(b"/ID [<" + first.hex().encode("ascii") + b"> <" + second.hex().encode("ascii") + b">]")
+        if self.encrypt is not None:
+            parts.append(b"/Encrypt " + self.encrypt)
+        if self.document_id is not None:
+            first, second = (part.hex().encode("ascii") for part in self.document_id)
+            parts.append(b"/ID [<" + first + b"> <" + second + b">]")
         return b" ".join(parts)
 
     def _write_xref_table(self, out: _Tail, entries: dict[int, tuple[int, int]]) -> None:

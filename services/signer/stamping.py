@@ -19,6 +19,7 @@ from pypdf.generic import (
     IndirectObject,
     NameObject,
     NumberObject,
+    PdfObject,
 )
 
 from services.common.errors import DomainError, InvalidInput
@@ -33,15 +34,10 @@ from services.signer.documents import (
     read_xref_tail,
     reading_pdf,
 )
-from services.signer.errors import DocumentLocked, EncryptedPdf, UnsupportedPdf
-from services.signer.increment import (
-    IncrementalUpdate,
-    pdf_number,
-    pdf_reference,
-    pdf_text,
-    serialise,
-)
-from services.signer.pdfread import LazyPdf, PdfSource
+from services.signer.encryption import PLAIN, Cipher
+from services.signer.errors import DocumentLocked, UnsupportedPdf
+from services.signer.increment import IncrementalUpdate, pdf_number, pdf_reference, serialise
+from services.signer.pdfread import LazyPdf, NeedsRepair, PdfSource
 from services.signer.pki import SigningIdentity
 from services.signer.placement import PageGeometry, Placement, Rect, checked_rect, choose_page, default_rect
 
@@ -178,10 +174,12 @@ def _prepare_update(
     source: PdfSource, document: bytes, xref: XrefTail, request: _StampRequest
 ) -> tuple[IncrementalUpdate, _ContentsSlot, PageGeometry, Rect]:
     """Everything but the signature: the objects to append, and where the placeholders are."""
+    cipher: Cipher = PLAIN
     if source.is_encrypted:
-        raise EncryptedPdf(
-            "The PDF is password-protected or encrypted. Save a copy without protection and try again."
-        )
+        if not isinstance(source, PypdfSource):
+            raise NeedsRepair("encrypted files are read by pypdf, which decrypts each object")
+        # open_pdf has already refused a file that needs a password.
+        cipher = source.document_key()
     catalog = source.catalog
     _refuse_if_certified_locked(catalog)
     page = choose_page(source, request.placement.page)
@@ -196,8 +194,9 @@ def _prepare_update(
         xref=xref,
         root=pdf_reference(root_reference.idnum, root_reference.generation),
         info=serialise(info) if info is not None else None,
-        document_id=_document_id(trailer, request),
+        document_id=_document_id(trailer, request, keep=cipher is not PLAIN),
         next_number=source.first_free_number(),
+        encrypt=serialise(trailer.raw_get("/Encrypt")) if cipher is not PLAIN else None,
     )
     appearance_number = update.allocate()
     signature_number = update.allocate()
@@ -208,9 +207,15 @@ def _prepare_update(
     appearance = build_stamp_appearance(
         serial=serial, url=verification_url(request.public_url, serial), width=width, height=height
     )
-    update.put(appearance_number, _form_xobject(appearance.content, appearance.fonts, width, height, page))
+    update.put(
+        appearance_number,
+        _form_xobject(
+            _Sealed(cipher, appearance_number), appearance.content, appearance.fonts, width, height, page
+        ),
+    )
 
     body, byte_range_at, contents_at = _signature_dictionary(
+        _Sealed(cipher, signature_number),
         reason=request.reason,
         location=request.location,
         signer_name=request.signer_name,
@@ -220,12 +225,13 @@ def _prepare_update(
 
     field_name = _unique_field_name(catalog, f"e-meterai {serial}")
     user_rect = page.to_user_space(rect)
+    sealed_widget = _Sealed(cipher, widget_number)
     update.put(
         widget_number,
         b"<< /Type /Annot /Subtype /Widget /FT /Sig /T "
-        + pdf_text(field_name)
+        + sealed_widget.text(field_name)
         + b" /TU "
-        + pdf_text(f"Meterai elektronik {serial}")
+        + sealed_widget.text(f"Meterai elektronik {serial}")
         + b" /V "
         + pdf_reference(signature_number)
         + b" /P "
@@ -238,12 +244,33 @@ def _prepare_update(
         + pdf_reference(appearance_number)
         + b" >> >>",
     )
-    _add_to_page_annotations(update, page, widget)
-    _add_to_form_fields(update, catalog, root_reference, widget)
+    _add_to_page_annotations(update, cipher, page, widget)
+    _add_to_form_fields(update, cipher, catalog, root_reference, widget)
     return update, _ContentsSlot(signature_number, byte_range_at, contents_at), page, rect
 
 
-def _document_id(trailer: DictionaryObject, request: _StampRequest) -> tuple[bytes, bytes]:
+@dataclass(frozen=True)
+class _Sealed:
+    """Strings and streams of one object being written, encrypted when the document is."""
+
+    cipher: Cipher
+    number: int
+    generation: int = 0
+
+    def text(self, value: str) -> bytes:
+        return self.cipher.text(self.number, self.generation, value)
+
+    def stream(self, data: bytes) -> bytes:
+        return self.cipher.stream(self.number, self.generation, data)
+
+    def serialise(self, obj: PdfObject) -> bytes:
+        return serialise(self.cipher.object(self.number, self.generation, obj))
+
+
+def _document_id(
+    trailer: DictionaryObject, request: _StampRequest, *, keep: bool
+) -> tuple[bytes, bytes] | None:
+    """The new trailer's /ID; `keep` (an encrypted file, whose key derives from it) repeats the old one."""
     # The first ID stays the document's permanent identifier; the second marks this revision.
     revision_id = hashlib.sha256(
         request.original_sha256 + request.serial.encode() + request.signed_at.isoformat().encode()
@@ -251,18 +278,23 @@ def _document_id(trailer: DictionaryObject, request: _StampRequest) -> tuple[byt
     existing = trailer.get("/ID")
     existing = existing.get_object() if existing is not None else None
     if isinstance(existing, ArrayObject) and len(existing) == 2:
-        first = existing[0]
-        permanent = bytes(first) if isinstance(first, bytes) else getattr(first, "original_bytes", b"")
-        if permanent:
-            return permanent, revision_id
-    return revision_id, revision_id
+        first, second = (_id_bytes(part) for part in existing)
+        if keep:
+            return first, second
+        if first:
+            return first, revision_id
+    return None if keep else (revision_id, revision_id)
+
+
+def _id_bytes(value: PdfObject) -> bytes:
+    return bytes(value) if isinstance(value, bytes) else getattr(value, "original_bytes", b"")
 
 
 def _form_xobject(
-    content: bytes, fonts: Mapping[str, str], width: float, height: float, page: PageGeometry
+    sealed: _Sealed, content: bytes, fonts: Mapping[str, str], width: float, height: float, page: PageGeometry
 ) -> bytes:
     # Level 1: a few hundred bytes bigger than level 9 on a stamp, at a quarter of the time.
-    compressed = zlib.compress(content, 1)
+    compressed = sealed.stream(zlib.compress(content, 1))
     font_entries = b" ".join(
         b"/"
         + name.encode("ascii")
@@ -289,18 +321,21 @@ def _form_xobject(
 
 
 def _signature_dictionary(
-    *, reason: str, location: str, signer_name: str, signed_at: dt.datetime
+    sealed: _Sealed, *, reason: str, location: str, signer_name: str, signed_at: dt.datetime
 ) -> tuple[bytes, int, int]:
-    """The /Sig dictionary with blank /ByteRange and /Contents, and where those two start."""
+    """The /Sig dictionary with blank /ByteRange and /Contents, and where those two start.
+
+    /Contents is never encrypted (PDF 32000 7.6.1), so it is written in the clear in any document.
+    """
     head = (
         b"<< /Type /Sig /Filter /Adobe.PPKLite /SubFilter /ETSI.CAdES.detached /Name "
-        + pdf_text(signer_name)
+        + sealed.text(signer_name)
         + b" /M "
-        + pdf_text(f"D:{signed_at:%Y%m%d%H%M%S}Z")
+        + sealed.text(f"D:{signed_at:%Y%m%d%H%M%S}Z")
         + b" /Reason "
-        + pdf_text(reason)
+        + sealed.text(reason)
         + b" /Location "
-        + pdf_text(location)
+        + sealed.text(location)
         + b" /ByteRange "
     )
     byte_range_at = len(head)
@@ -328,21 +363,27 @@ def _unique_field_name(catalog: DictionaryObject, wanted: str) -> str:
     return name
 
 
-def _add_to_page_annotations(update: IncrementalUpdate, page: PageGeometry, widget: IndirectObject) -> None:
+def _add_to_page_annotations(
+    update: IncrementalUpdate, cipher: Cipher, page: PageGeometry, widget: IndirectObject
+) -> None:
     annotations = page.dictionary.raw_get("/Annots") if "/Annots" in page.dictionary else None
     resolved = annotations.get_object() if annotations is not None else None
     if isinstance(annotations, IndirectObject) and isinstance(resolved, ArrayObject):
         # The array is an object of its own: extend it there and leave the page dictionary alone.
-        update.put(annotations.idnum, serialise(ArrayObject([*resolved, widget])), annotations.generation)
+        sealed = _Sealed(cipher, annotations.idnum, annotations.generation)
+        extended = sealed.serialise(ArrayObject([*resolved, widget]))
+        update.put(annotations.idnum, extended, annotations.generation)
         return
     page_copy = DictionaryObject(page.dictionary)
     existing = list(resolved) if isinstance(resolved, ArrayObject) else []
     page_copy[NameObject("/Annots")] = ArrayObject([*existing, widget])
-    update.put(page.reference.idnum, serialise(page_copy), page.reference.generation)
+    sealed = _Sealed(cipher, page.reference.idnum, page.reference.generation)
+    update.put(page.reference.idnum, sealed.serialise(page_copy), page.reference.generation)
 
 
 def _add_to_form_fields(
     update: IncrementalUpdate,
+    cipher: Cipher,
     catalog: DictionaryObject,
     root_reference: IndirectObject,
     widget: IndirectObject,
@@ -354,9 +395,9 @@ def _add_to_form_fields(
     fields_reference = form.raw_get("/Fields") if "/Fields" in form else None
     fields = fields_reference.get_object() if fields_reference is not None else None
     if isinstance(fields_reference, IndirectObject) and isinstance(fields, ArrayObject):
-        update.put(
-            fields_reference.idnum, serialise(ArrayObject([*fields, widget])), fields_reference.generation
-        )
+        sealed = _Sealed(cipher, fields_reference.idnum, fields_reference.generation)
+        extended = sealed.serialise(ArrayObject([*fields, widget]))
+        update.put(fields_reference.idnum, extended, fields_reference.generation)
     else:
         earlier = list(fields) if isinstance(fields, ArrayObject) else []
         form[NameObject("/Fields")] = ArrayObject([*earlier, widget])
@@ -368,11 +409,13 @@ def _add_to_form_fields(
     form[NameObject("/SigFlags")] = NumberObject(flags | 3)
 
     if isinstance(form_reference, IndirectObject) and isinstance(existing, DictionaryObject):
-        update.put(form_reference.idnum, serialise(form), form_reference.generation)
+        sealed = _Sealed(cipher, form_reference.idnum, form_reference.generation)
+        update.put(form_reference.idnum, sealed.serialise(form), form_reference.generation)
     else:
         catalog_copy = DictionaryObject(catalog)
         catalog_copy[NameObject("/AcroForm")] = form
-        update.put(root_reference.idnum, serialise(catalog_copy), root_reference.generation)
+        sealed = _Sealed(cipher, root_reference.idnum, root_reference.generation)
+        update.put(root_reference.idnum, sealed.serialise(catalog_copy), root_reference.generation)
 
 
 def _sign(

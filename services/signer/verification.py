@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import logging
 import re
 from dataclasses import dataclass, replace
 
 from cryptography import x509
 from pypdf import PdfReader
-from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject, PdfObject, read_object
 
 from services.signer.chains import chain_trusted
 from services.signer.changes import MODIFIED, NONE, ChangeReview, RevisionHistory
 from services.signer.cms import CmsCheck, CmsError, check_signed_data, document_digest
-from services.signer.documents import open_pdf, reading_pdf
+from services.signer.documents import document_key, open_pdf, reading_pdf
+from services.signer.encryption import DocumentKey
 from services.signer.timestamp_tokens import (
     TimestampCheck,
     authority_trusted,
@@ -36,6 +38,7 @@ _PDF_DATE = re.compile(
     r"(?:(?P<utc>Z)|(?P<sign>[+-])(?P<tzh>\d{2})'?(?P<tzm>\d{2})?'?)?"
 )
 _HEX_STRING = re.compile(rb"<[0-9A-Fa-f\s]*>")
+_OBJECT_HEADER = re.compile(rb"[\x00\t\n\x0c\r ]*(\d+)[\x00\t\n\x0c\r ]+(\d+)[\x00\t\n\x0c\r ]+obj\b")
 _DETACHED = {"/adbe.pkcs7.detached", "/ETSI.CAdES.detached"}
 _DOCUMENT_TIMESTAMP = "/ETSI.RFC3161"
 # Deeper form trees than this are hostile, not real forms.
@@ -91,7 +94,8 @@ def verify_document(
     """
     with reading_pdf():
         reader = open_pdf(document)
-        signatures = list(_signature_fields(reader))
+        key = document_key(reader) if reader.is_encrypted else None
+        signatures = list(_signature_fields(reader, _SignatureValues(document, reader, key)))
         history = RevisionHistory(document, reader)
         reports = [
             _report(document, raw, trust_roots, now or dt.datetime.now(dt.UTC), history) for raw in signatures
@@ -112,7 +116,50 @@ class _RawSignature:
     is_certification: bool = False
 
 
-def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
+class _SignatureValues:
+    """Signature dictionaries as stored; in an encrypted file, decrypted all but /Contents.
+
+    A signature value is never encrypted (PDF 32000 7.6.1), but pypdf decrypts every string of
+    an object it reads, which turns /Contents into noise. So in an encrypted file a signature
+    dictionary is parsed from the file's bytes and its other entries are decrypted here.
+    """
+
+    def __init__(self, document: bytes, reader: PdfReader, key: DocumentKey | None) -> None:
+        self._document = document
+        self._reader = reader
+        self._key = key
+
+    def get(self, reference: PdfObject | None) -> PdfObject | None:
+        if self._key is None or not isinstance(reference, IndirectObject):
+            return reference.get_object() if reference is not None else None
+        number, generation = reference.idnum, reference.generation
+        if generation == 0 and number in self._reader.xref_objStm:
+            # An object stream is encrypted as a whole; the objects inside it are not, one by one.
+            return reference.get_object()
+        offset = self._reader.xref.get(generation, {}).get(number)
+        header = _OBJECT_HEADER.match(self._document, offset) if isinstance(offset, int) else None
+        if header is None or (int(header.group(1)), int(header.group(2))) != (number, generation):
+            return reference.get_object()  # a repaired file: pypdf's reading is all there is
+        start = header.end()
+        while start < len(self._document) and self._document[start] in b"\x00\t\n\x0c\r ":
+            start += 1
+        buffer = io.BytesIO(self._document)
+        buffer.seek(start)
+        try:
+            stored = read_object(buffer, self._reader)
+        except Exception:  # pypdf's parse errors are open-ended; its own reading decides then
+            return reference.get_object()
+        if not isinstance(stored, DictionaryObject):
+            return reference.get_object()
+        contents = stored.raw_get("/Contents") if "/Contents" in stored else None
+        rest = DictionaryObject({key: value for key, value in stored.items() if key != "/Contents"})
+        clear = self._key.decrypt(number, generation, rest)
+        if contents is not None and isinstance(clear, DictionaryObject):
+            clear[NameObject("/Contents")] = contents
+        return clear
+
+
+def _signature_fields(reader: PdfReader, values: _SignatureValues) -> list[_RawSignature]:
     form = reader.root_object.get("/AcroForm")
     form = form.get_object() if form is not None else None
     fields = form.get("/Fields") if isinstance(form, DictionaryObject) else None
@@ -136,8 +183,8 @@ def _signature_fields(reader: PdfReader) -> list[_RawSignature]:
         if isinstance(kids, ArrayObject):
             stack.extend((kid, name, field_type, depth + 1) for kid in reversed(kids))
         reference = node.raw_get("/V") if "/V" in node else None
-        value = reference.get_object() if reference is not None else None
-        if field_type == "/Sig" and isinstance(value, DictionaryObject):
+        value = values.get(reference) if field_type == "/Sig" else None
+        if isinstance(value, DictionaryObject):
             is_certification = isinstance(reference, IndirectObject) and reference.idnum == certification
             found.append(_raw_signature(name, value, is_certification))
     return found

@@ -31,7 +31,7 @@ from .conftest import PUBLIC_URL, SERIAL, CorpusFile, corpus_files, decode_qr, p
 
 # Corpus files a stamp must refuse, and why: the refusal is the behaviour under test.
 REFUSED: dict[str, type[Exception]] = {
-    # Encrypted: the update would have to be encrypted with the document's key.
+    # Needs a user password to open (files that open without one are stamped: test_encrypted.py).
     "sf-005-encrypted-password.pdf": EncryptedPdf,
     # Pages of 3.84 x 3.84 points: no room for a scannable stamp.
     "sf-007-imagemagick-ccitt.pdf": InvalidPlacement,

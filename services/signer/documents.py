@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pypdf import PasswordType, PdfReader
+from pypdf.errors import LimitReachedError
 from pypdf.generic import ArrayObject, ByteStringObject, DictionaryObject, IndirectObject, TextStringObject
 
 from services.common.errors import DomainError
@@ -25,7 +26,8 @@ from services.signer.encryption import (
     open_document_key,
 )
 from services.signer.errors import EncryptedPdf, UnsupportedPdf
-from services.signer.pdfread import PageNode
+from services.signer.pdfread import EXPANDS_TOO_FAR, PageNode, bounded_decoding
+from services.signer.pdfsyntax import NESTED_TOO_DEEP
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,19 @@ _OBJECT_HEADER = re.compile(rb"\s*\d+\s+\d+\s+obj\b")
 
 @contextlib.contextmanager
 def reading_pdf() -> Iterator[None]:
-    """Turn any failure while reading an untrusted PDF into `UnsupportedPdf`."""
+    """Turn any failure while reading an untrusted PDF into `UnsupportedPdf`; no stream inflates
+    past `MAX_EXPANDED_BYTES` meanwhile."""
     try:
-        yield
+        with bounded_decoding():
+            yield
     except DomainError:
         raise
+    except LimitReachedError as exc:
+        # pypdf's guard against resource exhaustion: a bomb when it was inflating, else a loop.
+        expanding = "decompress" in str(exc) or "output length" in str(exc)
+        raise UnsupportedPdf(EXPANDS_TOO_FAR if expanding else DAMAGED) from exc
+    except RecursionError as exc:
+        raise UnsupportedPdf(NESTED_TOO_DEEP) from exc
     except Exception as exc:  # see the module docstring: the reader's failures are open-ended
         # INFO, since junk uploads are routine; the traceback is there for when it is our bug.
         logger.info("unreadable PDF: %s", type(exc).__name__, exc_info=True)

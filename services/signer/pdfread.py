@@ -11,16 +11,23 @@ mode, so the PDF syntax rules stay in one well-tested place.
 
 It is strict on purpose: any irregularity (an entry that does not point at its object, a page
 tree whose counts do not add up, an unusual filter) raises `NeedsRepair`, and the caller falls
-back to pypdf's lenient reader, which reconstructs what mainstream viewers would.
+back to pypdf's lenient reader, which reconstructs what mainstream viewers would. What no reader
+should attempt (a stream that inflates past `MAX_EXPANDED_BYTES`, nesting deeper than any real
+file) raises `UnsupportedPdf` at once instead, so the refusal does not cost a second reading.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pypdf import Configuration, apply_configuration
+from pypdf.errors import LimitReachedError
 from pypdf.generic import (
     ArrayObject,
     DictionaryObject,
@@ -32,6 +39,7 @@ from pypdf.generic import (
     read_object,
 )
 
+from services.signer.errors import UnsupportedPdf
 from services.signer.pdfsyntax import Unusual, parse_object
 
 Rect = tuple[float, float, float, float]
@@ -50,6 +58,47 @@ _OBJECT_HEADER = re.compile(
 _MAX_SECTIONS = 512
 _MAX_PAGE_TREE_DEPTH = 64
 _INHERITABLE = ("/MediaBox", "/CropBox", "/Rotate")
+
+# What one stream may inflate to. A stamp decodes only object and cross-reference streams, which
+# stay far below this in real files; a decompression bomb inflates to gigabytes from kilobytes.
+MAX_EXPANDED_BYTES = 64 * 1024 * 1024
+EXPANDS_TOO_FAR = (
+    "The PDF holds compressed data that expands to more than 64 MiB, so it cannot be read safely. "
+    "Save or print it as a new PDF and try again."
+)
+
+
+_BOUNDED = dataclasses.replace(
+    Configuration(),
+    zlib_maximum_output_length=MAX_EXPANDED_BYTES,
+    lzw_maximum_output_length=MAX_EXPANDED_BYTES,
+    run_length_maximum_output_length=MAX_EXPANDED_BYTES,
+    brotli_maximum_output_length=MAX_EXPANDED_BYTES,
+    array_based_stream_maximum_output_length=MAX_EXPANDED_BYTES,
+    stream_decoding_work_maximum_length=4 * MAX_EXPANDED_BYTES,
+)
+
+
+@contextlib.contextmanager
+def bounded_decoding() -> Iterator[None]:
+    """Make pypdf stop inflating any stream at `MAX_EXPANDED_BYTES` (it raises LimitReachedError)."""
+    with apply_configuration(_BOUNDED):
+        yield
+
+
+def decoded(stream: StreamObject) -> bytes:
+    """A stream's data through its filters, refused when it inflates past the bound.
+
+    pypdf's default limits (75 MB per filter) stop a bomb here; `bounded_decoding` would bring them
+    down to our bound, but costs more than decoding a small object stream, on every stamp.
+    """
+    try:
+        data = stream.get_data()
+    except LimitReachedError as exc:
+        raise UnsupportedPdf(EXPANDS_TOO_FAR) from exc
+    if len(data) > MAX_EXPANDED_BYTES:
+        raise UnsupportedPdf(EXPANDS_TOO_FAR)
+    return data
 
 
 class PdfSource(Protocol):
@@ -121,6 +170,7 @@ class LazyPdf:
         self._stream = io.BytesIO(document)
         self._sections: list[_TableSection | _StreamSection] = []
         self._objects: dict[tuple[int, int], PdfObject] = {}
+        self._resolving: set[tuple[int, int]] = set()
         self._object_streams: dict[int, _ObjectStream] = {}
         self._highest = 0
         self.trailer = self._read_sections(self._startxref())
@@ -225,7 +275,14 @@ class LazyPdf:
         cached = self._objects.get(key)
         if cached is not None:
             return cached
-        obj = self._read_object(reference.idnum, reference.generation)
+        # A stream whose /Length is itself, or an object stream that holds itself, would recurse.
+        if key in self._resolving:
+            raise NeedsRepair(f"object {reference.idnum} is defined in terms of itself")
+        self._resolving.add(key)
+        try:
+            obj = self._read_object(reference.idnum, reference.generation)
+        finally:
+            self._resolving.discard(key)
         self._objects[key] = obj
         return obj
 
@@ -270,7 +327,7 @@ class LazyPdf:
             stream = self.get_object(stream_number)
             if not isinstance(stream, StreamObject) or stream.get("/Type") != "/ObjStm":
                 raise NeedsRepair("an object stream entry does not lead to an object stream")
-            data = stream.get_data()
+            data = decoded(stream)
             count, first = stream.get("/N"), stream.get("/First")
             if not isinstance(count, int) or not isinstance(first, int):
                 raise NeedsRepair("an object stream lacks /N or /First")
@@ -384,7 +441,7 @@ class LazyPdf:
         index = stream.get("/Index", ArrayObject([NumberObject(0), NumberObject(int(size))]))
         if not isinstance(index, ArrayObject) or len(index) % 2 or not all(isinstance(v, int) for v in index):
             raise NeedsRepair("a cross-reference stream has a malformed /Index")
-        rows = stream.get_data()
+        rows = decoded(stream)
         row_width = sum(int(width) for width in widths)
         subsections: list[tuple[int, int, int]] = []
         row = 0

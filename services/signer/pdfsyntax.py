@@ -6,7 +6,8 @@ resources costs it a few hundred microseconds. This one matches whole tokens wit
 expression over the document's bytes and builds the same pypdf objects, so the code that uses
 them does not change. It handles the common spelling only: a name with a #-escape, a string
 with a backslash or nested parentheses, or anything else unusual raises `Unusual`, and the
-caller hands that object to pypdf's parser instead.
+caller hands that object to pypdf's parser instead. Nesting deeper than any real document
+needs is refused outright: handing it to pypdf would only make a slower parser recurse.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from pypdf.generic import (
     PdfObject,
     StreamObject,
     create_string_object,
+)
+
+from services.signer.errors import UnsupportedPdf
+
+NESTED_TOO_DEEP = (
+    "The PDF nests its data deeper than real documents do, so it cannot be read safely. Save or "
+    "print it as a new PDF and try again."
 )
 
 
@@ -56,6 +64,7 @@ _TOKEN = re.compile(
 )
 _STREAM_START = re.compile(rb"stream(?:\r\n|\n)")
 _END_STREAM = re.compile(_WS + rb"*endstream")
+# pdfium refuses objects nested deeper than 64; real files stay far below either.
 _MAX_DEPTH = 100
 
 
@@ -88,7 +97,7 @@ def parse_object(
                 raise Unusual("a name that is not UTF-8") from exc
         elif kind in ("open_dict", "open_array"):
             if len(stack) >= _MAX_DEPTH:
-                raise Unusual("deep nesting")
+                raise UnsupportedPdf(NESTED_TOO_DEEP)
             stack.append(([], kind == "open_dict"))
             continue
         elif kind in ("close_dict", "close_array"):

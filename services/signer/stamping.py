@@ -52,6 +52,10 @@ _SERIAL = re.compile(r"[A-Za-z0-9]{22}")
 _BYTE_RANGE_WIDTH = 46
 # Widget annotation flags: Print (4) | Locked (128).
 _WIDGET_FLAGS = 132
+# PDF 32000 (annex C) caps object numbers here; readers reject an update numbered past it, and a
+# /Size beyond it is a hostile or broken trailer. A stamp adds at most this many objects.
+_MAX_OBJECT_NUMBER = 8_388_607
+_OBJECTS_ADDED = 4
 
 
 @dataclass(frozen=True)
@@ -189,13 +193,19 @@ def _prepare_update(
     serial = request.serial
     trailer = source.trailer
     info = trailer.raw_get("/Info") if "/Info" in trailer else None
+    next_number = source.first_free_number()
+    if next_number > _MAX_OBJECT_NUMBER - _OBJECTS_ADDED:
+        raise UnsupportedPdf(
+            "The PDF claims to hold more objects than a PDF can, so it is damaged. Save or print it as "
+            "a new PDF and try again."
+        )
     update = IncrementalUpdate(
         original=document,
         xref=xref,
         root=pdf_reference(root_reference.idnum, root_reference.generation),
         info=serialise(info) if info is not None else None,
         document_id=_document_id(trailer, request, keep=cipher is not PLAIN),
-        next_number=source.first_free_number(),
+        next_number=next_number,
         encrypt=serialise(trailer.raw_get("/Encrypt")) if cipher is not PLAIN else None,
     )
     appearance_number = update.allocate()

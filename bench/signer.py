@@ -38,11 +38,10 @@ sys.path.insert(0, str(REPO))
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from services.common.errors import DomainError  # noqa: E402
-from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki  # noqa: E402
+from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki, ephemeral_p256_identity  # noqa: E402
 from services.signer.placement import Placement  # noqa: E402
 from services.signer.stamping import place_stamp  # noqa: E402
 
@@ -181,33 +180,7 @@ def _heap_over_input(stamp: Callable[[bytes], object], document: bytes) -> float
 
 def _p256_identity() -> SigningIdentity:
     """A P-256 signer under its own root, made for this run."""
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench P-256 Root")])
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench P-256 Signer")]))
-        .issuer_name(root_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
-    return SigningIdentity(leaf_key, (leaf, root))
+    return ephemeral_p256_identity("Bench P-256", days=1)[0]
 
 
 def _tuned_pyhanko(pki: DevPki) -> Callable[[bytes], object]:

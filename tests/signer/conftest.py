@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki
+from services.signer.pki import DevPki, SigningIdentity, ensure_dev_pki, ephemeral_p256_identity
 from tests.conftest import corpus_dir
 
 from .hsm import Token, make_softhsm_token
@@ -65,33 +65,7 @@ def trust_roots(dev_pki: DevPki) -> list[x509.Certificate]:
 @pytest.fixture(scope="session")
 def ecdsa_pki() -> tuple[SigningIdentity, x509.Certificate]:
     """An ECDSA P-256 signer under its own root, for the non-RSA signing path."""
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test ECDSA Root")])
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test ECDSA Signer")]))
-        .issuer_name(root_name)
-        .public_key(leaf_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
-    return SigningIdentity(leaf_key, (leaf, root)), root
+    return ephemeral_p256_identity("Test ECDSA")
 
 
 def require_tool(name: str) -> str:

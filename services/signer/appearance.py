@@ -1,8 +1,8 @@
 """The visible e-meterai: a vector drawing (QR code and text) for a signature widget's appearance.
 
-Everything is drawn with PDF path and text operators, so the stamp stays sharp at any zoom and
-print resolution, and only the base-14 fonts Helvetica and Helvetica-Bold are used, so nothing
-has to be embedded.
+Everything is drawn with PDF path operators, text included: the letters are filled glyph
+outlines from DejaVu Sans (services/signer/glyphs.py), so the stamp stays sharp at any zoom and
+print resolution and looks the same in every viewer, with no font to embed or substitute.
 """
 
 from __future__ import annotations
@@ -12,100 +12,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.signer.glyphs import CAP_HEIGHT, GLYPHS
 from services.signer.qr import qr_matrix
 
 TITLE = "METERAI ELEKTRONIK"
 VALUE = "10000"
 VALUE_WORDS = "SEPULUH RIBU RUPIAH"
 
-# Resource name -> base-14 font. The appearance stream refers to the resource names.
-FONTS: Mapping[str, str] = {"F1": "Helvetica", "F2": "Helvetica-Bold"}
-_REGULAR, _BOLD = "F1", "F2"
+_REGULAR, _BOLD = "DejaVuSans", "DejaVuSans-Bold"
 
 # The QR specification asks for four light modules around the symbol.
 QR_QUIET_ZONE = 4
 
-# Glyph widths (1/1000 em) from Adobe's Helvetica AFM files, for the characters a stamp prints:
-# upper-case letters, digits, space, hyphen and dot. Anything else is measured as a digit.
-_HELVETICA_WIDTHS = dict(
-    zip(
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.",
-        [
-            667,
-            667,
-            722,
-            722,
-            667,
-            611,
-            778,
-            722,
-            278,
-            500,
-            667,
-            556,
-            833,
-            722,
-            778,
-            667,
-            778,
-            722,
-            667,
-            611,
-            722,
-            667,
-            944,
-            667,
-            667,
-            611,
-            *[556] * 10,
-            278,
-            333,
-            278,
-        ],
-        strict=True,
-    )
-)
-_HELVETICA_BOLD_WIDTHS = dict(
-    zip(
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -.",
-        [
-            722,
-            722,
-            722,
-            722,
-            667,
-            611,
-            778,
-            722,
-            278,
-            556,
-            722,
-            611,
-            833,
-            722,
-            778,
-            667,
-            778,
-            722,
-            667,
-            611,
-            722,
-            667,
-            944,
-            667,
-            667,
-            611,
-            *[556] * 10,
-            278,
-            333,
-            278,
-        ],
-        strict=True,
-    )
-)
-_WIDTHS = {_REGULAR: _HELVETICA_WIDTHS, _BOLD: _HELVETICA_BOLD_WIDTHS}
-# Upper-case letters and digits reach 0.718 em above the baseline in both fonts.
-_CAP_HEIGHT = 0.718
+# Upper-case letters and digits reach this far above the baseline, in ems.
+_CAP_HEIGHT = max(CAP_HEIGHT.values()) / 1000
 
 # Colours (RGB 0..1): the stamp's accent follows the pink of production e-meterai; the QR code
 # stays pure black on white for the best scanning contrast.
@@ -120,7 +40,6 @@ class StampAppearance:
     width: float
     height: float
     content: bytes
-    fonts: Mapping[str, str]
 
 
 def verification_url(public_url: str, serial: str) -> str:
@@ -152,7 +71,7 @@ def build_stamp_appearance(*, serial: str, url: str, width: float, height: float
     else:
         _layout_stacked(ops, modules, serial, width, height, pad)
     ops.append("Q")
-    return StampAppearance(width, height, ("\n".join(ops) + "\n").encode("ascii"), FONTS)
+    return StampAppearance(width, height, ("\n".join(ops) + "\n").encode("ascii"))
 
 
 def _layout_stacked(
@@ -263,7 +182,40 @@ def _text(
     if size <= 0:
         return
     x = centre_x - _text_width(text, font) * size / 2
-    ops.append(f"BT {_rgb(colour)} /{font} {_n(size)} Tf {_n(x)} {_n(baseline)} Td ({_escape(text)}) Tj ET")
+    # Glyph outlines are in 1/1000 em: one scale puts them at `size` points.
+    scale = f"{size / 1000:.7f}".rstrip("0")
+    run = _fixed_line(text, font) if text in _FIXED_LINES else _glyph_run(text, font)
+    ops.append(f"q {_rgb(colour)} {scale} 0 0 {scale} {_n(x)} {_n(baseline)} cm {run} Q")
+
+
+def _glyph_run(text: str, font: str) -> str:
+    """The glyphs of `text` from the origin rightwards, each filled then stepped past."""
+    steps = _GLYPH_STEPS[font]
+    try:
+        return " ".join(steps[char] for char in text)
+    except KeyError as missing:
+        raise ValueError(f"the stamp has no glyph for {missing.args[0]!r}") from None
+
+
+# The lines every stamp prints are drawn once; only the serial is put together per stamp.
+_FIXED_LINES = frozenset((TITLE, VALUE, VALUE_WORDS))
+_fixed_line = functools.lru_cache(maxsize=8)(_glyph_run)
+
+
+def _glyph_steps(glyphs: Mapping[str, tuple[int, bytes]]) -> dict[str, str]:
+    steps = {}
+    for char, (advance, outline) in glyphs.items():
+        fill = f"{outline.decode('ascii')} f " if outline else ""
+        steps[char] = f"{fill}1 0 0 1 {advance} 0 cm"
+    # Serials may arrive in lower case; the stamp prints them in capitals.
+    steps.update({char.lower(): step for char, step in steps.items() if char.isalpha()})
+    return steps
+
+
+_GLYPH_STEPS = {font: _glyph_steps(glyphs) for font, glyphs in GLYPHS.items()}
+_ADVANCES = {
+    font: {char: advance / 1000 for char, (advance, _) in glyphs.items()} for font, glyphs in GLYPHS.items()
+}
 
 
 def _fit(text: str, font: str, max_width: float, max_size: float) -> float:
@@ -276,12 +228,8 @@ def _fit(text: str, font: str, max_width: float, max_size: float) -> float:
 
 def _text_width(text: str, font: str) -> float:
     """Width of `text` at a font size of 1 point."""
-    widths = _WIDTHS[font]
-    return sum(widths.get(char.upper(), 556) for char in text) / 1000
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    advances = _ADVANCES[font]
+    return sum(advances.get(char.upper(), 0.0) for char in text)
 
 
 def _rgb(colour: tuple[float, float, float], *, stroke: bool = False) -> str:

@@ -9,7 +9,6 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.x509.oid import NameOID
@@ -219,9 +218,7 @@ def _prepare_update(
     )
     update.put(
         appearance_number,
-        _form_xobject(
-            _Sealed(cipher, appearance_number), appearance.content, appearance.fonts, width, height, page
-        ),
+        _form_xobject(_Sealed(cipher, appearance_number), appearance.content, width, height, page),
     )
 
     body, byte_range_at, contents_at = _signature_dictionary(
@@ -300,19 +297,9 @@ def _id_bytes(value: PdfObject) -> bytes:
     return bytes(value) if isinstance(value, bytes) else getattr(value, "original_bytes", b"")
 
 
-def _form_xobject(
-    sealed: _Sealed, content: bytes, fonts: Mapping[str, str], width: float, height: float, page: PageGeometry
-) -> bytes:
+def _form_xobject(sealed: _Sealed, content: bytes, width: float, height: float, page: PageGeometry) -> bytes:
     # Level 1: a few hundred bytes bigger than level 9 on a stamp, at a quarter of the time.
     compressed = sealed.stream(zlib.compress(content, 1))
-    font_entries = b" ".join(
-        b"/"
-        + name.encode("ascii")
-        + b" << /Type /Font /Subtype /Type1 /BaseFont /"
-        + base.encode("ascii")
-        + b" /Encoding /WinAnsiEncoding >>"
-        for name, base in fonts.items()
-    )
     return (
         b"<< /Type /XObject /Subtype /Form /BBox [0 0 "
         + pdf_number(width)
@@ -320,9 +307,8 @@ def _form_xobject(
         + pdf_number(height)
         + b"] /Matrix ["
         + b" ".join(str(value).encode("ascii") for value in page.appearance_matrix)
-        + b" 0 0] /Resources << /Font << "
-        + font_entries
-        + b" >> /ProcSet [/PDF /Text] >> /Filter /FlateDecode /Length "
+        # Text is drawn as glyph outlines: the stamp needs no font resources.
+        + b" 0 0] /Resources << /ProcSet [/PDF] >> /Filter /FlateDecode /Length "
         + str(len(compressed)).encode("ascii")
         + b" >>\nstream\n"
         + compressed

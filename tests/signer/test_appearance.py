@@ -6,14 +6,15 @@ import re
 
 import pytest
 
+from services.quota.serials import ALPHABET
 from services.signer.appearance import (
-    FONTS,
     TITLE,
     VALUE,
     VALUE_WORDS,
     build_stamp_appearance,
     verification_url,
 )
+from services.signer.glyphs import GLYPHS
 
 SERIAL = "AB12CD34EF56GH78IJ90KL"
 URL = "https://meterai.example.id/v/AB12CD34EF56GH78IJ90KL"
@@ -28,10 +29,8 @@ def test_the_url_is_the_public_verification_page_of_the_serial() -> None:
 def test_draws_everything_inside_its_box(width: float, height: float) -> None:
     appearance = build_stamp_appearance(serial=SERIAL, url=URL, width=width, height=height)
     content = appearance.content.decode("ascii")
-    assert appearance.fonts == FONTS
-    for text in (TITLE, VALUE, VALUE_WORDS, SERIAL):
-        assert f"({text}) Tj" in content
-    assert content.count("q") == content.count("Q") == 1
+    # The card, and one group per line of text.
+    assert content.count("q") == content.count("Q") == 5
 
     rectangles = [
         tuple(map(float, match))
@@ -41,9 +40,14 @@ def test_draws_everything_inside_its_box(width: float, height: float) -> None:
     for x, y, w, h in rectangles:
         assert x >= 0 and y >= 0 and x + w <= width + 1e-3 and y + h <= height + 1e-3
 
-    for size, x, y in re.findall(r"/F\d ([\d.]+) Tf (-?[\d.]+) (-?[\d.]+) Td", content):
-        assert float(size) > 0
+    lines = re.findall(r"q [\d. ]+ rg ([\d.]+) 0 0 \1 (-?[\d.]+) (-?[\d.]+) cm ([^Q]*) Q", content)
+    assert len(lines) == 4
+    for scale, x, y, run in lines:
+        assert float(scale) > 0
         assert 0 <= float(x) <= width and 0 <= float(y) <= height
+        # The line ends inside the box: its advances add up to its width.
+        advances = sum(int(step) for step in re.findall(r"1 0 0 1 (\d+) 0 cm", run))
+        assert float(x) + advances * float(scale) <= width + 1e-3
 
 
 def test_qr_modules_are_square_and_on_one_grid() -> None:
@@ -60,3 +64,30 @@ def test_qr_modules_are_square_and_on_one_grid() -> None:
 def test_refuses_an_empty_box() -> None:
     with pytest.raises(ValueError):
         build_stamp_appearance(serial=SERIAL, url=URL, width=0, height=100)
+
+
+def test_text_is_drawn_as_outlines_without_fonts() -> None:
+    content = build_stamp_appearance(serial=SERIAL, url=URL, width=100, height=100).content
+    for operator in (b"BT", b"ET", b"Tf", b"Tj", b"TJ", b"Td"):
+        assert operator not in content
+    assert b"/F1" not in content and b"/Font" not in content
+
+
+def test_every_character_a_stamp_prints_has_a_glyph() -> None:
+    printable = set(TITLE + VALUE + VALUE_WORDS + ALPHABET + " -.")
+    for font, glyphs in GLYPHS.items():
+        assert printable <= glyphs.keys(), font
+        for char in printable - {" "}:
+            advance, outline = glyphs[char]
+            assert advance > 0 and outline.endswith(b" h"), (font, char)
+
+
+def test_a_lower_case_serial_prints_in_capitals() -> None:
+    lower = build_stamp_appearance(serial=SERIAL.lower(), url=URL, width=100, height=100).content
+    upper = build_stamp_appearance(serial=SERIAL, url=URL, width=100, height=100).content
+    assert lower == upper
+
+
+def test_refuses_a_character_it_cannot_draw() -> None:
+    with pytest.raises(ValueError, match="no glyph"):
+        build_stamp_appearance(serial="AB12CD34EF56GH78IJ90K~", url=URL, width=100, height=100)

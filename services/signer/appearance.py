@@ -40,6 +40,9 @@ class StampAppearance:
     width: float
     height: float
     content: bytes
+    # content[:fixed_length] is the same for every stamp of this size (card, border, fixed lines);
+    # only the rest (QR code, serial) changes, so the fixed part's compression can be reused.
+    fixed_length: int = 0
 
 
 def verification_url(public_url: str, serial: str) -> str:
@@ -57,25 +60,33 @@ def build_stamp_appearance(*, serial: str, url: str, width: float, height: float
         raise ValueError("the stamp box must have a positive size")
     modules = qr_matrix(url)
 
-    ops: list[str] = ["q"]
+    fixed: list[str] = ["q"]
     # An opaque white card: the QR code needs its light quiet zone even over a busy page.
-    ops.append(f"1 1 1 rg 0 0 {_n(width)} {_n(height)} re f")
+    fixed.append(f"1 1 1 rg 0 0 {_n(width)} {_n(height)} re f")
     border = max(0.4, min(width, height) * 0.01)
-    ops.append(
+    fixed.append(
         f"{_rgb(_ACCENT, stroke=True)} {_n(border)} w "
         f"{_n(border / 2)} {_n(border / 2)} {_n(width - border)} {_n(height - border)} re S"
     )
     pad = min(width, height) * 0.05 + border
+    variable: list[str] = []
     if width >= 1.5 * height:
-        _layout_side_by_side(ops, modules, serial, width, height, pad)
+        _layout_side_by_side(fixed, variable, modules, serial, width, height, pad)
     else:
-        _layout_stacked(ops, modules, serial, width, height, pad)
-    ops.append("Q")
-    return StampAppearance(width, height, ("\n".join(ops) + "\n").encode("ascii"))
+        _layout_stacked(fixed, variable, modules, serial, width, height, pad)
+    variable.append("Q")
+    head = ("\n".join(fixed) + "\n").encode("ascii")
+    return StampAppearance(width, height, head + ("\n".join(variable) + "\n").encode("ascii"), len(head))
 
 
 def _layout_stacked(
-    ops: list[str], modules: list[bytes], serial: str, width: float, height: float, pad: float
+    fixed: list[str],
+    variable: list[str],
+    modules: list[bytes],
+    serial: str,
+    width: float,
+    height: float,
+    pad: float,
 ) -> None:
     inner_width = width - 2 * pad
     gap = height * 0.015
@@ -83,28 +94,34 @@ def _layout_stacked(
     title_size = _fit(TITLE, _BOLD, inner_width, height * 0.085)
     value_size = _fit(VALUE, _BOLD, inner_width, height * 0.12)
     words_size = _fit(VALUE_WORDS, _REGULAR, inner_width, height * 0.065)
-    serial_size = _fit(serial, _REGULAR, inner_width, height * 0.065)
+    serial_size = _fit_serial(inner_width, height * 0.065)
     text_height = _CAP_HEIGHT * (title_size + value_size + words_size + serial_size)
     qr_side = max(0.0, min(inner_width, height - 2 * pad - text_height - 4 * gap))
 
     top = height - pad
     baseline = top - _CAP_HEIGHT * title_size
-    _text(ops, TITLE, _BOLD, title_size, width / 2, baseline, _ACCENT)
+    _text(fixed, TITLE, _BOLD, title_size, width / 2, baseline, _ACCENT)
     qr_top = baseline - gap
-    _qr(ops, modules, (width - qr_side) / 2, qr_top - qr_side, qr_side)
+    _qr(variable, modules, (width - qr_side) / 2, qr_top - qr_side, qr_side)
     baseline = qr_top - qr_side - gap - _CAP_HEIGHT * value_size
-    _text(ops, VALUE, _BOLD, value_size, width / 2, baseline, _ACCENT)
+    _text(fixed, VALUE, _BOLD, value_size, width / 2, baseline, _ACCENT)
     baseline -= gap + _CAP_HEIGHT * words_size
-    _text(ops, VALUE_WORDS, _REGULAR, words_size, width / 2, baseline, _INK)
+    _text(fixed, VALUE_WORDS, _REGULAR, words_size, width / 2, baseline, _INK)
     baseline -= gap + _CAP_HEIGHT * serial_size
-    _text(ops, serial, _REGULAR, serial_size, width / 2, baseline, _INK)
+    _text(variable, serial, _REGULAR, serial_size, width / 2, baseline, _INK)
 
 
 def _layout_side_by_side(
-    ops: list[str], modules: list[bytes], serial: str, width: float, height: float, pad: float
+    fixed: list[str],
+    variable: list[str],
+    modules: list[bytes],
+    serial: str,
+    width: float,
+    height: float,
+    pad: float,
 ) -> None:
     qr_side = height - 2 * pad
-    _qr(ops, modules, pad, pad, qr_side)
+    _qr(variable, modules, pad, pad, qr_side)
     left = pad + qr_side + pad
     text_width = width - left - pad
     gap = height * 0.05
@@ -112,7 +129,7 @@ def _layout_side_by_side(
         _fit(TITLE, _BOLD, text_width, height * 0.16),
         _fit(VALUE, _BOLD, text_width, height * 0.26),
         _fit(VALUE_WORDS, _REGULAR, text_width, height * 0.13),
-        _fit(serial, _REGULAR, text_width, height * 0.13),
+        _fit_serial(text_width, height * 0.13),
     ]
     block = _CAP_HEIGHT * sum(sizes) + 3 * gap
     baseline = (height + block) / 2
@@ -125,7 +142,7 @@ def _layout_side_by_side(
     ]
     for (text, font, colour), size in zip(lines, sizes, strict=True):
         baseline -= _CAP_HEIGHT * size
-        _text(ops, text, font, size, centre, baseline, colour)
+        _text(variable if text == serial else fixed, text, font, size, centre, baseline, colour)
         baseline -= gap
 
 
@@ -216,6 +233,11 @@ _GLYPH_STEPS = {font: _glyph_steps(glyphs) for font, glyphs in GLYPHS.items()}
 _ADVANCES = {
     font: {char: advance / 1000 for char, (advance, _) in glyphs.items()} for font, glyphs in GLYPHS.items()
 }
+# A serial is 22 letters or digits: the widest one possible, at 1 point.
+SERIAL_LENGTH = 22
+_WIDEST_SERIAL = SERIAL_LENGTH * max(
+    advance for char, advance in _ADVANCES[_REGULAR].items() if char.isalnum()
+)
 
 
 def _fit(text: str, font: str, max_width: float, max_size: float) -> float:
@@ -224,6 +246,12 @@ def _fit(text: str, font: str, max_width: float, max_size: float) -> float:
     if width_at_one_point <= 0:
         return max_size
     return max(0.0, min(max_size, max_width / width_at_one_point))
+
+
+def _fit_serial(max_width: float, max_size: float) -> float:
+    """A serial's font size from the widest serial there can be, so the layout never depends on
+    which serial is printed and everything but the QR code and the serial stays the same."""
+    return max(0.0, min(max_size, max_width / _WIDEST_SERIAL))
 
 
 def _text_width(text: str, font: str) -> float:

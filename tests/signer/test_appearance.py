@@ -91,3 +91,26 @@ def test_a_lower_case_serial_prints_in_capitals() -> None:
 def test_refuses_a_character_it_cannot_draw() -> None:
     with pytest.raises(ValueError, match="no glyph"):
         build_stamp_appearance(serial="AB12CD34EF56GH78IJ90K~", url=URL, width=100, height=100)
+
+
+@pytest.mark.parametrize(("width", "height"), [(100, 100), (240, 90), (56, 56)])
+def test_only_the_qr_code_and_serial_differ_between_stamps_of_one_size(width: float, height: float) -> None:
+    first = build_stamp_appearance(
+        serial="AB12CD34EF56GH78IJ90KL", url="https://x/v/1", width=width, height=height
+    )
+    second = build_stamp_appearance(
+        serial="WWWWWWWWWWWWWWWWWWWWWW", url="https://x/v/22", width=width, height=height
+    )
+    assert 0 < first.fixed_length < len(first.content)
+    assert first.content[: first.fixed_length] == second.content[: second.fixed_length]
+    assert first.content != second.content
+
+
+def test_reusing_the_fixed_part_compresses_exactly_as_zlib_does() -> None:
+    import zlib
+
+    from services.signer.stamping import _deflate
+
+    for serial in ("AB12CD34EF56GH78IJ90KL", "0000000000000000000001"):
+        appearance = build_stamp_appearance(serial=serial, url=f"https://x/v/{serial}", width=100, height=100)
+        assert _deflate(appearance.content, appearance.fixed_length) == zlib.compress(appearance.content, 1)

@@ -8,10 +8,8 @@ AUTH_STATUS_CODES. Who may call what is decided by the auth interceptor, not her
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.auth.domain import AuthDomain
@@ -19,6 +17,7 @@ from services.auth.errors import DevOutboxDisabled, NotifierUnavailable
 from services.auth.model import Account, AccountKind, DistributorCredential, TokenPair
 from services.auth.phones import normalise_phone
 from services.common.errors import BASE_STATUS_CODES, DomainError
+from services.common.protos import to_timestamp
 
 AUTH_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     **BASE_STATUS_CODES,
@@ -37,12 +36,6 @@ _ACCOUNT_KINDS = {
 }
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def account_message(account: Account) -> accounts_pb2.Account:
     return accounts_pb2.Account(
         account_id=account.account_id,
@@ -50,22 +43,20 @@ def account_message(account: Account) -> accounts_pb2.Account:
         phone=account.phone or "",
         display_name=account.display_name,
         parent_account_id=account.parent_account_id or "",
-        created_at=_timestamp(account.created_at),
+        created_at=to_timestamp(account.created_at),
         stamping_pin_set=account.stamping_pin_set,
     )
 
 
 def credential_message(credential: DistributorCredential) -> accounts_pb2.DistributorCredential:
-    message = accounts_pb2.DistributorCredential(
+    return accounts_pb2.DistributorCredential(
         client_id=credential.client_id,
         account_id=credential.account_id,
         display_name=credential.display_name,
         scopes=list(credential.scopes),
-        created_at=_timestamp(credential.created_at),
+        created_at=to_timestamp(credential.created_at),
+        revoked_at=to_timestamp(credential.revoked_at),
     )
-    if credential.revoked_at is not None:
-        message.revoked_at.CopyFrom(_timestamp(credential.revoked_at))
-    return message
 
 
 def token_pair_message(pair: TokenPair) -> accounts_pb2.TokenPair:
@@ -235,7 +226,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         return auth_service_pb2.ListDevOutboxResponse(
             messages=[
                 auth_service_pb2.OutboxMessage(
-                    phone=m.phone, body=m.body, channel=m.channel, sent_at=_timestamp(m.sent_at)
+                    phone=m.phone, body=m.body, channel=m.channel, sent_at=to_timestamp(m.sent_at)
                 )
                 for m in messages
             ]

@@ -8,15 +8,14 @@ them with QUOTA_STATUS_CODES.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
 from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput
+from services.common.protos import to_timestamp
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota
 from services.quota.ledger import Ledger
 from services.quota.models import (
@@ -72,14 +71,6 @@ def enum_to_proto(value: StrEnum | None) -> int:
     return int(proto_enum.Value(prefix + value.value.upper()))
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def order_to_proto(order: Order) -> ledger_pb2.Order:
     return ledger_pb2.Order(
         order_id=order.order_id,
@@ -92,9 +83,9 @@ def order_to_proto(order: Order) -> ledger_pb2.Order:
         payment_reference=order.payment_reference,
         payment_url=order.payment_url,
         channel=enum_to_proto(order.channel),
-        created_at=_timestamp(order.created_at),
-        expires_at=_timestamp(order.expires_at),
-        paid_at=_timestamp(order.paid_at),
+        created_at=to_timestamp(order.created_at),
+        expires_at=to_timestamp(order.expires_at),
+        paid_at=to_timestamp(order.paid_at),
         refunded_quantity=order.refunded_quantity,
     )
 
@@ -138,9 +129,9 @@ def hold_to_proto(hold: Hold) -> ledger_pb2.Hold:
         ),
         channel=enum_to_proto(hold.channel),
         release_reason=enum_to_proto(hold.release_reason),
-        created_at=_timestamp(hold.created_at),
-        expires_at=_timestamp(hold.expires_at),
-        resolved_at=_timestamp(hold.resolved_at),
+        created_at=to_timestamp(hold.created_at),
+        expires_at=to_timestamp(hold.expires_at),
+        resolved_at=to_timestamp(hold.resolved_at),
     )
 
 
@@ -148,8 +139,8 @@ def serial_to_proto(record: SerialRecord) -> ledger_pb2.SerialRecord:
     return ledger_pb2.SerialRecord(
         serial=record.serial,
         status=enum_to_proto(record.status),
-        issued_at=_timestamp(record.issued_at),
-        stamped_at=_timestamp(record.stamped_at),
+        issued_at=to_timestamp(record.issued_at),
+        stamped_at=to_timestamp(record.stamped_at),
     )
 
 
@@ -161,7 +152,7 @@ def refund_to_proto(refund: Refund) -> ledger_pb2.Refund:
         quantity=refund.quantity,
         amount_idr=refund.amount_idr,
         reason=refund.reason,
-        created_at=_timestamp(refund.created_at),
+        created_at=to_timestamp(refund.created_at),
     )
 
 
@@ -172,7 +163,7 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
         to_account_id=transfer.to_account_id,
         quantity=transfer.quantity,
         channel=enum_to_proto(transfer.channel),
-        created_at=_timestamp(transfer.created_at),
+        created_at=to_timestamp(transfer.created_at),
     )
 
 

@@ -7,14 +7,12 @@ the error interceptor maps them with SIGNER_STATUS_CODES.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 from cryptography.hazmat.primitives import serialization
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from emeterai.v1 import common_pb2, signer_service_pb2, signer_service_pb2_grpc, verification_pb2
 from services.common.errors import BASE_STATUS_CODES, DomainError
+from services.common.protos import to_timestamp
 from services.signer.errors import (
     DocumentLocked,
     DocumentTooComplex,
@@ -118,14 +116,6 @@ _KINDS = {
 }
 
 
-def _timestamp(moment: dt.datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _report_to_proto(report: SignatureReport) -> verification_pb2.SignatureReport:
     return verification_pb2.SignatureReport(
         field_name=report.field_name,
@@ -137,13 +127,13 @@ def _report_to_proto(report: SignatureReport) -> verification_pb2.SignatureRepor
         chain_trusted=report.chain_trusted,
         signer_subject=report.signer_subject,
         sub_filter=report.sub_filter,
-        signed_at=_timestamp(report.signed_at),
+        signed_at=to_timestamp(report.signed_at),
         has_timestamp=report.has_timestamp,
         problems=list(report.problems),
         later_changes=_LATER_CHANGES.get(report.later_changes, verification_pb2.LATER_CHANGES_UNSPECIFIED),
         later_revisions=report.later_revisions,
         kind=_KINDS.get(report.kind, verification_pb2.SIGNATURE_KIND_UNSPECIFIED),
         timestamp_valid=report.timestamp_valid,
-        timestamp_time=_timestamp(report.timestamp_time),
+        timestamp_time=to_timestamp(report.timestamp_time),
         timestamp_authority=report.timestamp_authority,
     )

@@ -338,7 +338,12 @@ def _dev_tsa_for_existing_pki(pki: DevPki) -> dict[str, bytes]:
 
 
 def _self_signed_ca(
-    name: x509.Name, key: ec.EllipticCurvePrivateKey, now: dt.datetime, *, path_length: int
+    name: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    *,
+    path_length: int | None,
+    days: int = 3650,
 ) -> x509.Certificate:
     return (
         x509.CertificateBuilder()
@@ -347,7 +352,7 @@ def _self_signed_ca(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=3650))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -407,17 +412,7 @@ def ephemeral_p256_identity(name: str, days: int = 30) -> tuple[SigningIdentity,
     root_key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     root_name = _name(f"{name} Root")
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(root_key, hashes.SHA256())
-    )
+    root = _self_signed_ca(root_name, root_key, now, path_length=None, days=days)
     leaf = (
         x509.CertificateBuilder()
         .subject_name(_name(f"{name} Signer"))

@@ -8,8 +8,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
+from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.common.clients import ServiceTokenSource, service_channel
 from services.signer.cli import add_commands as add_signer_commands
 from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
@@ -55,7 +56,7 @@ def _up(args: argparse.Namespace) -> int:
     return run_until_stopped(stack)
 
 
-async def _call_auth(data_dir: Path, method: str, request: object) -> object:
+async def _call_auth(data_dir: Path, method: str, request: object) -> Any:
     """Call AuthService as the operator tool, with the service identity of the stack in data_dir."""
     env = read_stack_env(data_dir) | {k: v for k, v in os.environ.items() if k.startswith("EMETERAI_")}
     address = env.get("EMETERAI_AUTH_ADDRESS", "127.0.0.1:50061")
@@ -73,13 +74,13 @@ async def _call_auth(data_dir: Path, method: str, request: object) -> object:
         await tokens.close()
 
 
-def _credential_json(credential: object, secret: str = "") -> dict[str, object]:
+def _credential_json(credential: accounts_pb2.DistributorCredential, secret: str = "") -> dict[str, object]:
     out: dict[str, object] = {
-        "client_id": credential.client_id,  # type: ignore[attr-defined]
-        "account_id": credential.account_id,  # type: ignore[attr-defined]
-        "name": credential.display_name,  # type: ignore[attr-defined]
-        "scopes": list(credential.scopes),  # type: ignore[attr-defined]
-        "revoked": credential.HasField("revoked_at"),  # type: ignore[attr-defined]
+        "client_id": credential.client_id,
+        "account_id": credential.account_id,
+        "name": credential.display_name,
+        "scopes": list(credential.scopes),
+        "revoked": credential.HasField("revoked_at"),
     }
     if secret:
         out["client_secret"] = secret
@@ -117,9 +118,9 @@ def _distributors(args: argparse.Namespace) -> int:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     if args.action == "list":
-        out: object = [_credential_json(c) for c in reply.credentials]  # type: ignore[attr-defined]
+        out: object = [_credential_json(c) for c in reply.credentials]
     else:
-        out = _credential_json(reply.credential, getattr(reply, "client_secret", ""))  # type: ignore[attr-defined]
+        out = _credential_json(reply.credential, getattr(reply, "client_secret", ""))
     print(json.dumps(out, indent=2))
     return 0
 

@@ -26,31 +26,39 @@ from emeterai.v1 import common_pb2 as emeterai_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65meterai/v1/ledger.proto\x12\x0b\x65meterai.v1\x1a\x18\x65meterai/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x16\n\x0eunit_price_idr\x18\x04 \x01(\x03\x12\x12\n\namount_idr\x18\x05 \x01(\x03\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.emeterai.v1.OrderStatus\x12\x18\n\x10payment_provider\x18\x07 \x01(\t\x12\x19\n\x11payment_reference\x18\x08 \x01(\t\x12\x13\n\x0bpayment_url\x18\t \x01(\t\x12%\n\x07\x63hannel\x18\n \x01(\x0e\x32\x14.emeterai.v1.Channel\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07paid_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11refunded_quantity\x18\x0e \x01(\x03\"u\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x0c\n\x04held\x18\x03 \x01(\x03\x12\x10\n\x08\x63onsumed\x18\x04 \x01(\x03\x12\x10\n\x08refunded\x18\x05 \x01(\x03\x12\x11\n\tpurchased\x18\x06 \x01(\x03\"\xb2\x03\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.emeterai.v1.HoldStatus\x12\x17\n\x0f\x64ocument_sha256\x18\x05 \x01(\x0c\x12\x16\n\x0estamped_sha256\x18\x06 \x01(\x0c\x12/\n\x08metadata\x18\x07 \x01(\x0b\x32\x1d.emeterai.v1.DocumentMetadata\x12%\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x14.emeterai.v1.Channel\x12\x32\n\x0erelease_reason\x18\t \x01(\x0e\x32\x1a.emeterai.v1.ReleaseReason\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x0cSerialRecord\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.emeterai.v1.SerialStatus\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstamped_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x01\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x12\n\namount_idr\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x02 \x01(\t\x12\x15\n\rto_account_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12%\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x14.emeterai.v1.Channel\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xdb\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dORDER_STATUS_AWAITING_PAYMENT\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x04\x12#\n\x1fORDER_STATUS_PARTIALLY_REFUNDED\x10\x05\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x06*x\n\nHoldStatus\x12\x1b\n\x17HOLD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14HOLD_STATUS_RESERVED\x10\x01\x12\x19\n\x15HOLD_STATUS_COMMITTED\x10\x02\x12\x18\n\x14HOLD_STATUS_RELEASED\x10\x03*\xaf\x01\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dRELEASE_REASON_SIGNING_FAILED\x10\x01\x12!\n\x1dRELEASE_REASON_STORAGE_FAILED\x10\x02\x12\x1c\n\x18RELEASE_REASON_CANCELLED\x10\x03\x12\x1a\n\x16RELEASE_REASON_EXPIRED\x10\x04*\x97\x01\n\x0cSerialStatus\x12\x1d\n\x19SERIAL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERIAL_STATUS_RESERVED\x10\x01\x12\x19\n\x15SERIAL_STATUS_STAMPED\x10\x02\x12\x16\n\x12SERIAL_STATUS_VOID\x10\x03\x12\x19\n\x15SERIAL_STATUS_UNKNOWN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65meterai/v1/ledger.proto\x12\x0b\x65meterai.v1\x1a\x18\x65meterai/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x16\n\x0eunit_price_idr\x18\x04 \x01(\x03\x12\x12\n\namount_idr\x18\x05 \x01(\x03\x12(\n\x06status\x18\x06 \x01(\x0e\x32\x18.emeterai.v1.OrderStatus\x12\x18\n\x10payment_provider\x18\x07 \x01(\t\x12\x19\n\x11payment_reference\x18\x08 \x01(\t\x12\x13\n\x0bpayment_url\x18\t \x01(\t\x12%\n\x07\x63hannel\x18\n \x01(\x0e\x32\x14.emeterai.v1.Channel\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07paid_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11refunded_quantity\x18\x0e \x01(\x03\"\x87\x01\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x03\x12\x0c\n\x04held\x18\x03 \x01(\x03\x12\x10\n\x08\x63onsumed\x18\x04 \x01(\x03\x12\x10\n\x08refunded\x18\x05 \x01(\x03\x12\x11\n\tpurchased\x18\x06 \x01(\x03\x12\x10\n\x08owed_idr\x18\x07 \x01(\x03\"\xce\x03\n\x04Hold\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.emeterai.v1.HoldStatus\x12\x17\n\x0f\x64ocument_sha256\x18\x05 \x01(\x0c\x12\x16\n\x0estamped_sha256\x18\x06 \x01(\x0c\x12/\n\x08metadata\x18\x07 \x01(\x0b\x32\x1d.emeterai.v1.DocumentMetadata\x12%\n\x07\x63hannel\x18\x08 \x01(\x0e\x32\x14.emeterai.v1.Channel\x12\x32\n\x0erelease_reason\x18\t \x01(\x0e\x32\x1a.emeterai.v1.ReleaseReason\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x66unding_account_id\x18\r \x01(\t\"\xa8\x01\n\x0cSerialRecord\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.emeterai.v1.SerialStatus\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstamped_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x02\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x12\n\namount_idr\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06status\x18\x08 \x01(\x0e\x32\x19.emeterai.v1.RefundStatus\x12\x1a\n\x12provider_reference\x18\t \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb8\x01\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66rom_account_id\x18\x02 \x01(\t\x12\x15\n\rto_account_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12%\n\x07\x63hannel\x18\x05 \x01(\x0e\x32\x14.emeterai.v1.Channel\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x01\n\x0cQuotaAccount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.emeterai.v1.Channel\x12\x17\n\x0fpool_account_id\x18\x03 \x01(\t\x12\x18\n\x10\x63redit_limit_idr\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\tStatement\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x0e\n\x06stamps\x18\x03 \x01(\x03\x12\x12\n\namount_idr\x18\x04 \x01(\x03\x12\x17\n\x0foutstanding_idr\x18\x05 \x01(\x03\"\x8e\x01\n\nSettlement\x12\x15\n\rsettlement_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\namount_idr\x18\x03 \x01(\x03\x12\x11\n\treference\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xdb\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12!\n\x1dORDER_STATUS_AWAITING_PAYMENT\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x04\x12#\n\x1fORDER_STATUS_PARTIALLY_REFUNDED\x10\x05\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x06*x\n\nHoldStatus\x12\x1b\n\x17HOLD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14HOLD_STATUS_RESERVED\x10\x01\x12\x19\n\x15HOLD_STATUS_COMMITTED\x10\x02\x12\x18\n\x14HOLD_STATUS_RELEASED\x10\x03*\xaf\x01\n\rReleaseReason\x12\x1e\n\x1aRELEASE_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dRELEASE_REASON_SIGNING_FAILED\x10\x01\x12!\n\x1dRELEASE_REASON_STORAGE_FAILED\x10\x02\x12\x1c\n\x18RELEASE_REASON_CANCELLED\x10\x03\x12\x1a\n\x16RELEASE_REASON_EXPIRED\x10\x04*\x97\x01\n\x0cSerialStatus\x12\x1d\n\x19SERIAL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERIAL_STATUS_RESERVED\x10\x01\x12\x19\n\x15SERIAL_STATUS_STAMPED\x10\x02\x12\x16\n\x12SERIAL_STATUS_VOID\x10\x03\x12\x19\n\x15SERIAL_STATUS_UNKNOWN\x10\x04*e\n\x0cRefundStatus\x12\x1d\n\x19REFUND_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15REFUND_STATUS_PENDING\x10\x01\x12\x1b\n\x17REFUND_STATUS_COMPLETED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emeterai.v1.ledger_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1618
-  _globals['_ORDERSTATUS']._serialized_end=1837
-  _globals['_HOLDSTATUS']._serialized_start=1839
-  _globals['_HOLDSTATUS']._serialized_end=1959
-  _globals['_RELEASEREASON']._serialized_start=1962
-  _globals['_RELEASEREASON']._serialized_end=2137
-  _globals['_SERIALSTATUS']._serialized_start=2140
-  _globals['_SERIALSTATUS']._serialized_end=2291
+  _globals['_ORDERSTATUS']._serialized_start=2213
+  _globals['_ORDERSTATUS']._serialized_end=2432
+  _globals['_HOLDSTATUS']._serialized_start=2434
+  _globals['_HOLDSTATUS']._serialized_end=2554
+  _globals['_RELEASEREASON']._serialized_start=2557
+  _globals['_RELEASEREASON']._serialized_end=2732
+  _globals['_SERIALSTATUS']._serialized_start=2735
+  _globals['_SERIALSTATUS']._serialized_end=2886
+  _globals['_REFUNDSTATUS']._serialized_start=2888
+  _globals['_REFUNDSTATUS']._serialized_end=2989
   _globals['_ORDER']._serialized_start=101
   _globals['_ORDER']._serialized_end=531
-  _globals['_BALANCE']._serialized_start=533
-  _globals['_BALANCE']._serialized_end=650
-  _globals['_HOLD']._serialized_start=653
-  _globals['_HOLD']._serialized_end=1087
-  _globals['_SERIALRECORD']._serialized_start=1090
-  _globals['_SERIALRECORD']._serialized_end=1258
-  _globals['_REFUND']._serialized_start=1261
-  _globals['_REFUND']._serialized_end=1428
-  _globals['_TRANSFER']._serialized_start=1431
-  _globals['_TRANSFER']._serialized_end=1615
+  _globals['_BALANCE']._serialized_start=534
+  _globals['_BALANCE']._serialized_end=669
+  _globals['_HOLD']._serialized_start=672
+  _globals['_HOLD']._serialized_end=1134
+  _globals['_SERIALRECORD']._serialized_start=1137
+  _globals['_SERIALRECORD']._serialized_end=1305
+  _globals['_REFUND']._serialized_start=1308
+  _globals['_REFUND']._serialized_end=1596
+  _globals['_TRANSFER']._serialized_start=1599
+  _globals['_TRANSFER']._serialized_end=1783
+  _globals['_QUOTAACCOUNT']._serialized_start=1786
+  _globals['_QUOTAACCOUNT']._serialized_end=1955
+  _globals['_STATEMENT']._serialized_start=1957
+  _globals['_STATEMENT']._serialized_end=2065
+  _globals['_SETTLEMENT']._serialized_start=2068
+  _globals['_SETTLEMENT']._serialized_end=2210
 # @@protoc_insertion_point(module_scope)

@@ -239,3 +239,65 @@ class LookupSerialResponse(_message.Message):
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     serial: _ledger_pb2.SerialRecord
     def __init__(self, serial: _Optional[_Union[_ledger_pb2.SerialRecord, _Mapping]] = ...) -> None: ...
+
+class ConfigureQuotaAccountRequest(_message.Message):
+    __slots__ = ("account_id", "kind", "pool_account_id", "credit_limit_idr")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POOL_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_LIMIT_IDR_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    kind: _common_pb2.Channel
+    pool_account_id: str
+    credit_limit_idr: int
+    def __init__(self, account_id: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.Channel, str]] = ..., pool_account_id: _Optional[str] = ..., credit_limit_idr: _Optional[int] = ...) -> None: ...
+
+class ConfigureQuotaAccountResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: _ledger_pb2.QuotaAccount
+    def __init__(self, account: _Optional[_Union[_ledger_pb2.QuotaAccount, _Mapping]] = ...) -> None: ...
+
+class GetQuotaAccountRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class GetQuotaAccountResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: _ledger_pb2.QuotaAccount
+    def __init__(self, account: _Optional[_Union[_ledger_pb2.QuotaAccount, _Mapping]] = ...) -> None: ...
+
+class GetStatementRequest(_message.Message):
+    __slots__ = ("account_id", "period")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    period: str
+    def __init__(self, account_id: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
+
+class GetStatementResponse(_message.Message):
+    __slots__ = ("statement",)
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    statement: _ledger_pb2.Statement
+    def __init__(self, statement: _Optional[_Union[_ledger_pb2.Statement, _Mapping]] = ...) -> None: ...
+
+class SettleStatementRequest(_message.Message):
+    __slots__ = ("account_id", "amount_idr", "reference", "idempotency_key")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_IDR_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    amount_idr: int
+    reference: str
+    idempotency_key: str
+    def __init__(self, account_id: _Optional[str] = ..., amount_idr: _Optional[int] = ..., reference: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SettleStatementResponse(_message.Message):
+    __slots__ = ("settlement",)
+    SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
+    settlement: _ledger_pb2.Settlement
+    def __init__(self, settlement: _Optional[_Union[_ledger_pb2.Settlement, _Mapping]] = ...) -> None: ...

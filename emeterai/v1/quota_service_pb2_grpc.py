@@ -106,6 +106,26 @@ class QuotaServiceStub:
                 request_serializer=emeterai_dot_v1_dot_quota__service__pb2.LookupSerialRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.LookupSerialResponse.FromString,
                 _registered_method=True)
+        self.ConfigureQuotaAccount = channel.unary_unary(
+                '/emeterai.v1.QuotaService/ConfigureQuotaAccount',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountResponse.FromString,
+                _registered_method=True)
+        self.GetQuotaAccount = channel.unary_unary(
+                '/emeterai.v1.QuotaService/GetQuotaAccount',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountResponse.FromString,
+                _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/emeterai.v1.QuotaService/GetStatement',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.GetStatementResponse.FromString,
+                _registered_method=True)
+        self.SettleStatement = channel.unary_unary(
+                '/emeterai.v1.QuotaService/SettleStatement',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -208,6 +228,33 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfigureQuotaAccount(self, request, context):
+        """Sets an account's channel, pool and credit limit, creating it if needed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuotaAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatement(self, request, context):
+        """A collector's stamps on credit in a month and what it owes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleStatement(self, request, context):
+        """Records money a collector paid against its statement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +327,26 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.LookupSerial,
                     request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.LookupSerialRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_quota__service__pb2.LookupSerialResponse.SerializeToString,
+            ),
+            'ConfigureQuotaAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfigureQuotaAccount,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountResponse.SerializeToString,
+            ),
+            'GetQuotaAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuotaAccount,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountResponse.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.GetStatementRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.GetStatementResponse.SerializeToString,
+            ),
+            'SettleStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleStatement,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -662,6 +729,114 @@ class QuotaService:
             '/emeterai.v1.QuotaService/LookupSerial',
             emeterai_dot_v1_dot_quota__service__pb2.LookupSerialRequest.SerializeToString,
             emeterai_dot_v1_dot_quota__service__pb2.LookupSerialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfigureQuotaAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/ConfigureQuotaAccount',
+            emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.ConfigureQuotaAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuotaAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/GetQuotaAccount',
+            emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.GetQuotaAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/GetStatement',
+            emeterai_dot_v1_dot_quota__service__pb2.GetStatementRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.GetStatementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/SettleStatement',
+            emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,13 @@ class QuotaServiceStub:
     """A user's stamping history, newest first."""
     LookupSerial: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.LookupSerialRequest, _quota_service_pb2.LookupSerialResponse]
     """Public status of a serial: never its owner."""
+    ConfigureQuotaAccount: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.ConfigureQuotaAccountRequest, _quota_service_pb2.ConfigureQuotaAccountResponse]
+    """Sets an account's channel, pool and credit limit, creating it if needed."""
+    GetQuotaAccount: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.GetQuotaAccountRequest, _quota_service_pb2.GetQuotaAccountResponse]
+    GetStatement: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.GetStatementRequest, _quota_service_pb2.GetStatementResponse]
+    """A collector's stamps on credit in a month and what it owes."""
+    SettleStatement: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.SettleStatementRequest, _quota_service_pb2.SettleStatementResponse]
+    """Records money a collector paid against its statement."""
 
 @_typing.type_check_only
 class QuotaServiceAsyncStub(QuotaServiceStub):
@@ -95,6 +102,13 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """A user's stamping history, newest first."""
     LookupSerial: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.LookupSerialRequest, _quota_service_pb2.LookupSerialResponse]  # type: ignore[assignment]
     """Public status of a serial: never its owner."""
+    ConfigureQuotaAccount: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.ConfigureQuotaAccountRequest, _quota_service_pb2.ConfigureQuotaAccountResponse]  # type: ignore[assignment]
+    """Sets an account's channel, pool and credit limit, creating it if needed."""
+    GetQuotaAccount: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.GetQuotaAccountRequest, _quota_service_pb2.GetQuotaAccountResponse]  # type: ignore[assignment]
+    GetStatement: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.GetStatementRequest, _quota_service_pb2.GetStatementResponse]  # type: ignore[assignment]
+    """A collector's stamps on credit in a month and what it owes."""
+    SettleStatement: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.SettleStatementRequest, _quota_service_pb2.SettleStatementResponse]  # type: ignore[assignment]
+    """Records money a collector paid against its statement."""
 
 class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
     """The ledger of record. Internal: only callers with a service identity.
@@ -210,5 +224,36 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quota_service_pb2.LookupSerialResponse, _abc.Awaitable[_quota_service_pb2.LookupSerialResponse]]:
         """Public status of a serial: never its owner."""
+
+    @_abc_1.abstractmethod
+    def ConfigureQuotaAccount(
+        self,
+        request: _quota_service_pb2.ConfigureQuotaAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.ConfigureQuotaAccountResponse, _abc.Awaitable[_quota_service_pb2.ConfigureQuotaAccountResponse]]:
+        """Sets an account's channel, pool and credit limit, creating it if needed."""
+
+    @_abc_1.abstractmethod
+    def GetQuotaAccount(
+        self,
+        request: _quota_service_pb2.GetQuotaAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.GetQuotaAccountResponse, _abc.Awaitable[_quota_service_pb2.GetQuotaAccountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetStatement(
+        self,
+        request: _quota_service_pb2.GetStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.GetStatementResponse, _abc.Awaitable[_quota_service_pb2.GetStatementResponse]]:
+        """A collector's stamps on credit in a month and what it owes."""
+
+    @_abc_1.abstractmethod
+    def SettleStatement(
+        self,
+        request: _quota_service_pb2.SettleStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.SettleStatementResponse, _abc.Awaitable[_quota_service_pb2.SettleStatementResponse]]:
+        """Records money a collector paid against its statement."""
 
 def add_QuotaServiceServicer_to_server(servicer: QuotaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,29 +1,48 @@
-"""The only place balances change: every movement updates one account and journals one entry,
-on the caller's connection, so both commit or neither does."""
+"""The only place account balances change: every movement updates the accounts involved with a
+conditional UPDATE and journals one double-entry, on the caller's transaction, so both commit or
+neither does.
+
+An account's books are columns of its row: available, held, consumed and refunded count stamps;
+owed_idr is minus the balance of its receivable book (what a collector owes).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Column, ColumnElement, Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.quota.errors import InsufficientQuota, LedgerInconsistency
-from services.quota.models import Balance, Channel, EntryKind, State
-from services.quota.schema import accounts, ledger_entries
+from services.quota.journal import Journal, Side
+from services.quota.models import Account, Balance, Book, Channel, EntryKind
+from services.quota.schema import accounts
 
-_COLUMNS = {
-    State.AVAILABLE: accounts.c.available,
-    State.HELD: accounts.c.held,
-    State.CONSUMED: accounts.c.consumed,
-    State.REFUNDED: accounts.c.refunded,
+# Each account book as (column, sign): the book's balance is sign * column.
+_COLUMNS: dict[Book, tuple[Column[int], int]] = {
+    Book.AVAILABLE: (accounts.c.available, 1),
+    Book.HELD: (accounts.c.held, 1),
+    Book.CONSUMED: (accounts.c.consumed, 1),
+    Book.REFUNDED: (accounts.c.refunded, 1),
+    Book.RECEIVABLE: (accounts.c.owed_idr, -1),
 }
 
 
-def ensure_account(conn: Connection, account_id: str, now: datetime) -> None:
+def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Channel = Channel.RETAIL) -> None:
     """Create the account with zero balances unless it exists (accounts are made on first use)."""
-    values = {"account_id": account_id, "available": 0, "held": 0, "consumed": 0, "refunded": 0}
-    values["created_at"] = now
+    values = {
+        "account_id": account_id,
+        "kind": kind,
+        "pool_account_id": None,
+        "credit_limit_idr": 0,
+        "available": 0,
+        "held": 0,
+        "consumed": 0,
+        "refunded": 0,
+        "owed_idr": 0,
+        "created_at": now,
+    }
     dialect = conn.dialect.name
     if dialect == "postgresql":
         statement = postgresql.insert(accounts).values(values).on_conflict_do_nothing()
@@ -35,53 +54,52 @@ def ensure_account(conn: Connection, account_id: str, now: datetime) -> None:
 
 
 def move(
-    conn: Connection,
+    journal: Journal,
+    source: Side,
+    target: Side,
+    amount: int,
     *,
-    account_id: str,
-    from_state: State,
-    to_state: State,
-    quantity: int,
     kind: EntryKind,
     channel: Channel,
     reference: str,
     now: datetime,
 ) -> None:
-    """Move quantity units of account_id from one state to another and journal it.
+    """Move amount from one book to another and journal it. Account rows must exist.
 
-    The decrement is conditional (WHERE column >= quantity), so two concurrent movements can never
-    take the same unit: the loser matches no row. The account must exist.
+    A decrement is conditional (WHERE column >= amount), so two concurrent movements can never take
+    the same unit: the loser matches no row and nothing was written. Within one account both books
+    change in one statement; across accounts the rows are updated in account order, so transfers in
+    opposite directions cannot deadlock.
     """
-    if quantity <= 0:
-        raise ValueError("a movement needs a positive quantity")
-    conditions = [accounts.c.account_id == account_id]
-    values = {}
-    if from_state is not State.EXTERNAL:
-        source = _COLUMNS[from_state]
-        conditions.append(source >= quantity)
-        values[source.name] = source - quantity
-    if to_state is not State.EXTERNAL:
-        target = _COLUMNS[to_state]
-        values[target.name] = target + quantity
-    result = conn.execute(update(accounts).where(*conditions).values(values))
-    if result.rowcount != 1:
-        if from_state is State.AVAILABLE:
-            raise InsufficientQuota(
-                f"not enough available quota: {quantity} needed; buy more, or wait for stamps in progress"
-            )
-        # Holds and orders say the units are there; the balance says otherwise.
-        raise LedgerInconsistency(f"account {account_id} has fewer than {quantity} units {from_state}")
-    conn.execute(
-        insert(ledger_entries).values(
-            account_id=account_id,
-            from_state=from_state,
-            to_state=to_state,
-            quantity=quantity,
-            kind=kind,
-            channel=channel,
-            reference=reference,
-            created_at=now,
+    if amount <= 0:
+        raise ValueError("a movement needs a positive amount")
+    changes: dict[str, list[tuple[Column[int], int]]] = {}
+    if source.account_id is not None:
+        column, sign = _COLUMNS[source.book]
+        changes.setdefault(source.account_id, []).append((column, -sign * amount))
+    if target.account_id is not None:
+        column, sign = _COLUMNS[target.book]
+        changes.setdefault(target.account_id, []).append((column, sign * amount))
+    for account_id in sorted(changes):
+        values: dict[str, ColumnElement[int]] = {}
+        conditions = [accounts.c.account_id == account_id]
+        for column, delta in changes[account_id]:
+            values[column.name] = column + delta
+            if delta < 0:
+                conditions.append(column >= -delta)
+        result = journal.conn.execute(update(accounts).where(*conditions).values(values))
+        if result.rowcount != 1:
+            _shortfall(account_id, source, amount)
+    journal.entry(source, target, amount, kind=kind, channel=channel, reference=reference, now=now)
+
+
+def _shortfall(account_id: str, source: Side, amount: int) -> None:
+    if source.account_id == account_id and source.book is Book.AVAILABLE:
+        raise InsufficientQuota(
+            f"not enough available quota: {amount} needed; buy more, or wait for stamps in progress"
         )
-    )
+    # Holds and orders say the units are there; the balance says otherwise.
+    raise LedgerInconsistency(f"account {account_id} cannot move {amount} out of {source.book}")
 
 
 def available_units(conn: Connection, account_id: str, *, lock: bool = False) -> int:
@@ -104,4 +122,15 @@ def get_balance(conn: Connection, account_id: str) -> Balance:
         held=row.held,
         consumed=row.consumed,
         refunded=row.refunded,
+        owed_idr=row.owed_idr,
+    )
+
+
+def account_from_row(row: Any) -> Account:
+    return Account(
+        account_id=row.account_id,
+        kind=Channel(row.kind),
+        pool_account_id=row.pool_account_id,
+        credit_limit_idr=row.credit_limit_idr,
+        created_at=row.created_at,
     )

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from services.common.db import create_database_engine
-from services.quota.schema import metadata
+from services.quota.schema import metadata, seed
 
 # How long a SQLite writer waits for another writer before giving up, in seconds.
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -15,7 +15,7 @@ SQLITE_BUSY_TIMEOUT_S = 30
 
 def create_ledger_engine(url: str, *, create_tables: bool = True, **engine_kwargs: Any) -> Engine:
     """An Engine for the ledger at url (a SQLite file or PostgreSQL), with its tables created."""
-    return create_database_engine(
+    engine = create_database_engine(
         url,
         metadata,
         sqlite_busy_timeout_s=SQLITE_BUSY_TIMEOUT_S,
@@ -24,3 +24,7 @@ def create_ledger_engine(url: str, *, create_tables: bool = True, **engine_kwarg
         create_tables=create_tables,
         **engine_kwargs,
     )
+    if create_tables:
+        with engine.begin() as conn:
+            seed(conn)
+    return engine

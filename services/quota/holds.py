@@ -3,6 +3,10 @@
 A hold resolves exactly once. Every transition is a conditional UPDATE on status = 'reserved', so of
 two racing resolutions (commit against the expiry sweeper, say) exactly one matches a row; the
 other reads what happened and answers from that.
+
+Where the unit comes from: the account's own available units; for an account that draws on a pool
+(an enterprise child), the pool account's; for a collector without prepaid units, stock, on credit
+up to its limit, billed when the hold commits.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from services.common.errors import Conflict, NotFound
-from services.quota.balances import ensure_account, move
-from services.quota.errors import HoldAlreadyResolved
+from services.quota.balances import move
+from services.quota.errors import HoldAlreadyResolved, InsufficientQuota, LedgerInconsistency
+from services.quota.journal import Journal, Side, system
 from services.quota.models import (
+    Book,
     Channel,
     DocumentMetadata,
     DocumentType,
@@ -25,22 +31,16 @@ from services.quota.models import (
     ReleaseReason,
     SerialRecord,
     SerialStatus,
-    State,
 )
-from services.quota.schema import holds, new_id
+from services.quota.schema import accounts, holds, new_id, serials
 from services.quota.serials import new_serial
-
-_SERIAL_STATUS = {
-    HoldStatus.RESERVED: SerialStatus.RESERVED,
-    HoldStatus.COMMITTED: SerialStatus.STAMPED,
-    HoldStatus.RELEASED: SerialStatus.VOID,
-}
 
 
 def hold_from_row(row: Any) -> Hold:
     return Hold(
         hold_id=row.hold_id,
         account_id=row.account_id,
+        funding_account_id=row.funding_account_id,
         serial=row.serial,
         status=HoldStatus(row.status),
         document_sha256=bytes(row.document_sha256),
@@ -73,7 +73,7 @@ def get(conn: Connection, hold_id: str, account_id: str = "") -> Hold:
 
 
 def reserve(
-    conn: Connection,
+    journal: Journal,
     *,
     account_id: str,
     key: str,
@@ -82,8 +82,10 @@ def reserve(
     channel: Channel,
     now: datetime,
     ttl: timedelta,
+    unit_price_idr: int,
 ) -> tuple[Hold, bool]:
-    """Hold one available unit and issue its serial; (hold, replayed)."""
+    """Hold one unit and issue its serial; (hold, replayed)."""
+    conn = journal.conn
     earlier = conn.execute(
         select(holds).where(holds.c.account_id == account_id, holds.c.idempotency_key == key)
     ).one_or_none()
@@ -93,43 +95,137 @@ def reserve(
             raise Conflict("this idempotency key was used to reserve a stamp for a different document")
         return hold_from_row(earlier), True
 
-    ensure_account(conn, account_id, now)
     hold_id = new_id("hold")
-    # The decrement comes first: it takes the account's row lock, so concurrent reserves queue here.
-    move(
-        conn,
-        account_id=account_id,
-        from_state=State.AVAILABLE,
-        to_state=State.HELD,
-        quantity=1,
-        kind=EntryKind.RESERVE,
-        channel=channel,
-        reference=hold_id,
-        now=now,
+    funding_account_id, credit_price_idr = _take_unit(
+        journal, account_id, hold_id, channel, now, unit_price_idr
     )
-    # A serial collision (about 2**-105 per pair) violates UNIQUE(serial); the Ledger retries it.
+    serial = new_serial()
+    # A serial collision (about 2**-105 per pair) violates its primary key; the ledger retries it.
     conn.execute(
-        insert(holds).values(
-            hold_id=hold_id,
+        insert(serials).values(
+            serial=serial,
             account_id=account_id,
-            idempotency_key=key,
-            serial=new_serial(),
-            status=HoldStatus.RESERVED,
+            status=SerialStatus.RESERVED,
             document_sha256=document_sha256,
             stamped_sha256=None,
-            doc_type=metadata.type,
-            doc_name=metadata.name,
-            doc_number=metadata.number,
-            doc_date=metadata.date,
-            doc_value_idr=metadata.value_idr,
-            channel=channel,
-            release_reason=None,
-            created_at=now,
-            expires_at=now + ttl,
-            resolved_at=None,
+            issued_at=now,
+            stamped_at=None,
+            voided_at=None,
         )
     )
-    return get(conn, hold_id), False
+    values = {
+        "hold_id": hold_id,
+        "account_id": account_id,
+        "funding_account_id": funding_account_id,
+        "idempotency_key": key,
+        "serial": serial,
+        "status": HoldStatus.RESERVED,
+        "document_sha256": document_sha256,
+        "stamped_sha256": None,
+        "doc_type": metadata.type,
+        "doc_name": metadata.name,
+        "doc_number": metadata.number,
+        "doc_date": metadata.date,
+        "doc_value_idr": metadata.value_idr,
+        "channel": channel,
+        "credit_price_idr": credit_price_idr,
+        "release_reason": None,
+        "created_at": now,
+        "expires_at": now + ttl,
+        "resolved_at": None,
+    }
+    conn.execute(insert(holds).values(values))
+    journal.audit(
+        "hold.reserved",
+        hold_id,
+        account_id,
+        {
+            "serial": serial,
+            "funding_account_id": funding_account_id,
+            "document_sha256": document_sha256.hex(),
+            "channel": str(channel),
+            "credit_price_idr": credit_price_idr,
+            "expires_at": values["expires_at"].isoformat(),
+        },
+        now,
+    )
+    return hold_from_row(_Values(values)), False
+
+
+class _Values:
+    """A just-inserted row, read back from the values that were written (saves a round trip)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _take_unit(
+    journal: Journal, account_id: str, hold_id: str, channel: Channel, now: datetime, unit_price_idr: int
+) -> tuple[str, int]:
+    """Move one unit into held for a new hold; (the account it came from, its credit price)."""
+    conn = journal.conn
+    # The common case in one statement: the account's own units. It also takes the row lock, so
+    # concurrent reserves on one account queue here.
+    taken = conn.execute(
+        update(accounts)
+        .where(
+            accounts.c.account_id == account_id,
+            accounts.c.pool_account_id.is_(None),
+            accounts.c.available >= 1,
+        )
+        .values(available=accounts.c.available - 1, held=accounts.c.held + 1)
+    )
+    if taken.rowcount == 1:
+        journal.entry(
+            Side(account_id, Book.AVAILABLE),
+            Side(account_id, Book.HELD),
+            1,
+            kind=EntryKind.RESERVE,
+            channel=channel,
+            reference=hold_id,
+            now=now,
+        )
+        return account_id, 0
+    account = conn.execute(
+        select(accounts.c.kind, accounts.c.pool_account_id).where(accounts.c.account_id == account_id)
+    ).one_or_none()
+    if account is not None and account.pool_account_id is not None:
+        pool = account.pool_account_id
+        move(
+            journal,
+            Side(pool, Book.AVAILABLE),
+            Side(pool, Book.HELD),
+            1,
+            kind=EntryKind.RESERVE,
+            channel=channel,
+            reference=hold_id,
+            now=now,
+        )
+        return pool, 0
+    if account is not None and account.kind == Channel.COLLECTOR:
+        # Post-paid: the unit comes from stock, as long as stamps in progress and what is owed stay
+        # within the credit limit.
+        on_credit = conn.execute(
+            update(accounts)
+            .where(
+                accounts.c.account_id == account_id,
+                (accounts.c.held + 1) * unit_price_idr + accounts.c.owed_idr <= accounts.c.credit_limit_idr,
+            )
+            .values(held=accounts.c.held + 1)
+        )
+        if on_credit.rowcount != 1:
+            raise InsufficientQuota("the collector's credit limit is reached: settle the statement first")
+        journal.entry(
+            system(Book.STOCK),
+            Side(account_id, Book.HELD),
+            1,
+            kind=EntryKind.RESERVE,
+            channel=channel,
+            reference=hold_id,
+            now=now,
+        )
+        return account_id, unit_price_idr
+    raise InsufficientQuota("not enough available quota: 1 needed; buy more, or wait for stamps in progress")
 
 
 def _resolve(conn: Connection, hold_id: str, now: datetime, **values: Any) -> Any:
@@ -143,8 +239,9 @@ def _resolve(conn: Connection, hold_id: str, now: datetime, **values: Any) -> An
     return result.one_or_none()
 
 
-def commit(conn: Connection, hold_id: str, stamped_sha256: bytes, now: datetime) -> Hold:
+def commit(journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime) -> Hold:
     """Consume the held unit and bind the serial to the stamped document; repeatable with the same hash."""
+    conn = journal.conn
     row = _resolve(conn, hold_id, now, status=HoldStatus.COMMITTED, stamped_sha256=stamped_sha256)
     if row is None:
         hold = get(conn, hold_id)
@@ -155,44 +252,81 @@ def commit(conn: Connection, hold_id: str, stamped_sha256: bytes, now: datetime)
         raise HoldAlreadyResolved(
             f"this hold was released ({hold.release_reason}); its serial is void, reserve a new one"
         )
+    funding = row.funding_account_id
+    channel = Channel(row.channel)
     move(
-        conn,
-        account_id=row.account_id,
-        from_state=State.HELD,
-        to_state=State.CONSUMED,
-        quantity=1,
+        journal,
+        Side(funding, Book.HELD),
+        Side(funding, Book.CONSUMED),
+        1,
         kind=EntryKind.COMMIT,
-        channel=Channel(row.channel),
+        channel=channel,
         reference=hold_id,
         now=now,
+    )
+    if row.credit_price_idr:
+        move(
+            journal,
+            Side(funding, Book.RECEIVABLE),
+            system(Book.SOLD),
+            row.credit_price_idr,
+            kind=EntryKind.BILLING,
+            channel=channel,
+            reference=hold_id,
+            now=now,
+        )
+    _set_serial(conn, row.serial, SerialStatus.STAMPED, stamped_sha256=stamped_sha256, stamped_at=now)
+    journal.audit(
+        "hold.committed",
+        hold_id,
+        row.account_id,
+        {"serial": row.serial, "stamped_sha256": stamped_sha256.hex(), "billed_idr": row.credit_price_idr},
+        now,
     )
     return hold_from_row(row)
 
 
-def release(conn: Connection, hold_id: str, reason: ReleaseReason, now: datetime) -> Hold:
-    """Return the held unit to available and void the serial; repeatable on a released hold."""
-    row = _resolve(conn, hold_id, now, status=HoldStatus.RELEASED, release_reason=reason)
+def release(journal: Journal, hold_id: str, reason: ReleaseReason, now: datetime) -> Hold:
+    """Return the held unit to where it came from and void the serial; repeatable on a released hold."""
+    row = _resolve(journal.conn, hold_id, now, status=HoldStatus.RELEASED, release_reason=reason)
     if row is None:
-        hold = get(conn, hold_id)
+        hold = get(journal.conn, hold_id)
         if hold.status is HoldStatus.RELEASED:
             return hold
         raise HoldAlreadyResolved("this hold was committed: its stamp exists and the unit is spent")
-    _give_back(conn, row, now)
+    _give_back(journal, row, reason, now)
     return hold_from_row(row)
 
 
-def _give_back(conn: Connection, row: Any, now: datetime) -> None:
+def _give_back(journal: Journal, row: Any, reason: ReleaseReason, now: datetime) -> None:
+    funding = row.funding_account_id
+    # A unit drawn on credit goes back to stock: the collector is never billed for it.
+    target = system(Book.STOCK) if row.credit_price_idr else Side(funding, Book.AVAILABLE)
     move(
-        conn,
-        account_id=row.account_id,
-        from_state=State.HELD,
-        to_state=State.AVAILABLE,
-        quantity=1,
+        journal,
+        Side(funding, Book.HELD),
+        target,
+        1,
         kind=EntryKind.RELEASE,
         channel=Channel(row.channel),
         reference=row.hold_id,
         now=now,
     )
+    _set_serial(journal.conn, row.serial, SerialStatus.VOID, voided_at=now)
+    journal.audit(
+        "hold.released", row.hold_id, row.account_id, {"serial": row.serial, "reason": str(reason)}, now
+    )
+
+
+def _set_serial(conn: Connection, serial: str, status: SerialStatus, **values: Any) -> None:
+    result = conn.execute(
+        update(serials)
+        .where(serials.c.serial == serial, serials.c.status == SerialStatus.RESERVED)
+        .values(status=status, **values)
+    )
+    if result.rowcount != 1:
+        # Its hold was reserved a moment ago, so the serial must be too.
+        raise LedgerInconsistency(f"serial {serial} was not reserved when its hold resolved")
 
 
 def expired_hold_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
@@ -205,9 +339,9 @@ def expired_hold_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
     return list(conn.execute(query).scalars())
 
 
-def release_if_expired(conn: Connection, hold_id: str, now: datetime) -> bool:
+def release_if_expired(journal: Journal, hold_id: str, now: datetime) -> bool:
     """Release the hold if it is still reserved and past its deadline; True if this call did it."""
-    result = conn.execute(
+    result = journal.conn.execute(
         update(holds)
         .where(holds.c.hold_id == hold_id, holds.c.status == HoldStatus.RESERVED, holds.c.expires_at <= now)
         .values(status=HoldStatus.RELEASED, release_reason=ReleaseReason.EXPIRED, resolved_at=now)
@@ -216,7 +350,7 @@ def release_if_expired(conn: Connection, hold_id: str, now: datetime) -> bool:
     row = result.one_or_none()
     if row is None:
         return False
-    _give_back(conn, row, now)
+    _give_back(journal, row, ReleaseReason.EXPIRED, now)
     return True
 
 
@@ -232,14 +366,10 @@ def page(conn: Connection, account_id: str, before_seq: int | None, limit: int) 
 def lookup_serial(conn: Connection, serial: str) -> SerialRecord:
     # Select only public columns: the owner never leaves the database on this path.
     row = conn.execute(
-        select(holds.c.status, holds.c.created_at, holds.c.resolved_at).where(holds.c.serial == serial)
+        select(serials.c.status, serials.c.issued_at, serials.c.stamped_at).where(serials.c.serial == serial)
     ).one_or_none()
     if row is None:
         return SerialRecord(serial=serial, status=SerialStatus.UNKNOWN)
-    status = HoldStatus(row.status)
     return SerialRecord(
-        serial=serial,
-        status=_SERIAL_STATUS[status],
-        issued_at=row.created_at,
-        stamped_at=row.resolved_at if status is HoldStatus.COMMITTED else None,
+        serial=serial, status=SerialStatus(row.status), issued_at=row.issued_at, stamped_at=row.stamped_at
     )

@@ -1,14 +1,17 @@
 """The ledger of record: what each account bought, holds, spent and got back, and every serial.
 
-Each public method is one unit of work: it validates its input, then runs in a single transaction
-of its own, so an idempotency key is stored together with the effect it names. The work itself
-lives in orders.py, holds.py and transfers.py; balances.py is the only code that changes a balance.
+Each public method is one unit of work: it validates its input, then runs atomically, so an
+idempotency key is stored together with the effect it names. Writes go through the group committer,
+which runs concurrent calls together in one transaction (see group_commit.py); reads run directly.
+The work itself lives in orders.py, holds.py, transfers.py and accounts.py; balances.py is the only
+code that changes a balance, and every change is journaled and audited (journal.py, audit.py).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,14 +19,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from services.common.db import SQLITE_BEGIN
-from services.common.errors import Conflict, InvalidInput
+from services.common.errors import Conflict, DomainError, InvalidInput
 from services.common.settings import QuotaSettings
-from services.quota import balances, holds, orders, transfers
+from services.quota import accounts, audit, balances, holds, orders, transfers
 from services.quota.db import create_ledger_engine
+from services.quota.group_commit import GroupCommitter
+from services.quota.journal import Journal
 from services.quota.models import (
+    Account,
     Balance,
     Channel,
     DocumentMetadata,
@@ -35,6 +40,8 @@ from services.quota.models import (
     ReleaseReason,
     SerialRecord,
     SerialStatus,
+    Settlement,
+    Statement,
     Transfer,
 )
 from services.quota.payments import PaymentProvider, SandboxProvider
@@ -45,12 +52,13 @@ T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 MAX_ORDER_QUANTITY = 100_000
+MAX_AMOUNT_IDR = 10**15
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-# A write that loses a uniqueness race is retried; the retry then finds the winner's row.
-_WRITE_ATTEMPTS = 3
-# Expired holds examined per sweep query; each is then released in its own short transaction.
+# Expired holds examined per sweep query; their releases then run as separate operations.
 _SWEEP_BATCH = 200
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -76,6 +84,11 @@ class Ledger:
         self._unit_price_idr = unit_price_idr
         self._hold_ttl = timedelta(seconds=hold_ttl_s)
         self._order_ttl = timedelta(seconds=order_ttl_s)
+        self._committer = GroupCommitter(engine)
+
+    def close(self) -> None:
+        """Finish the writes already queued and stop taking more."""
+        self._committer.close()
 
     @classmethod
     def from_settings(
@@ -102,17 +115,8 @@ class Ledger:
 
     # Transactions ---------------------------------------------------------------------------
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                with self._engine.begin() as conn:
-                    return work(conn)
-            except IntegrityError:
-                # A concurrent call with the same key or payment event committed first (the retry
-                # replays its answer), or a new serial collided. Anything else fails every time.
-                if attempt == _WRITE_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+    def _write(self, work: Callable[[Journal], T]) -> T:
+        return self._committer.run(work)
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -164,12 +168,12 @@ class Ledger:
         reference, url = self._provider.create_payment(draft)
         draft = replace(draft, payment_reference=reference, payment_url=url)
 
-        def work(conn: Connection) -> tuple[Order, bool]:
-            raced = orders.find_by_key(conn, account_id, idempotency_key)
+        def work(journal: Journal) -> tuple[Order, bool]:
+            raced = orders.find_by_key(journal.conn, account_id, idempotency_key)
             if raced is not None:
                 return replay(raced)
-            orders.insert_order(conn, draft, idempotency_key)
-            return orders.get(conn, draft.order_id, now), False
+            orders.insert_order(journal, draft, idempotency_key)
+            return draft, False
 
         return self._write(work)
 
@@ -180,7 +184,13 @@ class Ledger:
             raise InvalidInput(f"unknown payment provider {provider!r}")
         event = self._provider.parse_webhook(payload, signature)
         now = self._clock()
-        return self._write(lambda conn: orders.record_payment(conn, provider, event, now))
+        order, replayed, refund_id = self._write(
+            lambda journal: orders.record_payment(journal, provider, event, now)
+        )
+        if refund_id is not None:
+            # The payment bought nothing: its money goes straight back, with no ticket to file.
+            self._return_money(refund_id)
+        return order, replayed
 
     def get_order(self, order_id: str, account_id: str = "") -> Order:
         """The order; when account_id is given, another account's order is NotFound."""
@@ -200,13 +210,15 @@ class Ledger:
         """Cancel an order awaiting payment; cancelling a cancelled order returns it unchanged."""
         _require("order_id", order_id, ID_LENGTH)
         now = self._clock()
-        return self._write(lambda conn: orders.cancel(conn, order_id, account_id, now))
+        return self._write(lambda journal: orders.cancel(journal, order_id, account_id, now))
 
     def refund_order(
         self, order_id: str, account_id: str, quantity: int, reason: str, idempotency_key: str
     ) -> tuple[Refund, Order]:
-        """Return unused units of a paid order (available -> refunded). quantity 0 refunds as many as
-        possible: the order's unrefunded units, at most what the account has available."""
+        """Return unused units of a paid order (available -> refunded) and their money to the payer.
+        quantity 0 refunds as many as possible: the order's unrefunded units, at most what the
+        account has available. The refund is completed once the provider confirms; if it cannot be
+        reached now, the refund stays pending and the sweeper sends it later."""
         _require("order_id", order_id, ID_LENGTH)
         _require("idempotency_key", idempotency_key, KEY_LENGTH)
         if quantity < 0 or quantity > MAX_ORDER_QUANTITY:
@@ -214,9 +226,9 @@ class Ledger:
         if len(reason) > REASON_LENGTH:
             raise InvalidInput(f"reason must be at most {REASON_LENGTH} characters")
         now = self._clock()
-        return self._write(
-            lambda conn: orders.refund(
-                conn,
+        refund, order = self._write(
+            lambda journal: orders.refund(
+                journal,
                 order_id=order_id,
                 account_id=account_id,
                 quantity=quantity,
@@ -225,12 +237,39 @@ class Ledger:
                 now=now,
             )
         )
+        return self._return_money(refund.refund_id) or refund, order
+
+    def _return_money(self, refund_id: str) -> Refund | None:
+        """Ask the provider to pay a pending refund back and mark it completed; None when it is not
+        pending (any more) or the provider failed, in which case a later sweep tries again."""
+        with self._reading() as conn:
+            pending = orders.pending_refund(conn, refund_id)
+        if pending is None:
+            return None
+        refund, provider, payment_reference = pending
+        if provider != self._provider.name:
+            log.error("refund for another provider", extra={"refund_id": refund_id, "provider": provider})
+            return None
+        try:
+            reference = self._provider.refund_payment(payment_reference, refund_id, refund.amount_idr)
+        except (DomainError, OSError):
+            log.warning(
+                "payment provider refused or missed a refund; will retry", extra={"refund_id": refund_id}
+            )
+            return None
+        now = self._clock()
+        return self._write(lambda journal: orders.complete_refund(journal, refund_id, reference, now))
+
+    def send_pending_refunds(self) -> int:
+        """Pay back every refund still pending (a sweeper); returns how many completed now."""
+        with self._reading() as conn:
+            refund_ids = orders.pending_refund_ids(conn, _SWEEP_BATCH)
+        return sum(1 for refund_id in refund_ids if self._return_money(refund_id) is not None)
 
     def expire_orders(self, now: datetime | None = None) -> int:
         """Mark unpaid orders past their deadline expired (reads already treat them so); a sweeper."""
         moment = now or self._clock()
-        with self._engine.begin() as conn:
-            return orders.expire(conn, moment)
+        return self._write(lambda journal: orders.expire(journal, moment))
 
     # Balances and transfers -----------------------------------------------------------------
 
@@ -252,8 +291,8 @@ class Ledger:
             raise InvalidInput(f"quantity must be between 1 and {MAX_ORDER_QUANTITY}")
         now = self._clock()
         return self._write(
-            lambda conn: transfers.transfer(
-                conn,
+            lambda journal: transfers.transfer(
+                journal,
                 from_account_id=from_account_id,
                 to_account_id=to_account_id,
                 quantity=quantity,
@@ -284,8 +323,8 @@ class Ledger:
         _check_metadata(metadata)
         now = self._clock()
         return self._write(
-            lambda conn: holds.reserve(
-                conn,
+            lambda journal: holds.reserve(
+                journal,
                 account_id=account_id,
                 key=idempotency_key,
                 document_sha256=document_sha256,
@@ -293,6 +332,7 @@ class Ledger:
                 channel=channel,
                 now=now,
                 ttl=self._hold_ttl,
+                unit_price_idr=self._unit_price_idr,
             )
         )
 
@@ -302,14 +342,14 @@ class Ledger:
         _require("hold_id", hold_id, ID_LENGTH)
         _require_sha256("stamped_sha256", stamped_sha256)
         now = self._clock()
-        return self._write(lambda conn: holds.commit(conn, hold_id, stamped_sha256, now))
+        return self._write(lambda journal: holds.commit(journal, hold_id, stamped_sha256, now))
 
     def release(self, hold_id: str, reason: ReleaseReason) -> Hold:
         """Make the held unit available again and void its serial. Repeating it returns the hold;
         a committed hold raises HoldAlreadyResolved."""
         _require("hold_id", hold_id, ID_LENGTH)
         now = self._clock()
-        return self._write(lambda conn: holds.release(conn, hold_id, reason, now))
+        return self._write(lambda journal: holds.release(journal, hold_id, reason, now))
 
     def release_expired_holds(self, now: datetime | None = None) -> int:
         """Release every reserved hold past its deadline; returns how many this call released."""
@@ -318,11 +358,15 @@ class Ledger:
         while True:
             with self._reading() as conn:
                 batch = holds.expired_hold_ids(conn, moment, _SWEEP_BATCH)
-            # One short transaction per hold, taking the same locks in the same order as commit,
-            # so the sweeper never holds many rows while a stamping call waits.
-            for hold_id in batch:
-                with self._engine.begin() as conn:
-                    released += holds.release_if_expired(conn, hold_id, moment)
+            # One operation per hold, taking the same locks in the same order as commit; the group
+            # committer batches them with whatever else is waiting.
+            futures = [
+                self._committer.submit(
+                    lambda journal, hold_id=hold_id: holds.release_if_expired(journal, hold_id, moment)
+                )
+                for hold_id in batch
+            ]
+            released += sum(future.result() for future in futures)
             if len(batch) < _SWEEP_BATCH:
                 return released
 
@@ -347,6 +391,75 @@ class Ledger:
             return SerialRecord(serial=serial[:64], status=SerialStatus.UNKNOWN)
         with self._reading() as conn:
             return holds.lookup_serial(conn, candidate)
+
+    # Accounts and channels ------------------------------------------------------------------
+
+    def configure_account(
+        self, account_id: str, kind: Channel, pool_account_id: str = "", credit_limit_idr: int = 0
+    ) -> Account:
+        """Make account_id a retail, distributor, enterprise or collector account; with a pool
+        account, its stamps draw on that account's units; a collector stamps on credit up to
+        credit_limit_idr and pays a monthly statement."""
+        _require("account_id", account_id, ACCOUNT_ID_LENGTH)
+        if pool_account_id:
+            _require("pool_account_id", pool_account_id, ACCOUNT_ID_LENGTH)
+        if not 0 <= credit_limit_idr <= MAX_AMOUNT_IDR:
+            raise InvalidInput(f"credit_limit_idr must be between 0 and {MAX_AMOUNT_IDR}")
+        now = self._clock()
+        return self._write(
+            lambda journal: accounts.configure(
+                journal,
+                account_id=account_id,
+                kind=kind,
+                pool_account_id=pool_account_id or None,
+                credit_limit_idr=credit_limit_idr,
+                now=now,
+            )
+        )
+
+    def get_account(self, account_id: str) -> Account:
+        _require("account_id", account_id, ACCOUNT_ID_LENGTH)
+        with self._reading() as conn:
+            return accounts.get(conn, account_id)
+
+    def get_statement(self, account_id: str, period: str) -> Statement:
+        """A collector's stamps on credit in a month ("YYYY-MM", UTC) and what it owes now."""
+        _require("account_id", account_id, ACCOUNT_ID_LENGTH)
+        with self._reading() as conn:
+            return accounts.statement(conn, account_id, period)
+
+    def settle_statement(
+        self, account_id: str, amount_idr: int, reference: str, idempotency_key: str
+    ) -> Settlement:
+        """Record money a collector paid against what it owes."""
+        _require("account_id", account_id, ACCOUNT_ID_LENGTH)
+        _require("reference", reference, TEXT_LENGTH)
+        _require("idempotency_key", idempotency_key, KEY_LENGTH)
+        if not 1 <= amount_idr <= MAX_AMOUNT_IDR:
+            raise InvalidInput(f"amount_idr must be between 1 and {MAX_AMOUNT_IDR}")
+        now = self._clock()
+        return self._write(
+            lambda journal: accounts.settle(
+                journal,
+                account_id=account_id,
+                amount_idr=amount_idr,
+                reference=reference,
+                key=idempotency_key,
+                now=now,
+            )
+        )
+
+    # Audit ----------------------------------------------------------------------------------
+
+    def verify_audit_chain(self) -> tuple[int, list[str]]:
+        """(events checked, discrepancies) of the hash-chained audit log."""
+        with self._reading() as conn:
+            return audit.verify_chain(conn)
+
+    def reconcile(self) -> list[str]:
+        """Discrepancies between the balances, the journal and the records; empty when they agree."""
+        with self._reading() as conn:
+            return audit.reconcile(conn)
 
 
 # Validation ---------------------------------------------------------------------------------

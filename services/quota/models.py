@@ -11,9 +11,12 @@ T = TypeVar("T")
 
 
 class Channel(StrEnum):
+    """How a sale or a stamp reached us; also what kind of owner an account is."""
+
     RETAIL = "retail"
     DISTRIBUTOR = "distributor"
     ENTERPRISE = "enterprise"
+    # Corporate accounts that stamp first and pay a monthly statement (post-paid).
     COLLECTOR = "collector"
 
 
@@ -64,24 +67,57 @@ class SerialStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
-class State(StrEnum):
-    """Where a unit of quota sits. EXTERNAL is outside the account: the payment provider or another
-    account, so an entry from or to it changes what the account has purchased."""
+class Unit(StrEnum):
+    """What a book counts: stamp units, or rupiah."""
 
-    EXTERNAL = "external"
+    STAMP = "stamp"
+    IDR = "idr"
+
+
+class Book(StrEnum):
+    """The books of the double-entry ledger. Every entry moves an amount from one book to another
+    of the same unit, so the sum over all books of a unit is always zero.
+
+    Per account (stamps): AVAILABLE, HELD, CONSUMED, REFUNDED, never negative.
+    Per account (rupiah): RECEIVABLE, what a collector owes: minus what it was billed plus what it paid.
+    System: STOCK, where every unit comes from (minus the units issued); PAYMENTS, money that came in
+    through payment providers (minus what payers paid plus what went back); SOLD, the value of the
+    stamps sold and not refunded.
+    """
+
     AVAILABLE = "available"
     HELD = "held"
     CONSUMED = "consumed"
     REFUNDED = "refunded"
+    RECEIVABLE = "receivable"
+    STOCK = "stock"
+    PAYMENTS = "payments"
+    SOLD = "sold"
+
+    @property
+    def unit(self) -> Unit:
+        return Unit.IDR if self in (Book.RECEIVABLE, Book.PAYMENTS, Book.SOLD) else Unit.STAMP
+
+    @property
+    def is_system(self) -> bool:
+        return self in SYSTEM_BOOKS
+
+
+SYSTEM_BOOKS = (Book.STOCK, Book.PAYMENTS, Book.SOLD)
+ACCOUNT_STAMP_BOOKS = (Book.AVAILABLE, Book.HELD, Book.CONSUMED, Book.REFUNDED)
 
 
 class EntryKind(StrEnum):
     PURCHASE = "purchase"
+    PAYMENT = "payment"
     REFUND = "refund"
+    PAYMENT_RETURN = "payment_return"
     TRANSFER = "transfer"
     RESERVE = "reserve"
     COMMIT = "commit"
     RELEASE = "release"
+    BILLING = "billing"
+    SETTLEMENT = "settlement"
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,24 @@ class Order:
     refunded_quantity: int
 
 
+class RefundStatus(StrEnum):
+    # The units are refunded; the money is on its way back through the payment provider.
+    PENDING = "pending"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class Account:
+    """An owner of quota. A pool account is the one whose units this account's stamps draw on
+    (an enterprise child draws on its parent); collectors stamp on credit up to credit_limit_idr."""
+
+    account_id: str
+    kind: Channel
+    pool_account_id: str | None
+    credit_limit_idr: int
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class Balance:
     account_id: str
@@ -119,6 +173,8 @@ class Balance:
     held: int
     consumed: int
     refunded: int
+    # What a collector owes for stamps already made and not yet paid.
+    owed_idr: int = 0
 
     @property
     def purchased(self) -> int:
@@ -129,7 +185,9 @@ class Balance:
 @dataclass(frozen=True)
 class Hold:
     hold_id: str
+    # Who stamps (the history is theirs); the unit comes from funding_account_id.
     account_id: str
+    funding_account_id: str
     serial: str
     status: HoldStatus
     document_sha256: bytes
@@ -161,6 +219,9 @@ class Refund:
     amount_idr: int
     reason: str
     created_at: datetime
+    status: RefundStatus
+    provider_reference: str
+    completed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -170,6 +231,28 @@ class Transfer:
     to_account_id: str
     quantity: int
     channel: Channel
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A collector's month: the stamps it made, what they cost, and what it has paid overall."""
+
+    account_id: str
+    # "YYYY-MM" in UTC.
+    period: str
+    stamps: int
+    amount_idr: int
+    # Owed now, for every month so far, after every settlement.
+    outstanding_idr: int
+
+
+@dataclass(frozen=True)
+class Settlement:
+    settlement_id: str
+    account_id: str
+    amount_idr: int
+    reference: str
     created_at: datetime
 
 

@@ -1,6 +1,11 @@
 """Orders, the payments that credit them and the refunds that return their unused units.
 
-Functions here run on a connection inside the caller's transaction; Ledger owns the transactions.
+Functions here run on a Journal inside the caller's transaction; Ledger owns the transactions and
+the calls to the payment provider, which never happen while a transaction is open.
+
+Money is booked beside the units: a payment moves its amount from PAYMENTS to SOLD, a refund moves
+it back. A payment that cannot buy anything (its order was cancelled, expired or already paid) is
+recorded and returned to the payer automatically, as a refund of no units.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from sqlalchemy import Connection, insert, select, update
 from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.quota.balances import available_units, ensure_account, move
 from services.quota.errors import InsufficientQuota
-from services.quota.models import Channel, EntryKind, Order, OrderStatus, Refund, State
+from services.quota.journal import Journal, Side, system
+from services.quota.models import Book, Channel, EntryKind, Order, OrderStatus, Refund, RefundStatus
 from services.quota.payments import PaymentEvent, PaymentStatus
-from services.quota.schema import new_id, orders, payments, refunds
+from services.quota.schema import accounts, new_id, orders, payments, refunds
 
 
 def order_from_row(row: Any, now: datetime) -> Order:
@@ -61,8 +67,14 @@ def _row(conn: Connection, order_id: str, account_id: str, *, lock: bool) -> Any
     return row
 
 
-def insert_order(conn: Connection, order: Order, key: str) -> None:
-    ensure_account(conn, order.account_id, order.created_at)
+def insert_order(journal: Journal, order: Order, key: str) -> None:
+    conn = journal.conn
+    ensure_account(conn, order.account_id, order.created_at, order.channel)
+    pool = conn.execute(
+        select(accounts.c.pool_account_id).where(accounts.c.account_id == order.account_id)
+    ).scalar_one()
+    if pool is not None:
+        raise PreconditionFailed(f"this account stamps from the pool of {pool}: buy quota for that account")
     conn.execute(
         insert(orders).values(
             order_id=order.order_id,
@@ -82,6 +94,19 @@ def insert_order(conn: Connection, order: Order, key: str) -> None:
             refunded_quantity=0,
         )
     )
+    journal.audit(
+        "order.created",
+        order.order_id,
+        order.account_id,
+        {
+            "quantity": order.quantity,
+            "amount_idr": order.amount_idr,
+            "channel": str(order.channel),
+            "payment_provider": order.payment_provider,
+            "payment_reference": order.payment_reference,
+        },
+        order.created_at,
+    )
 
 
 def page(
@@ -95,7 +120,8 @@ def page(
     return [(row.seq, order_from_row(row, now)) for row in rows]
 
 
-def cancel(conn: Connection, order_id: str, account_id: str, now: datetime) -> Order:
+def cancel(journal: Journal, order_id: str, account_id: str, now: datetime) -> Order:
+    conn = journal.conn
     row = _row(conn, order_id, account_id, lock=True)
     order = order_from_row(row, now)
     if order.status is OrderStatus.CANCELLED:
@@ -103,11 +129,19 @@ def cancel(conn: Connection, order_id: str, account_id: str, now: datetime) -> O
     if order.status is not OrderStatus.AWAITING_PAYMENT:
         raise PreconditionFailed(f"order is {order.status}; only an order awaiting payment can be cancelled")
     conn.execute(update(orders).where(orders.c.order_id == order_id).values(status=OrderStatus.CANCELLED))
+    journal.audit("order.cancelled", order_id, row.account_id, {}, now)
     return get(conn, order_id, now)
 
 
-def record_payment(conn: Connection, provider: str, event: PaymentEvent, now: datetime) -> tuple[Order, bool]:
-    """Record a verified payment, mark the order paid and credit its units; (order, replayed)."""
+def record_payment(
+    journal: Journal, provider: str, event: PaymentEvent, now: datetime
+) -> tuple[Order, bool, str | None]:
+    """Record a verified payment; if its order awaits payment, mark it paid and credit its units.
+
+    Returns (order, replayed, refund_id): refund_id names the automatic refund of a payment that
+    bought nothing, which the caller then sends back through the provider.
+    """
+    conn = journal.conn
     # Lock the order before looking for the event: a concurrent delivery of the same event then
     # either committed already (and is seen below) or waits for this transaction.
     row = _row(conn, event.order_id, "", lock=True)
@@ -119,7 +153,7 @@ def record_payment(conn: Connection, provider: str, event: PaymentEvent, now: da
     if seen is not None:
         if seen != event.order_id:
             raise InvalidInput(f"payment event {event.event_id} was already used for another order")
-        return get(conn, event.order_id, now), True
+        return get(conn, event.order_id, now), True, None
 
     order = order_from_row(row, now)
     if order.payment_provider != provider:
@@ -132,42 +166,81 @@ def record_payment(conn: Connection, provider: str, event: PaymentEvent, now: da
         )
     if event.status is not PaymentStatus.SUCCEEDED:
         # Nothing to record: the order stays open and the payer may try again until it expires.
-        return order, False
-    if order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
-        raise PreconditionFailed(f"order is {order.status}; the payment must be returned to the payer")
-    if order.status is not OrderStatus.AWAITING_PAYMENT:
-        raise Conflict(f"order {order.order_id} was already paid by another payment")
+        return order, False, None
 
-    conn.execute(
-        update(orders).where(orders.c.order_id == order.order_id).values(status=OrderStatus.PAID, paid_at=now)
-    )
+    applies = order.status is OrderStatus.AWAITING_PAYMENT
+    payment_id = new_id("pay")
+    if applies:
+        # The order's status changes first: a racing delivery of another event for it waits on the
+        # row lock above and then finds the order paid.
+        conn.execute(
+            update(orders)
+            .where(orders.c.order_id == order.order_id)
+            .values(status=OrderStatus.PAID, paid_at=now)
+        )
     conn.execute(
         insert(payments).values(
-            payment_id=new_id("pay"),
+            payment_id=payment_id,
             provider=provider,
             event_id=event.event_id,
             order_id=order.order_id,
             amount_idr=event.amount_idr,
             reference=event.reference,
+            applied=applies,
             received_at=now,
         )
     )
     move(
-        conn,
-        account_id=order.account_id,
-        from_state=State.EXTERNAL,
-        to_state=State.AVAILABLE,
-        quantity=order.quantity,
+        journal,
+        system(Book.PAYMENTS),
+        system(Book.SOLD),
+        event.amount_idr,
+        kind=EntryKind.PAYMENT,
+        channel=order.channel,
+        reference=payment_id,
+        now=now,
+    )
+    journal.audit(
+        "payment.received",
+        payment_id,
+        order.account_id,
+        {
+            "order_id": order.order_id,
+            "provider": provider,
+            "event_id": event.event_id,
+            "amount_idr": event.amount_idr,
+            "applied": applies,
+        },
+        now,
+    )
+    if not applies:
+        refund_id = _record_refund(
+            journal,
+            order=order,
+            payment_id=payment_id,
+            key=f"return:{payment_id}",
+            requested=0,
+            units=0,
+            amount_idr=event.amount_idr,
+            reason=f"payment arrived for an order that was {order.status}; returned to the payer",
+            now=now,
+        )
+        return get(conn, order.order_id, now), False, refund_id
+    move(
+        journal,
+        system(Book.STOCK),
+        Side(order.account_id, Book.AVAILABLE),
+        order.quantity,
         kind=EntryKind.PURCHASE,
         channel=order.channel,
         reference=order.order_id,
         now=now,
     )
-    return get(conn, order.order_id, now), False
+    return get(conn, order.order_id, now), False, None
 
 
 def refund(
-    conn: Connection,
+    journal: Journal,
     *,
     order_id: str,
     account_id: str,
@@ -176,7 +249,9 @@ def refund(
     key: str,
     now: datetime,
 ) -> tuple[Refund, Order]:
-    """Move unused units of a paid order from available to refunded; quantity 0 means all of them."""
+    """Move unused units of a paid order from available to refunded and book their money to go back
+    to the payer; quantity 0 means all of them. The refund is pending until the provider confirms."""
+    conn = journal.conn
     row = _row(conn, order_id, account_id, lock=True)
     earlier = conn.execute(
         select(refunds).where(refunds.c.account_id == row.account_id, refunds.c.idempotency_key == key)
@@ -184,7 +259,7 @@ def refund(
     if earlier is not None:
         if earlier.order_id != order_id or earlier.requested_quantity != quantity:
             raise Conflict("this idempotency key was used for a different refund")
-        return _refund_from_row(earlier), get(conn, order_id, now)
+        return refund_from_row(earlier), get(conn, order_id, now)
 
     order = order_from_row(row, now)
     if order.status is OrderStatus.REFUNDED:
@@ -202,6 +277,20 @@ def refund(
             raise InsufficientQuota("no unused units left to refund: they were used or are in use")
 
     refunded_quantity = order.refunded_quantity + units
+    payment_id = conn.execute(
+        select(payments.c.payment_id).where(payments.c.order_id == order_id, payments.c.applied.is_(True))
+    ).scalar_one()
+    refund_id = _record_refund(
+        journal,
+        order=order,
+        payment_id=payment_id,
+        key=key,
+        requested=quantity,
+        units=units,
+        amount_idr=units * order.unit_price_idr,
+        reason=reason,
+        now=now,
+    )
     conn.execute(
         update(orders)
         .where(orders.c.order_id == order_id)
@@ -212,36 +301,121 @@ def refund(
             else OrderStatus.PARTIALLY_REFUNDED,
         )
     )
+    refund_row = conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
+    return refund_from_row(refund_row), get(conn, order_id, now)
+
+
+def _record_refund(
+    journal: Journal,
+    *,
+    order: Order,
+    payment_id: str,
+    key: str,
+    requested: int,
+    units: int,
+    amount_idr: int,
+    reason: str,
+    now: datetime,
+) -> str:
     refund_id = new_id("ref")
-    conn.execute(
+    if units:
+        # First, so that too few available units fail before anything is written.
+        move(
+            journal,
+            Side(order.account_id, Book.AVAILABLE),
+            Side(order.account_id, Book.REFUNDED),
+            units,
+            kind=EntryKind.REFUND,
+            channel=order.channel,
+            reference=refund_id,
+            now=now,
+        )
+    journal.conn.execute(
         insert(refunds).values(
             refund_id=refund_id,
-            order_id=order_id,
+            order_id=order.order_id,
+            payment_id=payment_id,
             account_id=order.account_id,
             idempotency_key=key,
-            requested_quantity=quantity,
+            requested_quantity=requested,
             quantity=units,
-            amount_idr=units * order.unit_price_idr,
+            amount_idr=amount_idr,
             reason=reason,
+            status=RefundStatus.PENDING,
+            provider_reference="",
             created_at=now,
+            completed_at=None,
         )
     )
     move(
-        conn,
-        account_id=order.account_id,
-        from_state=State.AVAILABLE,
-        to_state=State.REFUNDED,
-        quantity=units,
-        kind=EntryKind.REFUND,
+        journal,
+        system(Book.SOLD),
+        system(Book.PAYMENTS),
+        amount_idr,
+        kind=EntryKind.REFUND if units else EntryKind.PAYMENT_RETURN,
         channel=order.channel,
         reference=refund_id,
         now=now,
     )
-    refund_row = conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
-    return _refund_from_row(refund_row), get(conn, order_id, now)
+    journal.audit(
+        "refund.created",
+        refund_id,
+        order.account_id,
+        {
+            "order_id": order.order_id,
+            "payment_id": payment_id,
+            "quantity": units,
+            "amount_idr": amount_idr,
+            "reason": reason,
+        },
+        now,
+    )
+    return refund_id
 
 
-def _refund_from_row(row: Any) -> Refund:
+def pending_refund(conn: Connection, refund_id: str) -> tuple[Refund, str, str] | None:
+    """A refund whose money has not gone back yet, with its payment's (provider, reference)."""
+    row = conn.execute(
+        select(refunds, payments.c.provider, payments.c.reference.label("payment_reference"))
+        .join(payments, payments.c.payment_id == refunds.c.payment_id)
+        .where(refunds.c.refund_id == refund_id, refunds.c.status == RefundStatus.PENDING)
+    ).one_or_none()
+    if row is None:
+        return None
+    return refund_from_row(row), row.provider, row.payment_reference
+
+
+def pending_refund_ids(conn: Connection, limit: int) -> list[str]:
+    query = (
+        select(refunds.c.refund_id)
+        .where(refunds.c.status == RefundStatus.PENDING)
+        .order_by(refunds.c.seq)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def complete_refund(journal: Journal, refund_id: str, provider_reference: str, now: datetime) -> Refund:
+    """Mark a refund's money as returned; completing a completed refund changes nothing."""
+    result = journal.conn.execute(
+        update(refunds)
+        .where(refunds.c.refund_id == refund_id, refunds.c.status == RefundStatus.PENDING)
+        .values(status=RefundStatus.COMPLETED, provider_reference=provider_reference, completed_at=now)
+        .returning(*refunds.c)
+    )
+    row = result.one_or_none()
+    if row is None:
+        existing = journal.conn.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one_or_none()
+        if existing is None:
+            raise NotFound(f"no refund {refund_id}")
+        return refund_from_row(existing)
+    journal.audit(
+        "refund.completed", refund_id, row.account_id, {"provider_reference": provider_reference}, now
+    )
+    return refund_from_row(row)
+
+
+def refund_from_row(row: Any) -> Refund:
     return Refund(
         refund_id=row.refund_id,
         order_id=row.order_id,
@@ -250,14 +424,21 @@ def _refund_from_row(row: Any) -> Refund:
         amount_idr=row.amount_idr,
         reason=row.reason,
         created_at=row.created_at,
+        status=RefundStatus(row.status),
+        provider_reference=row.provider_reference,
+        completed_at=row.completed_at,
     )
 
 
-def expire(conn: Connection, now: datetime) -> int:
+def expire(journal: Journal, now: datetime) -> int:
     """Mark unpaid orders past their deadline expired; returns how many."""
-    result = conn.execute(
+    result = journal.conn.execute(
         update(orders)
         .where(orders.c.status == OrderStatus.AWAITING_PAYMENT, orders.c.expires_at <= now)
         .values(status=OrderStatus.EXPIRED)
+        .returning(orders.c.order_id, orders.c.account_id)
     )
-    return result.rowcount
+    expired = result.all()
+    for order_id, account_id in expired:
+        journal.audit("order.expired", order_id, account_id, {}, now)
+    return len(expired)

@@ -48,6 +48,14 @@ class PaymentProvider(Protocol):
         """Verify and decode a webhook; raise Unauthenticated or InvalidInput."""
         ...
 
+    def refund_payment(self, payment_reference: str, refund_id: str, amount_idr: int) -> str:
+        """Send amount_idr of a payment back to the payer; return the provider's refund reference.
+
+        Idempotent by refund_id: the ledger may ask again after a crash or a timeout, and the
+        payer must get the money once. Raise Unavailable when the provider cannot be reached.
+        """
+        ...
+
 
 class SandboxProvider:
     """A provider that takes no money: for development and tests.
@@ -72,6 +80,8 @@ class SandboxProvider:
         self._checkout_url = checkout_url
         self._clock = clock
         self._tolerance_s = tolerance_s
+        # refund_id -> (payment reference, amount): what the sandbox "paid back", once per refund.
+        self.refunds: dict[str, tuple[str, int]] = {}
 
     def _now(self) -> int | None:
         return None if self._clock is None else int(self._clock().timestamp())
@@ -98,6 +108,10 @@ class SandboxProvider:
         }
         payload = json.dumps(body, separators=(",", ":")).encode()
         return payload, sign_webhook(self._secret, payload, self._now())
+
+    def refund_payment(self, payment_reference: str, refund_id: str, amount_idr: int) -> str:
+        self.refunds.setdefault(refund_id, (payment_reference, amount_idr))
+        return f"sbx_rf_{refund_id}"
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> PaymentEvent:
         verify_webhook(self._secret, payload, signature_header, self._tolerance_s, now=self._now())

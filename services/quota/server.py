@@ -22,7 +22,8 @@ SWEEP_INTERVAL_S = 5.0
 
 
 async def sweep(ledger: Ledger, interval_s: float = SWEEP_INTERVAL_S) -> None:
-    """Release holds nobody resolved in time and expire unpaid orders, for as long as we run.
+    """Release holds nobody resolved in time, expire unpaid orders and send back the money of
+    refunds the payment provider has not confirmed yet, for as long as we run.
 
     Every replica may sweep: each release is its own transaction that only moves a hold still
     reserved, so two sweepers never release the same hold twice.
@@ -31,8 +32,12 @@ async def sweep(ledger: Ledger, interval_s: float = SWEEP_INTERVAL_S) -> None:
         try:
             released = await asyncio.to_thread(ledger.release_expired_holds)
             expired = await asyncio.to_thread(ledger.expire_orders)
-            if released or expired:
-                log.info("swept", extra={"holds_released": released, "orders_expired": expired})
+            refunded = await asyncio.to_thread(ledger.send_pending_refunds)
+            if released or expired or refunded:
+                log.info(
+                    "swept",
+                    extra={"holds_released": released, "orders_expired": expired, "refunds_sent": refunded},
+                )
         except Exception:
             log.exception("sweep failed; trying again")
         await asyncio.sleep(interval_s)
@@ -58,6 +63,7 @@ async def serve(settings: QuotaSettings) -> None:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
+    await asyncio.to_thread(ledger.close)
     await jwks.close()
 
 

@@ -19,6 +19,7 @@ from services.common.protos import to_timestamp
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota
 from services.quota.ledger import Ledger
 from services.quota.models import (
+    Account,
     Balance,
     Channel,
     DocumentMetadata,
@@ -28,9 +29,12 @@ from services.quota.models import (
     Order,
     OrderStatus,
     Refund,
+    RefundStatus,
     ReleaseReason,
     SerialRecord,
     SerialStatus,
+    Settlement,
+    Statement,
     Transfer,
 )
 
@@ -51,6 +55,7 @@ _PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
     HoldStatus: (ledger_pb2.HoldStatus, "HOLD_STATUS_"),
     ReleaseReason: (ledger_pb2.ReleaseReason, "RELEASE_REASON_"),
     SerialStatus: (ledger_pb2.SerialStatus, "SERIAL_STATUS_"),
+    RefundStatus: (ledger_pb2.RefundStatus, "REFUND_STATUS_"),
 }
 
 
@@ -98,6 +103,7 @@ def balance_to_proto(balance: Balance) -> ledger_pb2.Balance:
         consumed=balance.consumed,
         refunded=balance.refunded,
         purchased=balance.purchased,
+        owed_idr=balance.owed_idr,
     )
 
 
@@ -132,6 +138,7 @@ def hold_to_proto(hold: Hold) -> ledger_pb2.Hold:
         created_at=to_timestamp(hold.created_at),
         expires_at=to_timestamp(hold.expires_at),
         resolved_at=to_timestamp(hold.resolved_at),
+        funding_account_id=hold.funding_account_id,
     )
 
 
@@ -153,6 +160,9 @@ def refund_to_proto(refund: Refund) -> ledger_pb2.Refund:
         amount_idr=refund.amount_idr,
         reason=refund.reason,
         created_at=to_timestamp(refund.created_at),
+        status=enum_to_proto(refund.status),
+        provider_reference=refund.provider_reference,
+        completed_at=to_timestamp(refund.completed_at),
     )
 
 
@@ -164,6 +174,36 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
         quantity=transfer.quantity,
         channel=enum_to_proto(transfer.channel),
         created_at=to_timestamp(transfer.created_at),
+    )
+
+
+def account_to_proto(account: Account) -> ledger_pb2.QuotaAccount:
+    return ledger_pb2.QuotaAccount(
+        account_id=account.account_id,
+        kind=enum_to_proto(account.kind),
+        pool_account_id=account.pool_account_id or "",
+        credit_limit_idr=account.credit_limit_idr,
+        created_at=to_timestamp(account.created_at),
+    )
+
+
+def statement_to_proto(statement: Statement) -> ledger_pb2.Statement:
+    return ledger_pb2.Statement(
+        account_id=statement.account_id,
+        period=statement.period,
+        stamps=statement.stamps,
+        amount_idr=statement.amount_idr,
+        outstanding_idr=statement.outstanding_idr,
+    )
+
+
+def settlement_to_proto(settlement: Settlement) -> ledger_pb2.Settlement:
+    return ledger_pb2.Settlement(
+        settlement_id=settlement.settlement_id,
+        account_id=settlement.account_id,
+        amount_idr=settlement.amount_idr,
+        reference=settlement.reference,
+        created_at=to_timestamp(settlement.created_at),
     )
 
 
@@ -294,3 +334,40 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     ) -> quota_service_pb2.LookupSerialResponse:
         record = await asyncio.to_thread(self._ledger.lookup_serial, request.serial)
         return quota_service_pb2.LookupSerialResponse(serial=serial_to_proto(record))
+
+    async def ConfigureQuotaAccount(
+        self, request: quota_service_pb2.ConfigureQuotaAccountRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.ConfigureQuotaAccountResponse:
+        kind = enum_from_proto(Channel, request.kind, "kind")
+        account = await asyncio.to_thread(
+            self._ledger.configure_account,
+            request.account_id,
+            kind,
+            request.pool_account_id,
+            request.credit_limit_idr,
+        )
+        return quota_service_pb2.ConfigureQuotaAccountResponse(account=account_to_proto(account))
+
+    async def GetQuotaAccount(
+        self, request: quota_service_pb2.GetQuotaAccountRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.GetQuotaAccountResponse:
+        account = await asyncio.to_thread(self._ledger.get_account, request.account_id)
+        return quota_service_pb2.GetQuotaAccountResponse(account=account_to_proto(account))
+
+    async def GetStatement(
+        self, request: quota_service_pb2.GetStatementRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.GetStatementResponse:
+        statement = await asyncio.to_thread(self._ledger.get_statement, request.account_id, request.period)
+        return quota_service_pb2.GetStatementResponse(statement=statement_to_proto(statement))
+
+    async def SettleStatement(
+        self, request: quota_service_pb2.SettleStatementRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.SettleStatementResponse:
+        settlement = await asyncio.to_thread(
+            self._ledger.settle_statement,
+            request.account_id,
+            request.amount_idr,
+            request.reference,
+            request.idempotency_key,
+        )
+        return quota_service_pb2.SettleStatementResponse(settlement=settlement_to_proto(settlement))

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import insert, select
 
-from services.common.errors import Conflict
+from services.common.errors import Conflict, PreconditionFailed
 from services.quota.balances import ensure_account, move
-from services.quota.models import Channel, EntryKind, State, Transfer
-from services.quota.schema import new_id, transfers
+from services.quota.journal import Journal, Side
+from services.quota.models import Book, Channel, EntryKind, Transfer
+from services.quota.schema import accounts, new_id, transfers
 
 
 def _transfer_from_row(row: Any) -> Transfer:
@@ -26,7 +27,7 @@ def _transfer_from_row(row: Any) -> Transfer:
 
 
 def transfer(
-    conn: Connection,
+    journal: Journal,
     *,
     from_account_id: str,
     to_account_id: str,
@@ -35,6 +36,7 @@ def transfer(
     channel: Channel,
     now: datetime,
 ) -> Transfer:
+    conn = journal.conn
     earlier = conn.execute(
         select(transfers).where(
             transfers.c.from_account_id == from_account_id, transfers.c.idempotency_key == key
@@ -45,23 +47,25 @@ def transfer(
             raise Conflict("this idempotency key was used for a different transfer")
         return _transfer_from_row(earlier)
 
-    # Rows are created and locked in a fixed order, or A->B racing B->A could deadlock on PostgreSQL.
+    # Rows are created in a fixed order, or A->B racing B->A could deadlock on PostgreSQL.
     for account_id in sorted((from_account_id, to_account_id)):
         ensure_account(conn, account_id, now)
+    pool = conn.execute(
+        select(accounts.c.pool_account_id).where(accounts.c.account_id == to_account_id)
+    ).scalar_one()
+    if pool is not None:
+        raise PreconditionFailed(f"{to_account_id} stamps from the pool of {pool}: transfer to that account")
     transfer_id = new_id("trf")
-    debit = {"account_id": from_account_id, "from_state": State.AVAILABLE, "to_state": State.EXTERNAL}
-    credit = {"account_id": to_account_id, "from_state": State.EXTERNAL, "to_state": State.AVAILABLE}
-    # Crediting first is harmless: a failed debit rolls the whole transaction back.
-    for side in sorted((debit, credit), key=lambda movement: str(movement["account_id"])):
-        move(
-            conn,
-            **side,
-            quantity=quantity,
-            kind=EntryKind.TRANSFER,
-            channel=channel,
-            reference=transfer_id,
-            now=now,
-        )
+    move(
+        journal,
+        Side(from_account_id, Book.AVAILABLE),
+        Side(to_account_id, Book.AVAILABLE),
+        quantity,
+        kind=EntryKind.TRANSFER,
+        channel=channel,
+        reference=transfer_id,
+        now=now,
+    )
     conn.execute(
         insert(transfers).values(
             transfer_id=transfer_id,
@@ -72,6 +76,13 @@ def transfer(
             channel=channel,
             created_at=now,
         )
+    )
+    journal.audit(
+        "transfer",
+        transfer_id,
+        from_account_id,
+        {"to_account_id": to_account_id, "quantity": quantity, "channel": str(channel)},
+        now,
     )
     return _transfer_from_row(
         conn.execute(select(transfers).where(transfers.c.transfer_id == transfer_id)).one()

@@ -14,9 +14,9 @@ from services.common.errors import Conflict, InvalidInput, NotFound, Preconditio
 from services.common.webhooks import sign_webhook
 from services.quota.errors import InsufficientQuota
 from services.quota.ledger import Ledger
-from services.quota.models import Channel, DocumentMetadata, Order, OrderStatus, ReleaseReason
+from services.quota.models import Channel, DocumentMetadata, Order, OrderStatus, RefundStatus, ReleaseReason
 from services.quota.payments import PaymentStatus, SandboxProvider
-from services.quota.schema import ledger_entries, payments
+from services.quota.schema import entries, payments, refunds
 from tests.conftest import FakeClock
 
 from .conftest import ORDER_TTL_S, UNIT_PRICE_IDR, WEBHOOK_SECRET, sha
@@ -54,7 +54,7 @@ def test_purchase_credits_once_and_a_redelivered_webhook_is_a_replay(
     assert replayed and again == paid
     assert ledger.get_balance("acct-a").available == 3
     assert count(engine, payments) == 1
-    assert count(engine, ledger_entries) == 1
+    assert count(engine, entries) == 2
 
 
 @pytest.mark.parametrize("forgery", ["tampered body", "wrong secret", "stale", "garbage header"])
@@ -110,15 +110,30 @@ def test_a_failed_payment_leaves_the_order_open(ledger: Ledger, provider: Sandbo
     assert paid.status is OrderStatus.PAID
 
 
-def test_a_second_payment_event_for_a_paid_order_is_a_conflict(
+def assert_payment_returned(engine: Engine, provider: SandboxProvider, order: Order, returns: int) -> None:
+    """The order's payments that bought nothing went back to the payer, each once, automatically."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(refunds).where(refunds.c.order_id == order.order_id)).all()
+    assert len(rows) == returns
+    for row in rows:
+        assert (row.quantity, row.amount_idr, row.status) == (0, order.amount_idr, RefundStatus.COMPLETED)
+        assert provider.refunds[row.refund_id] == (order.payment_reference, order.amount_idr)
+
+
+def test_a_second_payment_for_a_paid_order_is_returned_not_credited(
     ledger: Ledger, provider: SandboxProvider, engine: Engine
 ) -> None:
     order, _ = ledger.create_order("acct-a", 2, "order-1", Channel.RETAIL)
     ledger.confirm_payment("sandbox", *provider.pay(order, event_id="evt_first"))
-    with pytest.raises(Conflict):
-        ledger.confirm_payment("sandbox", *provider.pay(order, event_id="evt_second"))
+    second = provider.pay(order, event_id="evt_second")
+    after, replayed = ledger.confirm_payment("sandbox", *second)
+    assert after.status is OrderStatus.PAID and not replayed
     assert ledger.get_balance("acct-a").available == 2
-    assert count(engine, payments) == 1
+    assert count(engine, payments) == 2
+    assert_payment_returned(engine, provider, order, 1)
+    # Its redelivery is a replay: no second return.
+    assert ledger.confirm_payment("sandbox", *second)[1]
+    assert_payment_returned(engine, provider, order, 1)
 
 
 def test_order_idempotency_replays_and_conflicts(ledger: Ledger) -> None:
@@ -146,17 +161,17 @@ def test_largest_order_is_accepted(ledger: Ledger) -> None:
     assert order.amount_idr == 100_000 * UNIT_PRICE_IDR
 
 
-def test_cancel_only_unpaid_orders_and_a_cancelled_order_takes_no_payment(
+def test_cancel_only_unpaid_orders_and_a_late_payment_goes_back(
     ledger: Ledger, provider: SandboxProvider, buy: Buy, engine: Engine
 ) -> None:
     order, _ = ledger.create_order("acct-a", 2, "order-1", Channel.RETAIL)
     cancelled = ledger.cancel_order(order.order_id, "acct-a")
     assert cancelled.status is OrderStatus.CANCELLED
     assert ledger.cancel_order(order.order_id, "acct-a") == cancelled
-    with pytest.raises(PreconditionFailed, match="cancelled"):
-        ledger.confirm_payment("sandbox", *provider.pay(order))
-    assert count(engine, payments) == 0
+    after, _ = ledger.confirm_payment("sandbox", *provider.pay(order))
+    assert after.status is OrderStatus.CANCELLED
     assert ledger.get_balance("acct-a").purchased == 0
+    assert_payment_returned(engine, provider, order, 1)
 
     paid = buy("acct-a", 1)
     with pytest.raises(PreconditionFailed, match="paid"):
@@ -165,7 +180,7 @@ def test_cancel_only_unpaid_orders_and_a_cancelled_order_takes_no_payment(
         ledger.cancel_order(paid.order_id, "acct-b")
 
 
-def test_an_order_past_its_deadline_is_expired_and_takes_no_payment(
+def test_an_order_past_its_deadline_is_expired_and_its_payment_goes_back(
     ledger: Ledger, provider: SandboxProvider, clock: FakeClock, engine: Engine
 ) -> None:
     order, _ = ledger.create_order("acct-a", 2, "order-1", Channel.RETAIL)
@@ -173,14 +188,15 @@ def test_an_order_past_its_deadline_is_expired_and_takes_no_payment(
     assert ledger.get_order(order.order_id).status is OrderStatus.AWAITING_PAYMENT
     clock.advance(1)
     assert ledger.get_order(order.order_id).status is OrderStatus.EXPIRED
-    with pytest.raises(PreconditionFailed, match="expired"):
-        ledger.confirm_payment("sandbox", *provider.pay(order))
     with pytest.raises(PreconditionFailed):
         ledger.cancel_order(order.order_id)
     assert ledger.expire_orders() == 1
     assert ledger.expire_orders() == 0
     assert ledger.get_order(order.order_id).status is OrderStatus.EXPIRED
-    assert count(engine, payments) == 0
+    after, _ = ledger.confirm_payment("sandbox", *provider.pay(order))
+    assert after.status is OrderStatus.EXPIRED
+    assert ledger.get_balance("acct-a").purchased == 0
+    assert_payment_returned(engine, provider, order, 1)
 
 
 def test_orders_are_private_and_listed_newest_first(ledger: Ledger) -> None:

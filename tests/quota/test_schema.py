@@ -15,7 +15,7 @@ from services.quota.db import create_ledger_engine
 from services.quota.ledger import Ledger
 from services.quota.models import Channel, DocumentMetadata, Order
 from services.quota.payments import SandboxProvider
-from services.quota.schema import accounts, holds, ledger_entries, orders
+from services.quota.schema import accounts, audit_log, entries, holds, orders, serials
 
 from .conftest import assert_ledger_consistent, sha
 
@@ -29,14 +29,26 @@ def test_balances_cannot_go_negative(ledger: Ledger, buy: Buy, engine: Engine) -
     assert ledger.get_balance("acct-a").available == 1
 
 
-def test_journal_entries_are_immutable(ledger: Ledger, buy: Buy, engine: Engine) -> None:
+@pytest.mark.parametrize("table", [entries, audit_log], ids=["journal", "audit log"])
+def test_journal_and_audit_log_are_immutable(ledger: Ledger, buy: Buy, engine: Engine, table: object) -> None:
     buy("acct-a", 1)
-    with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
-        conn.execute(update(ledger_entries).values(quantity=100))
-    with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
-        conn.execute(delete(ledger_entries))
     with engine.connect() as conn:
-        assert conn.execute(select(ledger_entries.c.quantity)).scalars().all() == [1]
+        before = conn.execute(select(table)).all()  # type: ignore[call-overload]
+    first = next(iter(table.primary_key.columns))  # type: ignore[attr-defined]
+    with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
+        conn.execute(update(table).values({first.name: first + 1000}))  # type: ignore[arg-type]
+    with pytest.raises(DBAPIError, match="immutable"), engine.begin() as conn:
+        conn.execute(delete(table))  # type: ignore[arg-type]
+    with engine.connect() as conn:
+        assert conn.execute(select(table)).all() == before  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("table", [accounts, orders, holds, serials], ids=lambda t: t.name)
+def test_records_are_never_deleted(ledger: Ledger, buy: Buy, engine: Engine, table: object) -> None:
+    buy("acct-a", 1)
+    ledger.reserve("acct-a", "stamp-1", sha("doc"), DocumentMetadata(), Channel.RETAIL)
+    with pytest.raises(DBAPIError, match="never deleted"), engine.begin() as conn:
+        conn.execute(delete(table))  # type: ignore[arg-type]
 
 
 def test_a_hold_cannot_be_committed_without_a_stamped_hash(ledger: Ledger, buy: Buy, engine: Engine) -> None:
@@ -56,27 +68,51 @@ def test_order_amount_must_be_quantity_times_price(ledger: Ledger, engine: Engin
         conn.execute(update(orders).where(orders.c.order_id == order.order_id).values(amount_idr=1))
 
 
+def _entry(**values: object) -> dict[str, object]:
+    return {
+        "unit": "stamp",
+        "from_account_id": None,
+        "from_book": "stock",
+        "to_account_id": "acct-a",
+        "to_book": "available",
+        "amount": 1,
+        "kind": "purchase",
+        "channel": "retail",
+        "reference": "ord_x",
+        "created_at": datetime.now(UTC),
+        **values,
+    }
+
+
 def test_foreign_keys_are_enforced(engine: Engine) -> None:
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        conn.execute(
-            insert(ledger_entries).values(
-                account_id="nobody",
-                from_state="external",
-                to_state="available",
-                quantity=1,
-                kind="purchase",
-                channel="retail",
-                reference="ord_x",
-                created_at=datetime.now(UTC),
-            )
-        )
+        conn.execute(insert(entries).values(_entry(to_account_id="nobody")))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"to_book": "payments"},  # a stamp entry into a rupiah book
+        {"unit": "idr"},  # rupiah between stamp books
+        {"from_account_id": "acct-a", "from_book": "stock"},  # the system's stock owned by an account
+        {"to_account_id": None},  # an account book with no account
+        {"from_account_id": "acct-a", "from_book": "available"},  # from a book to itself
+        {"amount": 0},
+    ],
+)
+def test_an_entry_is_two_books_of_one_unit(
+    ledger: Ledger, buy: Buy, engine: Engine, bad: dict[str, object]
+) -> None:
+    buy("acct-a", 1)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(entries).values(_entry(**bad)))
 
 
 def test_times_come_back_aware_and_in_utc(ledger: Ledger, engine: Engine) -> None:
     jakarta = timezone(timedelta(hours=7))
     moment = datetime(2025, 3, 1, 16, 0, 0, 123456, tzinfo=jakarta)
     with engine.begin() as conn:
-        conn.execute(insert(accounts).values(account_id="acct-tz", created_at=moment))
+        conn.execute(insert(accounts).values(account_id="acct-tz", kind="retail", created_at=moment))
     with engine.connect() as conn:
         stored = conn.execute(
             select(accounts.c.created_at).where(accounts.c.account_id == "acct-tz")
@@ -113,6 +149,7 @@ def test_ledger_from_settings_runs_on_the_laptop_defaults(tmp_path: Path) -> Non
         provider = ledger.payment_provider
         assert isinstance(provider, SandboxProvider)
         assert ledger.confirm_payment("sandbox", *provider.pay(order))[0].paid_at is not None
+        ledger.close()
         assert_ledger_consistent(engine)
     finally:
         engine.dispose()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from services.quota.models import PAID_STATUSES, Book, Channel, HoldStatus, SerialStatus, Unit
+from services.quota.models import PAID_STATUSES, Book, HoldStatus, SerialStatus, Unit
 from services.quota.schema import (
     GENESIS_HASH,
     accounts,
@@ -193,17 +193,34 @@ def _check_accounts(conn: Connection) -> list[str]:
     reserved = _count_by(conn, holds.c.funding_account_id, holds.c.status == HoldStatus.RESERVED)
     committed = _count_by(conn, holds.c.funding_account_id, holds.c.status == HoldStatus.COMMITTED)
     settled = _sum_by(conn, settlements.c.account_id, settlements.c.amount_idr)
+    # Independent of the journal: a committed hold on credit is billed its price, once.
     billed = _sum_by(
-        conn, entries.c.from_account_id, entries.c.amount, entries.c.from_book == Book.RECEIVABLE
+        conn,
+        holds.c.funding_account_id,
+        holds.c.credit_price_idr,
+        holds.c.status == HoldStatus.COMMITTED,
+        holds.c.credit_price_idr > 0,
+    )
+    credit_held = _sum_by(
+        conn,
+        holds.c.funding_account_id,
+        holds.c.credit_price_idr,
+        holds.c.status == HoldStatus.RESERVED,
+        holds.c.credit_price_idr > 0,
+    )
+    on_credit = _count_by(
+        conn,
+        holds.c.funding_account_id,
+        holds.c.status.in_((HoldStatus.RESERVED, HoldStatus.COMMITTED)),
+        holds.c.credit_price_idr > 0,
     )
     purchased_total = 0
     for row in conn.execute(select(accounts)):
         account = row.account_id
         where = f"account {account}"
         purchased = bought[account] + received[account] - sent[account]
-        if row.kind == Channel.COLLECTOR:
-            # A collector's stamps in progress and made were drawn from stock on credit.
-            purchased += reserved[account] + committed[account]
+        # A collector's stamps on credit, in progress or made, were drawn from stock.
+        purchased += on_credit[account]
         books = row.available + row.held + row.consumed + row.refunded
         purchased_total += books
         if purchased != books:
@@ -220,6 +237,11 @@ def _check_accounts(conn: Connection) -> list[str]:
             )
         if row.refunded != refunded[account]:
             problems.append(f"{where}: refunded is {row.refunded} but its refunds total {refunded[account]}")
+        if row.credit_held_idr != credit_held[account]:
+            problems.append(
+                f"{where}: {row.credit_held_idr} IDR of credit in use, but its stamps in progress "
+                f"on credit cost {credit_held[account]}"
+            )
         if row.owed_idr != billed[account] - settled[account]:
             problems.append(
                 f"{where}: owes {row.owed_idr} IDR but was billed {billed[account]} "

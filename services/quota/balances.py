@@ -41,6 +41,7 @@ def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Chann
         "consumed": 0,
         "refunded": 0,
         "owed_idr": 0,
+        "credit_held_idr": 0,
         "created_at": now,
     }
     dialect = conn.dialect.name

@@ -209,9 +209,10 @@ def _take_unit(
             update(accounts)
             .where(
                 accounts.c.account_id == account_id,
-                (accounts.c.held + 1) * unit_price_idr + accounts.c.owed_idr <= accounts.c.credit_limit_idr,
+                accounts.c.credit_held_idr + accounts.c.owed_idr + unit_price_idr
+                <= accounts.c.credit_limit_idr,
             )
-            .values(held=accounts.c.held + 1)
+            .values(held=accounts.c.held + 1, credit_held_idr=accounts.c.credit_held_idr + unit_price_idr)
         )
         if on_credit.rowcount != 1:
             raise InsufficientQuota("the collector's credit limit is reached: settle the statement first")
@@ -265,6 +266,7 @@ def commit(journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime)
         now=now,
     )
     if row.credit_price_idr:
+        _free_credit(journal.conn, funding, row.credit_price_idr)
         move(
             journal,
             Side(funding, Book.RECEIVABLE),
@@ -302,6 +304,8 @@ def _give_back(journal: Journal, row: Any, reason: ReleaseReason, now: datetime)
     funding = row.funding_account_id
     # A unit drawn on credit goes back to stock: the collector is never billed for it.
     target = system(Book.STOCK) if row.credit_price_idr else Side(funding, Book.AVAILABLE)
+    if row.credit_price_idr:
+        _free_credit(journal.conn, funding, row.credit_price_idr)
     move(
         journal,
         Side(funding, Book.HELD),
@@ -316,6 +320,17 @@ def _give_back(journal: Journal, row: Any, reason: ReleaseReason, now: datetime)
     journal.audit(
         "hold.released", row.hold_id, row.account_id, {"serial": row.serial, "reason": str(reason)}, now
     )
+
+
+def _free_credit(conn: Connection, account_id: str, amount_idr: int) -> None:
+    """A stamp on credit is resolved: its price no longer counts as credit in use."""
+    result = conn.execute(
+        update(accounts)
+        .where(accounts.c.account_id == account_id, accounts.c.credit_held_idr >= amount_idr)
+        .values(credit_held_idr=accounts.c.credit_held_idr - amount_idr)
+    )
+    if result.rowcount != 1:
+        raise LedgerInconsistency(f"collector {account_id} has less than {amount_idr} IDR of credit in use")
 
 
 def _set_serial(conn: Connection, serial: str, status: SerialStatus, **values: Any) -> None:

@@ -88,12 +88,18 @@ accounts = Table(
     Column("consumed", BigInteger, nullable=False, default=0),
     Column("refunded", BigInteger, nullable=False, default=0),
     Column("owed_idr", BigInteger, nullable=False, default=0),
+    # The price of a collector's stamps in progress on credit: owed once they commit.
+    Column("credit_held_idr", BigInteger, nullable=False, default=0),
     Column("created_at", UtcDateTime, nullable=False),
-    *_non_negative("available", "held", "consumed", "refunded", "owed_idr", "credit_limit_idr"),
+    *_non_negative(
+        "available", "held", "consumed", "refunded", "owed_idr", "credit_limit_idr", "credit_held_idr"
+    ),
     CheckConstraint(_one_of("kind", Channel), name="kind_known"),
     CheckConstraint("pool_account_id IS NULL OR pool_account_id <> account_id", name="pool_not_self"),
     CheckConstraint("credit_limit_idr = 0 OR kind = 'collector'", name="credit_only_for_collectors"),
-    CheckConstraint("owed_idr = 0 OR kind = 'collector'", name="owing_only_for_collectors"),
+    CheckConstraint(
+        "owed_idr = 0 AND credit_held_idr = 0 OR kind = 'collector'", name="owing_only_for_collectors"
+    ),
 )
 
 # The books that belong to nobody: where units come from and where the money goes.

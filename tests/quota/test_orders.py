@@ -10,7 +10,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Unauthenticated
+from services.common.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+    Unavailable,
+)
 from services.common.webhooks import sign_webhook
 from services.quota.errors import InsufficientQuota
 from services.quota.ledger import Ledger
@@ -19,7 +26,7 @@ from services.quota.payments import PaymentStatus, SandboxProvider
 from services.quota.schema import entries, payments, refunds
 from tests.conftest import FakeClock
 
-from .conftest import ORDER_TTL_S, UNIT_PRICE_IDR, WEBHOOK_SECRET, sha
+from .conftest import ORDER_TTL_S, UNIT_PRICE_IDR, WEBHOOK_SECRET, assert_ledger_consistent, sha
 
 Buy = Callable[[str, int], Order]
 
@@ -308,3 +315,36 @@ def test_unused_accounts_have_an_empty_balance(ledger: Ledger) -> None:
     assert (balance.available, balance.held, balance.consumed, balance.refunded, balance.purchased) == (
         0,
     ) * 5
+
+
+class FlakyProvider(SandboxProvider):
+    """The sandbox provider with its refund endpoint down until told otherwise."""
+
+    down = True
+
+    def refund_payment(self, payment_reference: str, refund_id: str, amount_idr: int) -> str:
+        if self.down:
+            raise Unavailable("payment provider timed out")
+        return super().refund_payment(payment_reference, refund_id, amount_idr)
+
+
+def test_a_refund_waits_for_the_provider_and_is_sent_once(engine: Engine, clock: FakeClock) -> None:
+    provider = FlakyProvider(WEBHOOK_SECRET, clock=clock)
+    ledger = Ledger(engine, clock, payment_provider=provider, unit_price_idr=UNIT_PRICE_IDR)
+    try:
+        order, _ = ledger.create_order("acct-a", 3, "order-1", Channel.RETAIL)
+        ledger.confirm_payment("sandbox", *provider.pay(order))
+        refund, after = ledger.refund_order(order.order_id, "acct-a", 2, "not needed", "refund-1")
+        # The units are refunded at once; the money waits for the provider.
+        assert refund.status is RefundStatus.PENDING and refund.provider_reference == ""
+        assert after.refunded_quantity == 2 and ledger.get_balance("acct-a").refunded == 2
+        assert ledger.send_pending_refunds() == 0
+        provider.down = False
+        assert ledger.send_pending_refunds() == 1
+        assert ledger.send_pending_refunds() == 0
+        assert provider.refunds == {refund.refund_id: (order.payment_reference, 2 * UNIT_PRICE_IDR)}
+        again, _ = ledger.refund_order(order.order_id, "acct-a", 2, "not needed", "refund-1")
+        assert again.status is RefundStatus.COMPLETED and again.provider_reference.endswith(refund.refund_id)
+    finally:
+        ledger.close()
+    assert_ledger_consistent(engine)

@@ -143,6 +143,10 @@ async def test_every_rpc_round_trips(stub: quota_service_pb2_grpc.QuotaServiceSt
     )
     assert refunded.refund.quantity == 2
     assert refunded.order.status == ledger_pb2.ORDER_STATUS_PARTIALLY_REFUNDED
+    # The sandbox provider confirms at once, so the money is already back.
+    assert refunded.refund.status == ledger_pb2.REFUND_STATUS_COMPLETED
+    assert refunded.refund.provider_reference and refunded.refund.completed_at.seconds > 0
+    assert hold.funding_account_id == "acct-a"
 
     balance = (await stub.GetBalance(pb.GetBalanceRequest(account_id="acct-a"))).balance
     assert (balance.available, balance.held, balance.consumed, balance.refunded, balance.purchased) == (
@@ -209,3 +213,58 @@ async def test_a_reused_order_key_is_already_exists(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CreateOrder(request)
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_channels_and_collector_statements_round_trip(
+    stub: quota_service_pb2_grpc.QuotaServiceStub,
+) -> None:
+    configured = await stub.ConfigureQuotaAccount(
+        pb.ConfigureQuotaAccountRequest(
+            account_id="corp", kind=common_pb2.CHANNEL_COLLECTOR, credit_limit_idr=30_000
+        )
+    )
+    assert configured.account.kind == common_pb2.CHANNEL_COLLECTOR
+    assert configured.account.credit_limit_idr == 30_000 and not configured.account.pool_account_id
+    got = await stub.GetQuotaAccount(pb.GetQuotaAccountRequest(account_id="corp"))
+    assert got.account == configured.account
+
+    reserved = await stub.Reserve(
+        pb.ReserveRequest(
+            account_id="corp",
+            idempotency_key="stamp-1",
+            document_sha256=sha("doc"),
+            channel=common_pb2.CHANNEL_COLLECTOR,
+        )
+    )
+    await stub.Commit(pb.CommitRequest(hold_id=reserved.hold.hold_id, stamped_sha256=sha("stamped")))
+    period = reserved.hold.created_at.ToDatetime().strftime("%Y-%m")
+    statement = (await stub.GetStatement(pb.GetStatementRequest(account_id="corp", period=period))).statement
+    assert (statement.stamps, statement.amount_idr, statement.outstanding_idr) == (1, 10_000, 10_000)
+    settled = await stub.SettleStatement(
+        pb.SettleStatementRequest(
+            account_id="corp", amount_idr=10_000, reference="BCA-1", idempotency_key="s1"
+        )
+    )
+    assert settled.settlement.amount_idr == 10_000 and settled.settlement.settlement_id
+    balance = (await stub.GetBalance(pb.GetBalanceRequest(account_id="corp"))).balance
+    assert (balance.consumed, balance.owed_idr, balance.purchased) == (1, 0, 1)
+
+    child = await stub.ConfigureQuotaAccount(
+        pb.ConfigureQuotaAccountRequest(
+            account_id="child", kind=common_pb2.CHANNEL_ENTERPRISE, pool_account_id="corp"
+        )
+    )
+    assert child.account.pool_account_id == "corp"
+    for request, code in [
+        (pb.ConfigureQuotaAccountRequest(account_id="x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.GetQuotaAccountRequest(account_id="nobody"), grpc.StatusCode.NOT_FOUND),
+        (pb.GetStatementRequest(account_id="corp", period="May"), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            pb.SettleStatementRequest(account_id="corp", amount_idr=1, reference="r", idempotency_key="s2"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
+    ]:
+        method = getattr(stub, type(request).__name__.removesuffix("Request"))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await method(request)
+        assert raised.value.code() == code, request

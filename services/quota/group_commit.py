@@ -6,6 +6,10 @@ every operation waiting in its queue and runs them together, one after another, 
 transaction: each still sees the effects of those before it, exactly as if they had run one by one,
 and all of them commit (or none do) at once.
 
+Operations of a kind that has a bulk handler (reserve and commit, the stamping path) are first
+offered to it together, so a batch of them costs a few set-based statements; what the handler
+declines runs one by one after it, in the same transaction.
+
 When one operation of a batch raises a domain error (not enough quota, a conflicting key), what the
 operations before it wrote is rolled back with it; the batch runs again without it, and the failed
 operation then runs alone, so its answer reflects the books as they are, never a half-written batch.
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Work = Callable[[Journal], Any]
+# Takes the requests of one kind in a batch; returns a result per request, None for those it leaves
+# to the one-by-one work. It raises only for what fails the whole batch (a database error).
+BulkHandler = Callable[[Journal, list[Any]], list[Any]]
 
 # Enough to amortise a commit well; small enough that one batch holds its locks only briefly.
 DEFAULT_MAX_BATCH = 128
@@ -42,16 +49,20 @@ _RESTARTS = 4
 _SINGLE_ATTEMPTS = 3
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     work: Work
+    # (kind, request) for a bulk handler, or None.
+    bulk: tuple[str, Any] | None = None
     future: Future[Any] = field(default_factory=Future)
 
 
 class _Failed(Exception):
-    def __init__(self, index: int, error: DomainError) -> None:
-        self.index = index
+    def __init__(self, job: _Job, error: DomainError, alone: bool) -> None:
+        self.job = job
         self.error = error
+        # Nothing else had run in its transaction: its error stands as the answer.
+        self.alone = alone
 
 
 def _retryable(error: DBAPIError) -> bool:
@@ -68,9 +79,15 @@ def _retryable(error: DBAPIError) -> bool:
 
 class GroupCommitter:
     def __init__(
-        self, engine: Engine, *, max_batch: int = DEFAULT_MAX_BATCH, name: str = "ledger-writer"
+        self,
+        engine: Engine,
+        *,
+        bulk_handlers: dict[str, BulkHandler] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        name: str = "ledger-writer",
     ) -> None:
         self._engine = engine
+        self._bulk_handlers = bulk_handlers or {}
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
@@ -79,17 +96,23 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[Journal], T]) -> Future[T]:
-        """Queue work to run in the next batch; its Future holds the result or the exception."""
+    def submit(self, work: Callable[[Journal], T], bulk: tuple[str, Any] | None = None) -> Future[T]:
+        """Queue work to run in the next batch; its Future holds the result or the exception.
+
+        With bulk=(kind, request), the kind's bulk handler is offered the request first; work is
+        what runs if the handler leaves it, and must do the same.
+        """
         if self._closed:
             raise RuntimeError("the ledger is closed")
-        job = _Job(work)
+        if bulk is not None and bulk[0] not in self._bulk_handlers:
+            raise ValueError(f"no bulk handler for {bulk[0]!r}")
+        job = _Job(work, bulk)
         self._queue.put(job)
         return job.future
 
-    def run(self, work: Callable[[Journal], T]) -> T:
+    def run(self, work: Callable[[Journal], T], bulk: tuple[str, Any] | None = None) -> T:
         """Run work in the next batch and wait for its result (or exception)."""
-        return self.submit(work).result()
+        return self.submit(work, bulk).result()
 
     def close(self) -> None:
         """Finish what was queued, then stop the writer."""
@@ -134,39 +157,51 @@ class GroupCommitter:
             try:
                 results = self._transaction(pending)
             except _Failed as failed:
-                if failed.index == 0:
+                if failed.alone:
                     # It ran first, against committed books only: its error is the answer.
-                    pending[0].future.set_exception(failed.error)
+                    failed.job.future.set_exception(failed.error)
                 else:
-                    alone.append(pending[failed.index])
-                pending = pending[: failed.index] + pending[failed.index + 1 :]
+                    alone.append(failed.job)
+                pending = [job for job in pending if job is not failed.job]
                 continue
             except Exception:
                 # Run each alone: the one at fault gets its error, the others their results.
                 break
-            for job, result in zip(pending, results, strict=True):
-                job.future.set_result(result)
+            for job in pending:
+                job.future.set_result(results[job])
             pending = []
         for job in pending + alone:
             self._run_alone(job)
 
-    def _transaction(self, jobs: list[_Job]) -> list[Any]:
+    def _transaction(self, jobs: list[_Job]) -> dict[_Job, Any]:
+        """Run jobs in one transaction: bulk kinds first, then one by one; their results."""
+        results: dict[_Job, Any] = {}
         with self._engine.begin() as conn:
             journal = Journal(conn)
-            results = []
-            for index, job in enumerate(jobs):
+            kinds: dict[str, list[_Job]] = {}
+            for job in jobs:
+                if job.bulk is not None:
+                    kinds.setdefault(job.bulk[0], []).append(job)
+            for kind, group in kinds.items():
+                answers = self._bulk_handlers[kind](journal, [job.bulk[1] for job in group])  # type: ignore[index]
+                for job, answer in zip(group, answers, strict=True):
+                    if answer is not None:
+                        results[job] = answer
+            for job in jobs:
+                if job in results:
+                    continue
                 try:
-                    results.append(job.work(journal))
+                    results[job] = job.work(journal)
                 except DomainError as error:
                     # Leaving the block rolls back everything this batch wrote.
-                    raise _Failed(index, error) from None
+                    raise _Failed(job, error, alone=not results) from None
             journal.flush()
         return results
 
     def _run_alone(self, job: _Job) -> None:
         for attempt in range(1, _SINGLE_ATTEMPTS + 1):
             try:
-                [result] = self._transaction([job])
+                result = self._transaction([job])[job]
             except _Failed as failed:
                 job.future.set_exception(failed.error)
                 return

@@ -11,11 +11,14 @@ up to its limit, billed when the hold commits.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import BindParameter, Connection, LargeBinary, bindparam, insert, select, text, tuple_, update
 
+from services.common.db import UtcDateTime
 from services.common.errors import Conflict, NotFound
 from services.quota.balances import move
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota, LedgerInconsistency
@@ -72,84 +75,97 @@ def get(conn: Connection, hold_id: str, account_id: str = "") -> Hold:
     return hold_from_row(_row(conn, hold_id, account_id))
 
 
-def reserve(
-    journal: Journal,
-    *,
-    account_id: str,
-    key: str,
-    document_sha256: bytes,
-    metadata: DocumentMetadata,
-    channel: Channel,
-    now: datetime,
-    ttl: timedelta,
-    unit_price_idr: int,
-) -> tuple[Hold, bool]:
+@dataclass(frozen=True)
+class ReserveRequest:
+    account_id: str
+    key: str
+    document_sha256: bytes
+    metadata: DocumentMetadata
+    channel: Channel
+    now: datetime
+    ttl: timedelta
+    unit_price_idr: int
+
+
+def reserve(journal: Journal, request: ReserveRequest) -> tuple[Hold, bool]:
     """Hold one unit and issue its serial; (hold, replayed)."""
     conn = journal.conn
     earlier = conn.execute(
-        select(holds).where(holds.c.account_id == account_id, holds.c.idempotency_key == key)
+        select(holds).where(holds.c.account_id == request.account_id, holds.c.idempotency_key == request.key)
     ).one_or_none()
     if earlier is not None:
         # A retry must get the serial it was first given, or a second stamp would burn a second unit.
-        if bytes(earlier.document_sha256) != document_sha256:
+        if bytes(earlier.document_sha256) != request.document_sha256:
             raise Conflict("this idempotency key was used to reserve a stamp for a different document")
         return hold_from_row(earlier), True
 
     hold_id = new_id("hold")
     funding_account_id, credit_price_idr = _take_unit(
-        journal, account_id, hold_id, channel, now, unit_price_idr
+        journal, request.account_id, hold_id, request.channel, request.now, request.unit_price_idr
     )
-    serial = new_serial()
+    serial_row, hold_row = _new_hold(request, hold_id, funding_account_id, credit_price_idr)
     # A serial collision (about 2**-105 per pair) violates its primary key; the ledger retries it.
-    conn.execute(
-        insert(serials).values(
-            serial=serial,
-            account_id=account_id,
-            status=SerialStatus.RESERVED,
-            document_sha256=document_sha256,
-            stamped_sha256=None,
-            issued_at=now,
-            stamped_at=None,
-            voided_at=None,
-        )
-    )
-    values = {
+    conn.execute(insert(serials).values(serial_row))
+    conn.execute(insert(holds).values(hold_row))
+    _audit_reserved(journal, hold_row)
+    return hold_from_row(_Values(hold_row)), False
+
+
+def _new_hold(
+    request: ReserveRequest, hold_id: str, funding_account_id: str, credit_price_idr: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The rows of a new serial and its hold."""
+    serial = new_serial()
+    serial_row = {
+        "serial": serial,
+        "account_id": request.account_id,
+        "status": SerialStatus.RESERVED,
+        "document_sha256": request.document_sha256,
+        "stamped_sha256": None,
+        "issued_at": request.now,
+        "stamped_at": None,
+        "voided_at": None,
+    }
+    metadata = request.metadata
+    hold_row = {
         "hold_id": hold_id,
-        "account_id": account_id,
+        "account_id": request.account_id,
         "funding_account_id": funding_account_id,
-        "idempotency_key": key,
+        "idempotency_key": request.key,
         "serial": serial,
         "status": HoldStatus.RESERVED,
-        "document_sha256": document_sha256,
+        "document_sha256": request.document_sha256,
         "stamped_sha256": None,
         "doc_type": metadata.type,
         "doc_name": metadata.name,
         "doc_number": metadata.number,
         "doc_date": metadata.date,
         "doc_value_idr": metadata.value_idr,
-        "channel": channel,
+        "channel": request.channel,
         "credit_price_idr": credit_price_idr,
         "release_reason": None,
-        "created_at": now,
-        "expires_at": now + ttl,
+        "created_at": request.now,
+        "expires_at": request.now + request.ttl,
         "resolved_at": None,
     }
-    conn.execute(insert(holds).values(values))
+    return serial_row, hold_row
+
+
+def _audit_reserved(journal: Journal, hold: dict[str, Any]) -> None:
     journal.audit(
         "hold.reserved",
-        hold_id,
-        account_id,
+        hold["hold_id"],
+        hold["account_id"],
         {
-            "serial": serial,
-            "funding_account_id": funding_account_id,
-            "document_sha256": document_sha256.hex(),
-            "channel": str(channel),
-            "credit_price_idr": credit_price_idr,
-            "expires_at": values["expires_at"].isoformat(),
+            "serial": hold["serial"],
+            "funding_account_id": hold["funding_account_id"],
+            "document_sha256": hold["document_sha256"].hex(),
+            "channel": str(hold["channel"]),
+            "credit_price_idr": hold["credit_price_idr"],
+            "expires_at": hold["expires_at"].isoformat(),
         },
-        now,
+        hold["created_at"],
     )
-    return hold_from_row(_Values(values)), False
 
 
 class _Values:
@@ -278,14 +294,22 @@ def commit(journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime)
             now=now,
         )
     _set_serial(conn, row.serial, SerialStatus.STAMPED, stamped_sha256=stamped_sha256, stamped_at=now)
+    _audit_committed(journal, row, now)
+    return hold_from_row(row)
+
+
+def _audit_committed(journal: Journal, row: Any, now: datetime) -> None:
     journal.audit(
         "hold.committed",
-        hold_id,
+        row.hold_id,
         row.account_id,
-        {"serial": row.serial, "stamped_sha256": stamped_sha256.hex(), "billed_idr": row.credit_price_idr},
+        {
+            "serial": row.serial,
+            "stamped_sha256": bytes(row.stamped_sha256).hex(),
+            "billed_idr": row.credit_price_idr,
+        },
         now,
     )
-    return hold_from_row(row)
 
 
 def release(journal: Journal, hold_id: str, reason: ReleaseReason, now: datetime) -> Hold:
@@ -388,3 +412,157 @@ def lookup_serial(conn: Connection, serial: str) -> SerialRecord:
     return SerialRecord(
         serial=serial, status=SerialStatus(row.status), issued_at=row.issued_at, stamped_at=row.stamped_at
     )
+
+
+# Many at once -------------------------------------------------------------------------------
+#
+# The group committer hands every reserve and commit of a batch to these together: a handful of
+# set-based statements instead of several per call. They take only the common case (a first
+# reserve on an account's own units, a commit of a prepaid hold) and answer None for the rest,
+# which then run one by one through reserve() and commit() in the same transaction.
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    hold_id: str
+    stamped_sha256: bytes
+    now: datetime
+
+
+def _values_cte(
+    name: str, columns: list[str], rows: list[tuple[Any, ...]], types: dict[str, Any]
+) -> tuple[str, list[BindParameter[Any]]]:
+    """`WITH name(columns) AS (VALUES ...)` with one bound parameter per value."""
+    params: list[BindParameter[Any]] = []
+    tuples = []
+    for number, row in enumerate(rows):
+        names = []
+        for column, value in zip(columns, row, strict=True):
+            param = f"{column}_{number}"
+            params.append(bindparam(param, value, type_=types.get(column)))
+            names.append(f":{param}")
+        tuples.append(f"({', '.join(names)})")
+    return f"WITH {name}({', '.join(columns)}) AS (VALUES {', '.join(tuples)})", params
+
+
+def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple[Hold, bool] | None]:
+    conn = journal.conn
+    results: list[tuple[Hold, bool] | None] = [None] * len(requests)
+    # A key seen twice in one batch (a retry racing its original): the first goes here, the
+    # others run after it one by one and replay it.
+    firsts: dict[tuple[str, str], int] = {}
+    for index, request in enumerate(requests):
+        firsts.setdefault((request.account_id, request.key), index)
+    existing = {
+        (account_id, key)
+        for account_id, key in conn.execute(
+            select(holds.c.account_id, holds.c.idempotency_key).where(
+                tuple_(holds.c.account_id, holds.c.idempotency_key).in_(list(firsts))
+            )
+        )
+    }
+    fresh = [index for key, index in firsts.items() if key not in existing]
+    if not fresh:
+        return results
+    demand = Counter(requests[index].account_id for index in fresh)
+    cte, params = _values_cte("d", ["d_account", "d_units"], list(demand.items()), {})
+    # Each account's units for all of its reserves in one conditional UPDATE: an account short of
+    # them is left alone, and its reserves go the one-by-one way that takes what there is.
+    taken = set(
+        conn.execute(
+            text(
+                f"{cte} UPDATE accounts SET available = available - d_units, held = held + d_units "
+                "FROM d WHERE account_id = d_account AND pool_account_id IS NULL AND available >= d_units "
+                "RETURNING account_id"
+            ).bindparams(*params)
+        ).scalars()
+    )
+    serial_rows, hold_rows = [], []
+    for index in fresh:
+        request = requests[index]
+        if request.account_id not in taken:
+            continue
+        hold_id = new_id("hold")
+        journal.entry(
+            Side(request.account_id, Book.AVAILABLE),
+            Side(request.account_id, Book.HELD),
+            1,
+            kind=EntryKind.RESERVE,
+            channel=request.channel,
+            reference=hold_id,
+            now=request.now,
+        )
+        serial_row, hold_row = _new_hold(request, hold_id, request.account_id, 0)
+        serial_rows.append(serial_row)
+        hold_rows.append(hold_row)
+        _audit_reserved(journal, hold_row)
+        results[index] = (hold_from_row(_Values(hold_row)), False)
+    if hold_rows:
+        conn.execute(insert(serials), serial_rows)
+        conn.execute(insert(holds), hold_rows)
+    return results
+
+
+def commit_many(journal: Journal, requests: list[CommitRequest]) -> list[Hold | None]:
+    conn = journal.conn
+    results: list[Hold | None] = [None] * len(requests)
+    firsts: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        firsts.setdefault(request.hold_id, index)
+    types = {"d_stamped": LargeBinary(), "d_now": UtcDateTime()}
+    cte, params = _values_cte(
+        "d",
+        ["d_hold", "d_stamped", "d_now"],
+        [(hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items()],
+        types,
+    )
+    # Only reserved, prepaid holds; the rest (replays, released holds, holds on credit) go one by one.
+    committed = conn.execute(
+        text(
+            f"{cte} UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now "
+            "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 "
+            f"RETURNING {', '.join(column.name for column in holds.c)}"
+        )
+        .bindparams(*params)
+        .columns(*holds.c)
+    ).all()
+    if not committed:
+        return results
+    consumed = Counter(row.funding_account_id for row in committed)
+    cte, params = _values_cte("d", ["d_account", "d_units"], list(consumed.items()), {})
+    moved = conn.execute(
+        text(
+            f"{cte} UPDATE accounts SET held = held - d_units, consumed = consumed + d_units "
+            "FROM d WHERE account_id = d_account AND held >= d_units RETURNING account_id"
+        ).bindparams(*params)
+    ).all()
+    # Counted from RETURNING: the sqlite3 module reports no rowcount for a statement opening WITH.
+    if len(moved) != len(consumed):
+        raise LedgerInconsistency("committed holds whose accounts do not hold their units")
+    cte, params = _values_cte(
+        "d",
+        ["d_serial", "d_stamped", "d_now"],
+        [(row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed],
+        types,
+    )
+    stamped = conn.execute(
+        text(
+            f"{cte} UPDATE serials SET status = 'stamped', stamped_sha256 = d_stamped, stamped_at = d_now "
+            "FROM d WHERE serial = d_serial AND status = 'reserved' RETURNING serial"
+        ).bindparams(*params)
+    ).all()
+    if len(stamped) != len(committed):
+        raise LedgerInconsistency("committed holds whose serials were not reserved")
+    for row in committed:
+        journal.entry(
+            Side(row.funding_account_id, Book.HELD),
+            Side(row.funding_account_id, Book.CONSUMED),
+            1,
+            kind=EntryKind.COMMIT,
+            channel=Channel(row.channel),
+            reference=row.hold_id,
+            now=row.resolved_at,
+        )
+        _audit_committed(journal, row, row.resolved_at)
+        results[firsts[row.hold_id]] = hold_from_row(row)
+    return results

@@ -13,6 +13,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -84,7 +85,9 @@ class Ledger:
         self._unit_price_idr = unit_price_idr
         self._hold_ttl = timedelta(seconds=hold_ttl_s)
         self._order_ttl = timedelta(seconds=order_ttl_s)
-        self._committer = GroupCommitter(engine)
+        self._committer = GroupCommitter(
+            engine, bulk_handlers={"reserve": holds.reserve_many, "commit": holds.commit_many}
+        )
 
     def close(self) -> None:
         """Finish the writes already queued and stop taking more."""
@@ -115,8 +118,8 @@ class Ledger:
 
     # Transactions ---------------------------------------------------------------------------
 
-    def _write(self, work: Callable[[Journal], T]) -> T:
-        return self._committer.run(work)
+    def _write(self, work: Callable[[Journal], T], bulk: tuple[str, object] | None = None) -> T:
+        return self._committer.run(work, bulk)
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -180,17 +183,21 @@ class Ledger:
     def confirm_payment(self, provider: str, payload: bytes, signature: str) -> tuple[Order, bool]:
         """Apply a provider's webhook: verify it, record the payment, mark the order paid and credit
         its units, all or nothing; (order, replayed). A repeated event changes nothing."""
+        order, replayed, refund_id = self.confirm_payment_later(provider, payload, signature).result()
+        if refund_id is not None:
+            self.return_money(refund_id)
+        return order, replayed
+
+    def confirm_payment_later(
+        self, provider: str, payload: bytes, signature: str
+    ) -> Future[tuple[Order, bool, str | None]]:
+        """confirm_payment without waiting: the Future's third item names the automatic refund of a
+        payment that bought nothing, which the caller must then pass to return_money."""
         if provider != self._provider.name:
             raise InvalidInput(f"unknown payment provider {provider!r}")
         event = self._provider.parse_webhook(payload, signature)
         now = self._clock()
-        order, replayed, refund_id = self._write(
-            lambda journal: orders.record_payment(journal, provider, event, now)
-        )
-        if refund_id is not None:
-            # The payment bought nothing: its money goes straight back, with no ticket to file.
-            self._return_money(refund_id)
-        return order, replayed
+        return self._committer.submit(lambda journal: orders.record_payment(journal, provider, event, now))
 
     def get_order(self, order_id: str, account_id: str = "") -> Order:
         """The order; when account_id is given, another account's order is NotFound."""
@@ -237,9 +244,9 @@ class Ledger:
                 now=now,
             )
         )
-        return self._return_money(refund.refund_id) or refund, order
+        return self.return_money(refund.refund_id) or refund, order
 
-    def _return_money(self, refund_id: str) -> Refund | None:
+    def return_money(self, refund_id: str) -> Refund | None:
         """Ask the provider to pay a pending refund back and mark it completed; None when it is not
         pending (any more) or the provider failed, in which case a later sweep tries again."""
         with self._reading() as conn:
@@ -264,7 +271,7 @@ class Ledger:
         """Pay back every refund still pending (a sweeper); returns how many completed now."""
         with self._reading() as conn:
             refund_ids = orders.pending_refund_ids(conn, _SWEEP_BATCH)
-        return sum(1 for refund_id in refund_ids if self._return_money(refund_id) is not None)
+        return sum(1 for refund_id in refund_ids if self.return_money(refund_id) is not None)
 
     def expire_orders(self, now: datetime | None = None) -> int:
         """Mark unpaid orders past their deadline expired (reads already treat them so); a sweeper."""
@@ -317,39 +324,59 @@ class Ledger:
         The same key with the same document returns the same hold and serial; with another
         document it is a Conflict. No available unit raises InsufficientQuota.
         """
+        return self.reserve_later(account_id, idempotency_key, document_sha256, metadata, channel).result()
+
+    def reserve_later(
+        self,
+        account_id: str,
+        idempotency_key: str,
+        document_sha256: bytes,
+        metadata: DocumentMetadata,
+        channel: Channel,
+    ) -> Future[tuple[Hold, bool]]:
+        """reserve without waiting for the result."""
         _require("account_id", account_id, ACCOUNT_ID_LENGTH)
         _require("idempotency_key", idempotency_key, KEY_LENGTH)
         _require_sha256("document_sha256", document_sha256)
         _check_metadata(metadata)
         now = self._clock()
-        return self._write(
-            lambda journal: holds.reserve(
-                journal,
-                account_id=account_id,
-                key=idempotency_key,
-                document_sha256=document_sha256,
-                metadata=metadata,
-                channel=channel,
-                now=now,
-                ttl=self._hold_ttl,
-                unit_price_idr=self._unit_price_idr,
-            )
+        request = holds.ReserveRequest(
+            account_id=account_id,
+            key=idempotency_key,
+            document_sha256=document_sha256,
+            metadata=metadata,
+            channel=channel,
+            now=now,
+            ttl=self._hold_ttl,
+            unit_price_idr=self._unit_price_idr,
         )
+        return self._committer.submit(lambda journal: holds.reserve(journal, request), ("reserve", request))
 
     def commit(self, hold_id: str, stamped_sha256: bytes) -> Hold:
         """Consume the held unit and bind its serial to the stamped document. Repeating it with the
         same hash returns the hold; a released hold or another hash raises HoldAlreadyResolved."""
+        return self.commit_later(hold_id, stamped_sha256).result()
+
+    def commit_later(self, hold_id: str, stamped_sha256: bytes) -> Future[Hold]:
+        """commit without waiting for the result."""
         _require("hold_id", hold_id, ID_LENGTH)
         _require_sha256("stamped_sha256", stamped_sha256)
         now = self._clock()
-        return self._write(lambda journal: holds.commit(journal, hold_id, stamped_sha256, now))
+        return self._committer.submit(
+            lambda journal: holds.commit(journal, hold_id, stamped_sha256, now),
+            ("commit", holds.CommitRequest(hold_id, stamped_sha256, now)),
+        )
 
     def release(self, hold_id: str, reason: ReleaseReason) -> Hold:
         """Make the held unit available again and void its serial. Repeating it returns the hold;
         a committed hold raises HoldAlreadyResolved."""
+        return self.release_later(hold_id, reason).result()
+
+    def release_later(self, hold_id: str, reason: ReleaseReason) -> Future[Hold]:
+        """release without waiting for the result."""
         _require("hold_id", hold_id, ID_LENGTH)
         now = self._clock()
-        return self._write(lambda journal: holds.release(journal, hold_id, reason, now))
+        return self._committer.submit(lambda journal: holds.release(journal, hold_id, reason, now))
 
     def release_expired_holds(self, now: datetime | None = None) -> int:
         """Release every reserved hold past its deadline; returns how many this call released."""

@@ -1,7 +1,9 @@
 """QuotaService over gRPC: translates messages to ledger calls and back, nothing more.
 
-The ledger blocks on its database, so every call runs in a worker thread and the event loop keeps
-serving other calls meanwhile. Domain errors are raised as they are; the error interceptor maps
+The ledger blocks on its database, so reads run in a worker thread and the event loop keeps serving
+other calls meanwhile. The stamping path and payments go straight to the ledger's group committer
+and are awaited as futures: no thread per call, and as many of them share a transaction as arrive
+together. Domain errors are raised as they are; the error interceptor maps
 them with QUOTA_STATUS_CODES.
 """
 
@@ -245,9 +247,12 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     async def ConfirmPayment(
         self, request: quota_service_pb2.ConfirmPaymentRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ConfirmPaymentResponse:
-        order, replayed = await asyncio.to_thread(
-            self._ledger.confirm_payment, request.provider, request.payload, request.signature
+        order, replayed, refund_id = await asyncio.wrap_future(
+            self._ledger.confirm_payment_later(request.provider, request.payload, request.signature)
         )
+        if refund_id is not None:
+            # The payment bought nothing: its money goes back now (or with the next sweep).
+            await asyncio.to_thread(self._ledger.return_money, refund_id)
         return quota_service_pb2.ConfirmPaymentResponse(order=order_to_proto(order), replayed=replayed)
 
     async def RefundOrder(
@@ -290,27 +295,24 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     ) -> quota_service_pb2.ReserveResponse:
         channel = enum_from_proto(Channel, request.channel, "channel")
         metadata = metadata_from_proto(request.metadata)
-        hold, replayed = await asyncio.to_thread(
-            self._ledger.reserve,
-            request.account_id,
-            request.idempotency_key,
-            request.document_sha256,
-            metadata,
-            channel,
+        hold, replayed = await asyncio.wrap_future(
+            self._ledger.reserve_later(
+                request.account_id, request.idempotency_key, request.document_sha256, metadata, channel
+            )
         )
         return quota_service_pb2.ReserveResponse(hold=hold_to_proto(hold), replayed=replayed)
 
     async def Commit(
         self, request: quota_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.CommitResponse:
-        hold = await asyncio.to_thread(self._ledger.commit, request.hold_id, request.stamped_sha256)
+        hold = await asyncio.wrap_future(self._ledger.commit_later(request.hold_id, request.stamped_sha256))
         return quota_service_pb2.CommitResponse(hold=hold_to_proto(hold))
 
     async def Release(
         self, request: quota_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ReleaseResponse:
         reason = enum_from_proto(ReleaseReason, request.reason, "reason")
-        hold = await asyncio.to_thread(self._ledger.release, request.hold_id, reason)
+        hold = await asyncio.wrap_future(self._ledger.release_later(request.hold_id, reason))
         return quota_service_pb2.ReleaseResponse(hold=hold_to_proto(hold))
 
     async def GetHold(

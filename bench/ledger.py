@@ -65,7 +65,7 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RESULT_NAMES = ("pg_pairs_per_s", "pg_hot_pairs_per_s", "pg_orders_per_s", "sqlite_pairs_per_s")
 QUICK = {"pairs": 200, "concurrency": 16, "clients": 2, "accounts": 16, "seconds": 5.0}
 FULL = {"pairs": 10_000, "concurrency": 128, "clients": 2, "accounts": 256, "seconds": 30.0}
-# Other processes using more than this share of the machine during a phase get a warning.
+# CPU spent outside the benchmark above this share of the machine gets a warning.
 BUSY_ELSEWHERE = 0.1
 
 
@@ -335,18 +335,20 @@ def report(outcome: Outcome, problems: list[str] | None) -> None:
     cpu = outcome.cpu
     if cpu is not None and outcome.done:
         per = 1000 / outcome.done
-        rest = cpu.busy_s - cpu.quota_s - cpu.postgres_s - outcome.clients_cpu_s - cpu.others_s
+        # Whatever the quota service, its PostgreSQL and the load did not use: the idle parts of
+        # the benchmark, interrupts, and anyone else's processes, some too short-lived to name.
+        elsewhere = cpu.busy_s - cpu.quota_s - cpu.postgres_s - outcome.clients_cpu_s
         cores = os.cpu_count() or 1
         print(
             f"{indent}CPU ms per {outcome.unit[:-1]}: quota {cpu.quota_s * per:.2f}, postgres "
             f"{cpu.postgres_s * per:.2f}, load clients {outcome.clients_cpu_s * per:.2f}, "
-            f"other processes {cpu.others_s * per:.2f}, rest {rest * per:.2f};"
-            f" machine busy {cpu.busy_s / outcome.seconds * 100:.0f}% of {cores * 100}%"
+            f"elsewhere {elsewhere * per:.2f}; machine busy {cpu.busy_s / outcome.seconds * 100:.0f}%"
+            f" of {cores * 100}%"
         )
-        if cpu.others_s > BUSY_ELSEWHERE * cores * outcome.seconds:
+        if elsewhere > BUSY_ELSEWHERE * cores * outcome.seconds:
             print(
-                f"{indent}WARNING: processes outside the benchmark used "
-                f"{cpu.others_s / outcome.seconds:.2f} cores meanwhile, most of all {cpu.busiest_other}"
+                f"{indent}WARNING: {elsewhere / outcome.seconds:.2f} cores went elsewhere, so these figures"
+                f" are lower than on a quiet machine; the busiest other process: {cpu.busiest_other}"
             )
     for label, count in outcome.errors.most_common():
         print(f"{indent}error {label} x{count}: {outcome.error_samples.get(label, '')}")

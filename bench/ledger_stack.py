@@ -186,19 +186,18 @@ class CpuSample:
 
 @dataclass(frozen=True)
 class CpuUse:
-    """CPU seconds spent between two samples: by the quota service, by PostgreSQL for this
-    benchmark, and by processes that are not part of it (the busiest one named)."""
+    """CPU seconds spent between two samples by the quota service, by PostgreSQL for its
+    database and by the whole machine; and the busiest process not part of the benchmark."""
 
     quota_s: float
     postgres_s: float
-    others_s: float
-    busiest_other: str
     busy_s: float
+    busiest_other: str
 
     @classmethod
     def between(cls, before: CpuSample, after: CpuSample, *, quota: Quota, ours: set[int]) -> CpuUse:
-        """ours: the benchmark's own processes besides quota, which count as neither."""
-        quota_s = postgres_s = others_s = 0.0
+        """ours: the benchmark's own processes besides quota, never named as someone else's."""
+        quota_s = postgres_s = 0.0
         spent_by_other: dict[str, float] = {}
         for pid, process in after.processes.items():
             # A process that started after the first sample spent all its time in between.
@@ -209,10 +208,9 @@ class CpuUse:
             elif process.name == "postgres" and quota.database and _serves(process.command, quota.database):
                 postgres_s += spent
             elif pid not in ours and pid != os.getpid():
-                others_s += spent
-                spent_by_other[f"{pid} {process.command[:80]}"] = spent
-        busiest = max(spent_by_other, key=spent_by_other.__getitem__, default="")
-        return cls(quota_s, postgres_s, others_s, busiest, after.busy_s - before.busy_s)
+                spent_by_other[f"{pid} {process.command[:100]} ({spent:.1f} s)"] = spent
+        busiest = max(spent_by_other, key=spent_by_other.__getitem__, default="none")
+        return cls(quota_s, postgres_s, after.busy_s - before.busy_s, busiest)
 
 
 def _serves(command: str, database: str) -> bool:

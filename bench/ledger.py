@@ -32,6 +32,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -383,7 +384,12 @@ def main() -> None:
         f"per scenario; {os.cpu_count()} cores",
         flush=True,
     )
-    rates = run(options)
+    # SIGTERM unwinds as Ctrl-C does, so the services still stop and the database is dropped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        rates = run(options)
+    except KeyboardInterrupt:
+        sys.exit("interrupted; the services were stopped and the database dropped")
     print("RESULT " + " ".join(f"{name}={rates[name]:.1f}" for name in RESULT_NAMES))
 
 

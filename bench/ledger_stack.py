@@ -208,7 +208,8 @@ class CpuUse:
             elif process.name == "postgres" and quota.database and _serves(process.command, quota.database):
                 postgres_s += spent
             elif pid not in ours and pid != os.getpid():
-                spent_by_other[f"{pid} {process.command[:100]} ({spent:.1f} s)"] = spent
+                command = process.command[:100] or f"[{process.name}]"
+                spent_by_other[f"{pid} {command} ({spent:.1f} s)"] = spent
         busiest = max(spent_by_other, key=spent_by_other.__getitem__, default="none")
         return cls(quota_s, postgres_s, after.busy_s - before.busy_s, busiest)
 

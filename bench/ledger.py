@@ -308,8 +308,8 @@ def run(options: Options) -> dict[str, float]:
         database_url = None
         if not options.skip_postgres:
             database_url = stack.enter_context(throwaway_database(options.postgres_url))
-        # Every process starts before this one makes any gRPC call: forking a process with
-        # gRPC's threads running is what gRPC warns against.
+        # Every service starts before the benchmark's own calls do: with calls in flight, gRPC
+        # cannot prepare for a fork (and says so in the output).
         services = stack.enter_context(Services(directory))
         services.start_auth()
         postgres = services.start_quota("quota-postgres", database_url) if database_url else None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -54,6 +54,28 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+def require_postgres(tests: str) -> URL:
+    """The test PostgreSQL server's URL, once it answers; `tests` names what needs it.
+
+    When the server does not answer, those tests are skipped loudly, or fail under CI=true.
+    """
+    server = make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
+    admin = create_engine(server, poolclass=NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        problem = f"PostgreSQL at {server.render_as_string(hide_password=True)} is unreachable ({exc.orig})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; with CI=true the {tests} must run")
+        pytest.skip(
+            f"!!! {problem}: the {tests} are SKIPPED. Start PostgreSQL or set {POSTGRES_URL_VARIABLE}."
+        )
+    finally:
+        admin.dispose()
+    return server
+
+
 def create_test_database(service: str) -> Iterator[str]:
     """URL of a new, empty database emeterai_<service>_test_<random> on the test PostgreSQL server.
 
@@ -61,23 +83,11 @@ def create_test_database(service: str) -> Iterator[str]:
     the session ends. Each service gets its own, since their schemas share table names. When the
     server does not answer, the PostgreSQL tests are skipped loudly, or fail under CI=true.
     """
-    server = make_url(os.environ.get(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL))
+    server = require_postgres(f"PostgreSQL {service} tests (only SQLite was tested)")
     # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
     admin = create_engine(
         server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
     )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        problem = f"PostgreSQL at {server.render_as_string(hide_password=True)} is unreachable ({exc.orig})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem}; with CI=true the PostgreSQL {service} tests must run")
-        pytest.skip(
-            f"!!! {problem}: every PostgreSQL {service} test is SKIPPED and only SQLite was tested. "
-            f"Start PostgreSQL or set {POSTGRES_URL_VARIABLE}."
-        )
     name = f"emeterai_{service}_test_{secrets.token_hex(6)}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -1,0 +1,222 @@
+"""What bench/ledger.py measures and how: service processes, a throwaway database, CPU by process.
+
+The services are started as `emeterai up` starts them, `python -m services.<name>` with EMETERAI_*
+variables, but only the two the ledger needs, on free loopback ports, with logs in a folder.
+CPU use comes from /proc (Linux), sampled for every process, so a figure also says how much of
+the machine something outside the benchmark took while it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from services.stack import _parent_death_signal, wait_healthy
+
+REPO = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _free_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A running quota service."""
+
+    name: str
+    address: str
+    pid: int
+    # The PostgreSQL database it keeps its ledger in; None for SQLite.
+    database: str | None
+
+
+@dataclass
+class Services:
+    """AuthService and QuotaService processes on loopback ports, each with its log in directory."""
+
+    directory: Path
+    service_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    auth_address: str = field(default_factory=_free_address)
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, module: str, address: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        data_dir = self.directory / name
+        data_dir.mkdir(parents=True)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")} | {
+            "PYTHONPATH": str(REPO),
+            "EMETERAI_MODE": "dev",
+            "EMETERAI_DATA_DIR": str(data_dir),
+            "EMETERAI_SERVICE_SECRET": self.service_secret,
+            "EMETERAI_PAYMENT_WEBHOOK_SECRET": self.webhook_secret,
+            "EMETERAI_AUTH_ADDRESS": self.auth_address,
+            **extra,
+        }
+        with (self.directory / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{module}"],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                preexec_fn=_parent_death_signal(),
+            )
+        self.running[name] = process
+        if not wait_healthy(address, time.monotonic() + 60) or process.poll() is not None:
+            raise RuntimeError(f"{name} did not start:\n{self.log_tail(name)}")
+        return process
+
+    def start_auth(self) -> None:
+        self.start("auth", "auth", self.auth_address, {})
+
+    def start_quota(self, name: str, database_url: str) -> Quota:
+        address = _free_address()
+        extra = {"EMETERAI_QUOTA_ADDRESS": address, "EMETERAI_DATABASE_URL": database_url}
+        process = self.start(name, "quota", address, extra)
+        database = make_url(database_url)
+        return Quota(
+            name,
+            address,
+            process.pid,
+            database.database if database.drivername.startswith("postgresql") else None,
+        )
+
+    def log_tail(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self, name: str) -> None:
+        process = self.running.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.returncode != 0:
+            print(f"{name} exited with code {process.returncode}:\n{self.log_tail(name)}")
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.running)):
+            self.stop(name)
+
+    def pids(self) -> set[int]:
+        return {process.pid for process in self.running.values()}
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str) -> Iterator[str]:
+    """URL of a new database emeterai_bench_ledger_<random> on server_url, dropped on leaving."""
+    server = make_url(server_url)
+    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(
+        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
+    )
+    name = f"emeterai_bench_ledger_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class ProcessCpu:
+    name: str  # the executable's name, e.g. "postgres"
+    command: str
+    cpu_s: float  # user and system, all threads
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds so far of the whole machine and of every process."""
+
+    busy_s: float
+    processes: dict[int, ProcessCpu]
+
+    @classmethod
+    def take(cls) -> CpuSample | None:
+        """None where there is no /proc to read."""
+        try:
+            ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal; guest time is inside user already.
+        busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+        processes = {}
+        for entry in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                name, _, rest = stat.partition(" (")[2].rpartition(")")
+                fields = rest.split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                processes[int(entry.name)] = ProcessCpu(
+                    name, command.strip(), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                )
+        return cls(busy / CLOCK_TICKS, processes)
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds spent between two samples by the quota service, by PostgreSQL for its
+    database and by the whole machine; and the busiest process not part of the benchmark."""
+
+    quota_s: float
+    postgres_s: float
+    busy_s: float
+    busiest_other: str
+
+    @classmethod
+    def between(cls, before: CpuSample, after: CpuSample, *, quota: Quota, ours: set[int]) -> CpuUse:
+        """ours: the benchmark's own processes besides quota, never named as someone else's."""
+        quota_s = postgres_s = 0.0
+        spent_by_other: dict[str, float] = {}
+        for pid, process in after.processes.items():
+            # A process that started after the first sample spent all its time in between.
+            earlier = before.processes.get(pid)
+            spent = process.cpu_s - (earlier.cpu_s if earlier is not None else 0.0)
+            if pid == quota.pid:
+                quota_s += spent
+            elif process.name == "postgres" and quota.database and _serves(process.command, quota.database):
+                postgres_s += spent
+            elif pid not in ours and pid != os.getpid():
+                command = process.command[:100] or f"[{process.name}]"
+                spent_by_other[f"{pid} {command} ({spent:.1f} s)"] = spent
+        busiest = max(spent_by_other, key=spent_by_other.__getitem__, default="none")
+        return cls(quota_s, postgres_s, after.busy_s - before.busy_s, busiest)
+
+
+def _serves(command: str, database: str) -> bool:
+    """Whether a PostgreSQL process works for database: its own backends and the shared
+    processes (writer, checkpointer...), not the backends of other databases."""
+    # A backend's title is "postgres: <cluster>: <user> <database> <client> <state>".
+    is_backend = "(" in command or "[local]" in command
+    return not is_backend or f" {database} " in command

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
 from services.common.boot import Registration, start_grpc_server
-from services.common.errors import BASE_STATUS_CODES, InvalidInput
+from services.common.errors import BASE_STATUS_CODES, InvalidInput, Unauthenticated
 from services.common.interceptors import AccessPolicy, current_principal, server_interceptors
 from services.common.tokens import StaticKeys, TokenVerifier
 
@@ -158,3 +158,24 @@ async def test_unexpected_error_is_internal_and_leaks_nothing(stub, signing_key)
 async def test_health_needs_no_token(channel) -> None:
     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_verified_token_is_remembered_until_it_expires(signing_key: Ed25519PrivateKey) -> None:
+    class CountingKeys(StaticKeys):
+        lookups = 0
+
+        async def public_key(self, kid: str):  # type: ignore[no-untyped-def]
+            CountingKeys.lookups += 1
+            return await super().public_key(kid)
+
+    now = [time.time()]
+    verifier = TokenVerifier(CountingKeys([_jwk(signing_key, "k1")]), ISSUER, AUDIENCE, clock=lambda: now[0])
+    token = _token(signing_key, exp=int(now[0]) + 60)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first and CountingKeys.lookups == 1
+    # Past its expiry (and the leeway) the cached answer is dropped and the signature checked again.
+    now[0] += 60 + 31
+    assert await verifier.verify(token) == first and CountingKeys.lookups == 2
+    # A tampered copy is a different token: never answered from the cache.
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import ColumnElement, Engine, TextClause, TextualSelect, bindparam, text
+from sqlalchemy.types import TypeEngine
 
 from services.common.db import create_database_engine
 from services.quota.schema import metadata, seed
@@ -28,3 +29,53 @@ def create_ledger_engine(url: str, *, create_tables: bool = True, **engine_kwarg
         with engine.begin() as conn:
             seed(conn)
     return engine
+
+
+class ValuesStatement:
+    """`WITH d(columns) AS (VALUES ...) <body>`: one statement for many rows.
+
+    Its text depends only on the number of rows, so it is built once per count and reused; building
+    a bound parameter per value per batch cost more than the database did.
+    """
+
+    _MAX_CACHED = 256
+
+    def __init__(
+        self,
+        columns: tuple[str, ...],
+        body: str,
+        types: dict[str, TypeEngine[Any]] | None = None,
+        result: tuple[ColumnElement[Any], ...] = (),
+    ) -> None:
+        self._columns = columns
+        self._body = body
+        self._types = types or {}
+        self._result = result
+        self._by_count: dict[int, TextClause | TextualSelect] = {}
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> tuple[TextClause | TextualSelect, dict[str, Any]]:
+        count = len(rows)
+        statement = self._by_count.get(count)
+        if statement is None:
+            tuples = ", ".join(
+                "(" + ", ".join(f":{column}_{number}" for column in self._columns) + ")"
+                for number in range(count)
+            )
+            clause = text(f"WITH d({', '.join(self._columns)}) AS (VALUES {tuples}) {self._body}")
+            typed = [
+                bindparam(f"{column}_{number}", type_=self._types[column])
+                for number in range(count)
+                for column in self._columns
+                if column in self._types
+            ]
+            if typed:
+                clause = clause.bindparams(*typed)
+            statement = clause.columns(*self._result) if self._result else clause
+            if len(self._by_count) < self._MAX_CACHED:
+                self._by_count[count] = statement
+        params = {
+            f"{column}_{number}": value
+            for number, row in enumerate(rows)
+            for column, value in zip(self._columns, row, strict=True)
+        }
+        return statement, params

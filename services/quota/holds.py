@@ -16,11 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, LargeBinary, bindparam, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.types import TypeEngine
 
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, NotFound
 from services.quota.balances import move
+from services.quota.db import ValuesStatement
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import (
@@ -429,20 +438,37 @@ class CommitRequest:
     now: datetime
 
 
-def _values_cte(
-    name: str, columns: list[str], rows: list[tuple[Any, ...]], types: dict[str, Any]
-) -> tuple[str, list[BindParameter[Any]]]:
-    """`WITH name(columns) AS (VALUES ...)` with one bound parameter per value."""
-    params: list[BindParameter[Any]] = []
-    tuples = []
-    for number, row in enumerate(rows):
-        names = []
-        for column, value in zip(columns, row, strict=True):
-            param = f"{column}_{number}"
-            params.append(bindparam(param, value, type_=types.get(column)))
-            names.append(f":{param}")
-        tuples.append(f"({', '.join(names)})")
-    return f"WITH {name}({', '.join(columns)}) AS (VALUES {', '.join(tuples)})", params
+_STAMP_TYPES: dict[str, TypeEngine[Any]] = {"d_stamped": LargeBinary(), "d_now": UtcDateTime()}
+
+# Each account's units for all of its reserves in one conditional UPDATE: an account short of them
+# is left alone, and its reserves go the one-by-one way that takes what there is.
+_TAKE_UNITS = ValuesStatement(
+    ("d_account", "d_units"),
+    "UPDATE accounts SET available = available - d_units, held = held + d_units "
+    "FROM d WHERE account_id = d_account AND pool_account_id IS NULL AND available >= d_units "
+    "RETURNING account_id",
+)
+# Only reserved, prepaid holds; the rest (replays, released holds, holds on credit) go one by one.
+_COMMIT_HOLDS = ValuesStatement(
+    ("d_hold", "d_stamped", "d_now"),
+    "UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now "
+    "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 "
+    f"RETURNING {', '.join(column.name for column in holds.c)}",
+    _STAMP_TYPES,
+    tuple(holds.c),
+)
+# Counted from RETURNING: the sqlite3 module reports no rowcount for a statement opening WITH.
+_CONSUME_UNITS = ValuesStatement(
+    ("d_account", "d_units"),
+    "UPDATE accounts SET held = held - d_units, consumed = consumed + d_units "
+    "FROM d WHERE account_id = d_account AND held >= d_units RETURNING account_id",
+)
+_STAMP_SERIALS = ValuesStatement(
+    ("d_serial", "d_stamped", "d_now"),
+    "UPDATE serials SET status = 'stamped', stamped_sha256 = d_stamped, stamped_at = d_now "
+    "FROM d WHERE serial = d_serial AND status = 'reserved' RETURNING serial",
+    _STAMP_TYPES,
+)
 
 
 def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple[Hold, bool] | None]:
@@ -465,18 +491,7 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
     if not fresh:
         return results
     demand = Counter(requests[index].account_id for index in fresh)
-    cte, params = _values_cte("d", ["d_account", "d_units"], list(demand.items()), {})
-    # Each account's units for all of its reserves in one conditional UPDATE: an account short of
-    # them is left alone, and its reserves go the one-by-one way that takes what there is.
-    taken = set(
-        conn.execute(
-            text(
-                f"{cte} UPDATE accounts SET available = available - d_units, held = held + d_units "
-                "FROM d WHERE account_id = d_account AND pool_account_id IS NULL AND available >= d_units "
-                "RETURNING account_id"
-            ).bindparams(*params)
-        ).scalars()
-    )
+    taken = set(conn.execute(*_TAKE_UNITS(list(demand.items()))).scalars())
     serial_rows, hold_rows = [], []
     for index in fresh:
         request = requests[index]
@@ -509,47 +524,18 @@ def commit_many(journal: Journal, requests: list[CommitRequest]) -> list[Hold | 
     firsts: dict[str, int] = {}
     for index, request in enumerate(requests):
         firsts.setdefault(request.hold_id, index)
-    types = {"d_stamped": LargeBinary(), "d_now": UtcDateTime()}
-    cte, params = _values_cte(
-        "d",
-        ["d_hold", "d_stamped", "d_now"],
-        [(hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items()],
-        types,
-    )
-    # Only reserved, prepaid holds; the rest (replays, released holds, holds on credit) go one by one.
     committed = conn.execute(
-        text(
-            f"{cte} UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now "
-            "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 "
-            f"RETURNING {', '.join(column.name for column in holds.c)}"
+        *_COMMIT_HOLDS(
+            [(hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items()]
         )
-        .bindparams(*params)
-        .columns(*holds.c)
     ).all()
     if not committed:
         return results
     consumed = Counter(row.funding_account_id for row in committed)
-    cte, params = _values_cte("d", ["d_account", "d_units"], list(consumed.items()), {})
-    moved = conn.execute(
-        text(
-            f"{cte} UPDATE accounts SET held = held - d_units, consumed = consumed + d_units "
-            "FROM d WHERE account_id = d_account AND held >= d_units RETURNING account_id"
-        ).bindparams(*params)
-    ).all()
-    # Counted from RETURNING: the sqlite3 module reports no rowcount for a statement opening WITH.
-    if len(moved) != len(consumed):
+    if len(conn.execute(*_CONSUME_UNITS(list(consumed.items()))).all()) != len(consumed):
         raise LedgerInconsistency("committed holds whose accounts do not hold their units")
-    cte, params = _values_cte(
-        "d",
-        ["d_serial", "d_stamped", "d_now"],
-        [(row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed],
-        types,
-    )
     stamped = conn.execute(
-        text(
-            f"{cte} UPDATE serials SET status = 'stamped', stamped_sha256 = d_stamped, stamped_at = d_now "
-            "FROM d WHERE serial = d_serial AND status = 'reserved' RETURNING serial"
-        ).bindparams(*params)
+        *_STAMP_SERIALS([(row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed])
     ).all()
     if len(stamped) != len(committed):
         raise LedgerInconsistency("committed holds whose serials were not reserved")

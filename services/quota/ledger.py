@@ -86,7 +86,13 @@ class Ledger:
         self._hold_ttl = timedelta(seconds=hold_ttl_s)
         self._order_ttl = timedelta(seconds=order_ttl_s)
         self._committer = GroupCommitter(
-            engine, bulk_handlers={"reserve": holds.reserve_many, "commit": holds.commit_many}
+            engine,
+            bulk_handlers={
+                "order": orders.insert_orders,
+                "payment": orders.record_payments,
+                "reserve": holds.reserve_many,
+                "commit": holds.commit_many,
+            },
         )
 
     def close(self) -> None:
@@ -178,7 +184,7 @@ class Ledger:
             orders.insert_order(journal, draft, idempotency_key)
             return draft, False
 
-        return self._write(work)
+        return self._write(work, bulk=("order", orders.NewOrder(draft, idempotency_key)))
 
     def confirm_payment(self, provider: str, payload: bytes, signature: str) -> tuple[Order, bool]:
         """Apply a provider's webhook: verify it, record the payment, mark the order paid and credit
@@ -197,7 +203,10 @@ class Ledger:
             raise InvalidInput(f"unknown payment provider {provider!r}")
         event = self._provider.parse_webhook(payload, signature)
         now = self._clock()
-        return self._committer.submit(lambda journal: orders.record_payment(journal, provider, event, now))
+        return self._committer.submit(
+            lambda journal: orders.record_payment(journal, provider, event, now),
+            ("payment", orders.ReceivedPayment(provider, event, now)),
+        )
 
     def get_order(self, order_id: str, account_id: str = "") -> Order:
         """The order; when account_id is given, another account's order is NotFound."""

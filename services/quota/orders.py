@@ -10,14 +10,19 @@ recorded and returned to the payer automatically, as a refund of no units.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from services.common.db import UtcDateTime
 from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.quota.balances import available_units, ensure_account, move
-from services.quota.errors import InsufficientQuota
+from services.quota.db import ValuesStatement
+from services.quota.errors import InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import Book, Channel, EntryKind, Order, OrderStatus, Refund, RefundStatus
 from services.quota.payments import PaymentEvent, PaymentStatus
@@ -75,25 +80,31 @@ def insert_order(journal: Journal, order: Order, key: str) -> None:
     ).scalar_one()
     if pool is not None:
         raise PreconditionFailed(f"this account stamps from the pool of {pool}: buy quota for that account")
-    conn.execute(
-        insert(orders).values(
-            order_id=order.order_id,
-            account_id=order.account_id,
-            idempotency_key=key,
-            quantity=order.quantity,
-            unit_price_idr=order.unit_price_idr,
-            amount_idr=order.amount_idr,
-            status=order.status,
-            payment_provider=order.payment_provider,
-            payment_reference=order.payment_reference,
-            payment_url=order.payment_url,
-            channel=order.channel,
-            created_at=order.created_at,
-            expires_at=order.expires_at,
-            paid_at=None,
-            refunded_quantity=0,
-        )
-    )
+    conn.execute(insert(orders).values(_order_row(order, key)))
+    _audit_created(journal, order)
+
+
+def _order_row(order: Order, key: str) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "account_id": order.account_id,
+        "idempotency_key": key,
+        "quantity": order.quantity,
+        "unit_price_idr": order.unit_price_idr,
+        "amount_idr": order.amount_idr,
+        "status": order.status,
+        "payment_provider": order.payment_provider,
+        "payment_reference": order.payment_reference,
+        "payment_url": order.payment_url,
+        "channel": order.channel,
+        "created_at": order.created_at,
+        "expires_at": order.expires_at,
+        "paid_at": None,
+        "refunded_quantity": 0,
+    }
+
+
+def _audit_created(journal: Journal, order: Order) -> None:
     journal.audit(
         "order.created",
         order.order_id,
@@ -106,6 +117,42 @@ def insert_order(journal: Journal, order: Order, key: str) -> None:
             "payment_reference": order.payment_reference,
         },
         order.created_at,
+    )
+
+
+def _book_payment(journal: Journal, order: Order, payment_id: str, amount_idr: int, now: datetime) -> None:
+    journal.entry(
+        system(Book.PAYMENTS),
+        system(Book.SOLD),
+        amount_idr,
+        kind=EntryKind.PAYMENT,
+        channel=order.channel,
+        reference=payment_id,
+        now=now,
+    )
+
+
+def _audit_payment(
+    journal: Journal,
+    order: Order,
+    payment_id: str,
+    provider: str,
+    event: PaymentEvent,
+    applied: bool,
+    now: datetime,
+) -> None:
+    journal.audit(
+        "payment.received",
+        payment_id,
+        order.account_id,
+        {
+            "order_id": order.order_id,
+            "provider": provider,
+            "event_id": event.event_id,
+            "amount_idr": event.amount_idr,
+            "applied": applied,
+        },
+        now,
     )
 
 
@@ -190,29 +237,8 @@ def record_payment(
             received_at=now,
         )
     )
-    move(
-        journal,
-        system(Book.PAYMENTS),
-        system(Book.SOLD),
-        event.amount_idr,
-        kind=EntryKind.PAYMENT,
-        channel=order.channel,
-        reference=payment_id,
-        now=now,
-    )
-    journal.audit(
-        "payment.received",
-        payment_id,
-        order.account_id,
-        {
-            "order_id": order.order_id,
-            "provider": provider,
-            "event_id": event.event_id,
-            "amount_idr": event.amount_idr,
-            "applied": applies,
-        },
-        now,
-    )
+    _book_payment(journal, order, payment_id, event.amount_idr, now)
+    _audit_payment(journal, order, payment_id, provider, event, applies, now)
     if not applies:
         refund_id = _record_refund(
             journal,
@@ -442,3 +468,191 @@ def expire(journal: Journal, now: datetime) -> int:
     for order_id, account_id in expired:
         journal.audit("order.expired", order_id, account_id, {}, now)
     return len(expired)
+
+
+# Many at once -------------------------------------------------------------------------------
+#
+# As for holds (see holds.reserve_many): the group committer hands a batch's new orders and
+# payments to these together; they take the common case in a few set-based statements and answer
+# None for the rest (replays, pooled accounts, late or mismatched payments), which then run one by
+# one through insert_order() and record_payment() in the same transaction.
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    order: Order
+    key: str
+
+
+@dataclass(frozen=True)
+class ReceivedPayment:
+    provider: str
+    event: PaymentEvent
+    now: datetime
+
+
+_MARK_PAID = ValuesStatement(
+    ("d_order", "d_now"),
+    "UPDATE orders SET status = 'paid', paid_at = d_now "
+    "FROM d WHERE order_id = d_order AND status = 'awaiting_payment' RETURNING order_id",
+    {"d_now": UtcDateTime()},
+)
+_CREDIT_UNITS = ValuesStatement(
+    ("d_account", "d_units"),
+    "UPDATE accounts SET available = available + d_units FROM d WHERE account_id = d_account "
+    "RETURNING account_id",
+)
+
+
+def _upsert_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    dialect = conn.dialect.name
+    table = postgresql.insert(accounts) if dialect == "postgresql" else sqlite.insert(accounts)
+    conn.execute(table.on_conflict_do_nothing(), rows)
+
+
+def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Order, bool] | None]:
+    conn = journal.conn
+    results: list[tuple[Order, bool] | None] = [None] * len(requests)
+    firsts: dict[tuple[str, str], int] = {}
+    for index, request in enumerate(requests):
+        firsts.setdefault((request.order.account_id, request.key), index)
+    existing = {
+        (account_id, key)
+        for account_id, key in conn.execute(
+            select(orders.c.account_id, orders.c.idempotency_key).where(
+                tuple_(orders.c.account_id, orders.c.idempotency_key).in_(list(firsts))
+            )
+        )
+    }
+    fresh = [index for key, index in firsts.items() if key not in existing]
+    if not fresh:
+        return results
+    owners = {requests[index].order.account_id: requests[index].order for index in fresh}
+    _upsert_accounts(
+        conn,
+        [
+            {
+                "account_id": account_id,
+                "kind": order.channel,
+                "pool_account_id": None,
+                "credit_limit_idr": 0,
+                "available": 0,
+                "held": 0,
+                "consumed": 0,
+                "refunded": 0,
+                "owed_idr": 0,
+                "credit_held_idr": 0,
+                "created_at": order.created_at,
+            }
+            for account_id, order in sorted(owners.items())
+        ],
+    )
+    pooled = set(
+        conn.execute(
+            select(accounts.c.account_id).where(
+                accounts.c.account_id.in_(list(owners)), accounts.c.pool_account_id.is_not(None)
+            )
+        ).scalars()
+    )
+    rows = []
+    for index in fresh:
+        request = requests[index]
+        order = request.order
+        if order.account_id in pooled:
+            continue
+        rows.append(_order_row(order, request.key))
+        _audit_created(journal, order)
+        results[index] = (order, False)
+    if rows:
+        conn.execute(insert(orders), rows)
+    return results
+
+
+def record_payments(
+    journal: Journal, requests: list[ReceivedPayment]
+) -> list[tuple[Order, bool, None] | None]:
+    conn = journal.conn
+    results: list[tuple[Order, bool, None] | None] = [None] * len(requests)
+    # One payment per order and per event in the set-based part; the rest one by one, after.
+    by_order: dict[str, int] = {}
+    events: set[tuple[str, str]] = set()
+    for index, request in enumerate(requests):
+        event_key = (request.provider, request.event.event_id)
+        if request.event.order_id not in by_order and event_key not in events:
+            by_order[request.event.order_id] = index
+            events.add(event_key)
+    rows = {
+        row.order_id: row
+        for row in conn.execute(
+            select(orders)
+            .where(orders.c.order_id.in_(sorted(by_order)))
+            .order_by(orders.c.order_id)
+            .with_for_update()
+        )
+    }
+    seen = {
+        (provider, event_id)
+        for provider, event_id in conn.execute(
+            select(payments.c.provider, payments.c.event_id).where(
+                tuple_(payments.c.provider, payments.c.event_id).in_(list(events))
+            )
+        )
+    }
+    paying: list[tuple[int, Order]] = []
+    for order_id, index in by_order.items():
+        request, row = requests[index], rows.get(order_id)
+        event = request.event
+        if row is None or (request.provider, event.event_id) in seen:
+            continue
+        order = order_from_row(row, request.now)
+        if (
+            order.status is not OrderStatus.AWAITING_PAYMENT
+            or event.status is not PaymentStatus.SUCCEEDED
+            or (order.payment_provider, order.payment_reference, order.amount_idr)
+            != (request.provider, event.reference, event.amount_idr)
+        ):
+            continue
+        paying.append((index, order))
+    if not paying:
+        return results
+    marked = set(
+        conn.execute(
+            *_MARK_PAID([(order.order_id, requests[index].now) for index, order in paying])
+        ).scalars()
+    )
+    if len(marked) != len(paying):
+        raise LedgerInconsistency("orders locked as awaiting payment changed under the lock")
+    credits: Counter[str] = Counter()
+    payment_rows = []
+    for index, order in paying:
+        request = requests[index]
+        payment_id = new_id("pay")
+        payment_rows.append(
+            {
+                "payment_id": payment_id,
+                "provider": request.provider,
+                "event_id": request.event.event_id,
+                "order_id": order.order_id,
+                "amount_idr": request.event.amount_idr,
+                "reference": request.event.reference,
+                "applied": True,
+                "received_at": request.now,
+            }
+        )
+        credits[order.account_id] += order.quantity
+        _book_payment(journal, order, payment_id, request.event.amount_idr, request.now)
+        _audit_payment(journal, order, payment_id, request.provider, request.event, True, request.now)
+        journal.entry(
+            system(Book.STOCK),
+            Side(order.account_id, Book.AVAILABLE),
+            order.quantity,
+            kind=EntryKind.PURCHASE,
+            channel=order.channel,
+            reference=order.order_id,
+            now=request.now,
+        )
+        results[index] = (replace(order, status=OrderStatus.PAID, paid_at=request.now), False, None)
+    conn.execute(insert(payments), payment_rows)
+    if len(conn.execute(*_CREDIT_UNITS(sorted(credits.items()))).all()) != len(credits):
+        raise LedgerInconsistency("paid orders whose accounts do not exist")
+    return results

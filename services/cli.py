@@ -12,6 +12,7 @@ from typing import Any
 
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.common.clients import ServiceTokenSource, service_channel
+from services.quota.cli import add_commands as add_db_commands
 from services.signer.cli import add_commands as add_signer_commands
 from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
 
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     distributors.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     distributors.set_defaults(run=_distributors)
     add_signer_commands(commands)
+    add_db_commands(commands)
     return parser
 
 

@@ -49,6 +49,9 @@ def run_db(args: argparse.Namespace) -> int:
     except DBAPIError as exc:
         print(f"{where}: {exc.orig}", file=sys.stderr)
         return 1
+    except migrations.UnversionedLedger as exc:
+        print(exc, file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     return 0

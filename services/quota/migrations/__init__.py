@@ -27,11 +27,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, inspect, select
 
 # The advisory lock key every replica takes around an upgrade: any fixed 64-bit number works as
 # long as nothing else on the server uses it, so derive one from a name that says whose it is.
 ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"emeterai quota migrations").digest()[:8], signed=True)
+
+
+class UnversionedLedger(RuntimeError):
+    """The database has ledger tables but no revision: Alembic would fail creating them again."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -62,8 +66,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with migration_connection(engine) as connection:
         # Every replica start lands here: an up-to-date database is answered from the version
         # table alone, without Alembic reading (and compiling) the revision files.
-        if revision == "head" and _current_heads(connection) == (head_revision(),):
+        heads = _current_heads(connection)
+        if revision == "head" and heads == (head_revision(),):
             return
+        if not heads and inspect(connection).has_table("accounts"):
+            raise UnversionedLedger(
+                f"{engine.url.render_as_string(hide_password=True)} holds ledger tables made before "
+                "migrations existed; such a development database has nothing to keep: delete it"
+            )
         command.upgrade(alembic_config(connection), revision)
 
 

@@ -52,8 +52,8 @@ def create_database_engine(
 
     SQLite gets WAL, foreign keys, a busy timeout of sqlite_busy_timeout_s (a writer waits that
     long for another) and write transactions that take the lock at BEGIN; sqlite_synchronous, when
-    given, sets PRAGMA synchronous. Tables come from metadata.create_all for now; migrations
-    replace that once the schema has users whose data must survive a change.
+    given, sets PRAGMA synchronous. With create_tables, tables come from metadata.create_all; a
+    service whose schema has migrations (the quota ledger's) passes False and runs those instead.
     """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":

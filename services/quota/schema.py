@@ -1,5 +1,8 @@
 """The ledger's tables. Invariants the code relies on are also constraints here, so a bug in the
-code fails a statement instead of quietly corrupting a balance."""
+code fails a statement instead of quietly corrupting a balance.
+
+Databases get this schema through the Alembic revisions in migrations/, never from create_all: a
+change here needs a new revision, and tests/quota/test_migrations.py fails until the two agree."""
 
 from __future__ import annotations
 
@@ -427,7 +430,10 @@ for _table in _UNDELETABLE_TABLES:
 
 
 def seed(conn: Connection) -> None:
-    """The rows a new ledger starts with: the system books at zero and the audit chain's genesis."""
+    """The rows a new ledger starts with: the system books at zero and the audit chain's genesis.
+
+    Revision 0001 inserts them; this puts them back in tables emptied by a test.
+    """
     if conn.execute(select(audit_head.c.id)).first() is None:
         conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS_HASH))
     present = set(conn.execute(select(system_books.c.book)).scalars())

@@ -120,7 +120,7 @@ def test_an_altered_audit_event_is_named(
     with guards_off(engine, "audit_log") as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 3).values(hash=rehashed))
     code, output = audit_cli(engine, "verify", capsys)
-    assert code == 1 and "audit event 4 does not follow event 3" in output and "altered" not in output
+    assert code == 1 and "audit event 4 does not follow event 3" in output and "was altered" not in output
 
 
 @tampers

@@ -301,3 +301,53 @@ class SettleStatementResponse(_message.Message):
     SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
     settlement: _ledger_pb2.Settlement
     def __init__(self, settlement: _Optional[_Union[_ledger_pb2.Settlement, _Mapping]] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ...) -> None: ...
+
+class BatchItem(_message.Message):
+    __slots__ = ("create_order", "confirm_payment", "reserve", "commit", "release")
+    CREATE_ORDER_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    create_order: CreateOrderRequest
+    confirm_payment: ConfirmPaymentRequest
+    reserve: ReserveRequest
+    commit: CommitRequest
+    release: ReleaseRequest
+    def __init__(self, create_order: _Optional[_Union[CreateOrderRequest, _Mapping]] = ..., confirm_payment: _Optional[_Union[ConfirmPaymentRequest, _Mapping]] = ..., reserve: _Optional[_Union[ReserveRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+
+class BatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchResult, _Mapping]]] = ...) -> None: ...
+
+class BatchResult(_message.Message):
+    __slots__ = ("create_order", "confirm_payment", "reserve", "commit", "release", "error")
+    CREATE_ORDER_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    create_order: CreateOrderResponse
+    confirm_payment: ConfirmPaymentResponse
+    reserve: ReserveResponse
+    commit: CommitResponse
+    release: ReleaseResponse
+    error: BatchError
+    def __init__(self, create_order: _Optional[_Union[CreateOrderResponse, _Mapping]] = ..., confirm_payment: _Optional[_Union[ConfirmPaymentResponse, _Mapping]] = ..., reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[BatchError, _Mapping]] = ...) -> None: ...
+
+class BatchError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -126,6 +126,11 @@ class QuotaServiceStub:
                 request_serializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.FromString,
                 _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/emeterai.v1.QuotaService/Batch',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -255,6 +260,15 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batch(self, request, context):
+        """Many calls in one: each item is answered as if called alone, in any
+        order. Callers coalesce concurrent calls into it, since a call costs more
+        CPU than the ledger's share of the work (see services/quota/client.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -347,6 +361,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.SettleStatement,
                     request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -837,6 +856,33 @@ class QuotaService:
             '/emeterai.v1.QuotaService/SettleStatement',
             emeterai_dot_v1_dot_quota__service__pb2.SettleStatementRequest.SerializeToString,
             emeterai_dot_v1_dot_quota__service__pb2.SettleStatementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/Batch',
+            emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,11 @@ class QuotaServiceStub:
     """A collector's stamps on credit in a month and what it owes."""
     SettleStatement: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.SettleStatementRequest, _quota_service_pb2.SettleStatementResponse]
     """Records money a collector paid against its statement."""
+    Batch: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.BatchRequest, _quota_service_pb2.BatchResponse]
+    """Many calls in one: each item is answered as if called alone, in any
+    order. Callers coalesce concurrent calls into it, since a call costs more
+    CPU than the ledger's share of the work (see services/quota/client.py).
+    """
 
 @_typing.type_check_only
 class QuotaServiceAsyncStub(QuotaServiceStub):
@@ -109,6 +114,11 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """A collector's stamps on credit in a month and what it owes."""
     SettleStatement: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.SettleStatementRequest, _quota_service_pb2.SettleStatementResponse]  # type: ignore[assignment]
     """Records money a collector paid against its statement."""
+    Batch: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.BatchRequest, _quota_service_pb2.BatchResponse]  # type: ignore[assignment]
+    """Many calls in one: each item is answered as if called alone, in any
+    order. Callers coalesce concurrent calls into it, since a call costs more
+    CPU than the ledger's share of the work (see services/quota/client.py).
+    """
 
 class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
     """The ledger of record. Internal: only callers with a service identity.
@@ -255,5 +265,16 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quota_service_pb2.SettleStatementResponse, _abc.Awaitable[_quota_service_pb2.SettleStatementResponse]]:
         """Records money a collector paid against its statement."""
+
+    @_abc_1.abstractmethod
+    def Batch(
+        self,
+        request: _quota_service_pb2.BatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.BatchResponse, _abc.Awaitable[_quota_service_pb2.BatchResponse]]:
+        """Many calls in one: each item is answered as if called alone, in any
+        order. Callers coalesce concurrent calls into it, since a call costs more
+        CPU than the ledger's share of the work (see services/quota/client.py).
+        """
 
 def add_QuotaServiceServicer_to_server(servicer: QuotaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

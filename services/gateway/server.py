@@ -25,6 +25,7 @@ from services.gateway.documents import LocalDocumentStore
 from services.gateway.http_api import Gateway, create_app
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
+from services.quota.client import BatchingQuotaStub
 
 
 class _HttpServer(uvicorn.Server):
@@ -43,7 +44,8 @@ async def serve(settings: GatewaySettings) -> None:
     ]
     backends = Backends(
         auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
-        quota=quota_service_pb2_grpc.QuotaServiceStub(channels[1]),
+        # The stamping path and payments coalesce into QuotaService.Batch calls.
+        quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1])),
         signer=signer_service_pb2_grpc.SignerServiceStub(channels[2]),
     )
     store = LocalDocumentStore(settings.resolved_document_store_dir)

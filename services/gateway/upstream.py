@@ -61,5 +61,6 @@ class Backends:
     """Stubs for the internal services, each calling with the gateway's service identity."""
 
     auth: auth_service_pb2_grpc.AuthServiceStub
+    # A QuotaServiceStub, or the BatchingQuotaStub that wraps one.
     quota: quota_service_pb2_grpc.QuotaServiceStub
     signer: signer_service_pb2_grpc.SignerServiceStub

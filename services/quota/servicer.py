@@ -10,13 +10,14 @@ them with QUOTA_STATUS_CODES.
 from __future__ import annotations
 
 import asyncio
+import logging
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import grpc
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
-from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput
+from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput, status_code_for
 from services.common.protos import to_timestamp
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota
 from services.quota.ledger import Ledger
@@ -40,6 +41,8 @@ from services.quota.models import (
     Transfer,
 )
 
+MAX_BATCH_ITEMS = 1000
+
 QUOTA_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     **BASE_STATUS_CODES,
     # Both are PreconditionFailed already; listed so the table reads as the service's whole contract.
@@ -48,6 +51,8 @@ QUOTA_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
 }
 
 E = TypeVar("E", bound=StrEnum)
+
+log = logging.getLogger(__name__)
 
 # Proto enum values are named PREFIX_<DOMAIN VALUE IN UPPER CASE>, so one rule maps each pair.
 _PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
@@ -179,6 +184,13 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
     )
 
 
+def _batch_error(error: DomainError) -> quota_service_pb2.BatchResult:
+    code = status_code_for(error, QUOTA_STATUS_CODES)
+    return quota_service_pb2.BatchResult(
+        error=quota_service_pb2.BatchError(code=code.value[0], message=error.message)
+    )
+
+
 def account_to_proto(account: Account) -> ledger_pb2.QuotaAccount:
     return ledger_pb2.QuotaAccount(
         account_id=account.account_id,
@@ -212,6 +224,42 @@ def settlement_to_proto(settlement: Settlement) -> ledger_pb2.Settlement:
 class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        # Batch items by the name of their oneof field: the method that answers each alone.
+        self._batchable = {
+            "create_order": self.CreateOrder,
+            "confirm_payment": self.ConfirmPayment,
+            "reserve": self.Reserve,
+            "commit": self.Commit,
+            "release": self.Release,
+        }
+
+    async def Batch(
+        self, request: quota_service_pb2.BatchRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.BatchResponse:
+        if len(request.items) > MAX_BATCH_ITEMS:
+            raise InvalidInput(f"a batch holds at most {MAX_BATCH_ITEMS} items")
+        results = await asyncio.gather(*(self._batch_item(item, context) for item in request.items))
+        return quota_service_pb2.BatchResponse(results=results)
+
+    async def _batch_item(
+        self, item: quota_service_pb2.BatchItem, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.BatchResult:
+        call = item.WhichOneof("call")
+        if call is None:
+            return _batch_error(InvalidInput("a batch item must name a call"))
+        try:
+            response = await self._batchable[call](getattr(item, call), context)
+        except DomainError as error:
+            return _batch_error(error)
+        except Exception:
+            # As the error interceptor does for a single call: logged here, never sent.
+            log.exception("unexpected error in a batch item", extra={"call": call})
+            return quota_service_pb2.BatchResult(
+                error=quota_service_pb2.BatchError(
+                    code=grpc.StatusCode.INTERNAL.value[0], message="internal error"
+                )
+            )
+        return quota_service_pb2.BatchResult(**{call: response})
 
     async def CreateOrder(
         self, request: quota_service_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,139 @@
+"""BatchingQuotaStub against a real QuotaService on 127.0.0.1: concurrent calls travel together in
+Batch calls and each answers exactly as the single call would, failures included."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
+from services.common.boot import Registration, start_grpc_server
+from services.common.interceptors import ErrorInterceptor
+from services.quota.client import BatchingQuotaStub
+from services.quota.ledger import Ledger
+from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
+
+from .conftest import sha
+from .test_servicer import SERVICE_NAME, buy
+
+pb = quota_service_pb2
+
+
+class CountingStub(quota_service_pb2_grpc.QuotaServiceStub):
+    """The generated stub, counting the Batch calls it makes and their items."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__(channel)
+        self.batches: list[int] = []
+        batch = self.Batch
+
+        def counted(request: pb.BatchRequest, **kwargs: object):  # type: ignore[no-untyped-def]
+            self.batches.append(len(request.items))
+            return batch(request, **kwargs)
+
+        self.Batch = counted  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def stub(ledger: Ledger) -> AsyncIterator[CountingStub]:
+    running = await start_grpc_server(
+        "127.0.0.1:0",
+        [
+            Registration(
+                quota_service_pb2_grpc.add_QuotaServiceServicer_to_server, QuotaServicer(ledger), SERVICE_NAME
+            )
+        ],
+        interceptors=[ErrorInterceptor(QUOTA_STATUS_CODES)],
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield CountingStub(channel)
+    finally:
+        await channel.close()
+        await running.stop(0)
+
+
+def reserve(account_id: str, key: str, document: str = "doc") -> pb.ReserveRequest:
+    return pb.ReserveRequest(
+        account_id=account_id,
+        idempotency_key=key,
+        document_sha256=sha(document),
+        channel=common_pb2.CHANNEL_RETAIL,
+    )
+
+
+async def test_concurrent_calls_share_batches_and_answer_like_single_calls(
+    stub: CountingStub, ledger: Ledger
+) -> None:
+    await buy(stub, ledger, "acct-a", 40)
+    batching = BatchingQuotaStub(stub, max_in_flight=1)
+    reserved = await asyncio.gather(
+        *(batching.Reserve(reserve("acct-a", f"k{n}", f"d{n}")) for n in range(40))
+    )
+    assert sum(stub.batches) == 40 and len(stub.batches) < 40
+    holds = [response.hold for response in reserved]
+    assert len({hold.serial for hold in holds}) == 40
+    committed = await asyncio.gather(
+        *(
+            batching.Commit(pb.CommitRequest(hold_id=hold.hold_id, stamped_sha256=sha("s")))
+            for hold in holds[:30]
+        )
+    )
+    assert {response.hold.status for response in committed} == {ledger_pb2.HOLD_STATUS_COMMITTED}
+    released = await batching.Release(
+        pb.ReleaseRequest(hold_id=holds[30].hold_id, reason=ledger_pb2.RELEASE_REASON_CANCELLED)
+    )
+    assert released.hold.status == ledger_pb2.HOLD_STATUS_RELEASED
+    # Other methods are the plain stub's.
+    balance = (await batching.GetBalance(pb.GetBalanceRequest(account_id="acct-a"))).balance
+    assert (balance.available, balance.held, balance.consumed) == (1, 9, 30)
+    again = await batching.Reserve(reserve("acct-a", "k0", "d0"))
+    assert again.replayed and (again.hold.hold_id, again.hold.serial) == (holds[0].hold_id, holds[0].serial)
+    assert again.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda s: s.Reserve(reserve("acct-empty", "k")), grpc.StatusCode.FAILED_PRECONDITION),
+        (lambda s: s.Reserve(reserve("acct-a", "k0", "another document")), grpc.StatusCode.ALREADY_EXISTS),
+        (
+            lambda s: s.Commit(pb.CommitRequest(hold_id="hold_missing", stamped_sha256=sha("s"))),
+            grpc.StatusCode.NOT_FOUND,
+        ),
+        (lambda s: s.Reserve(pb.ReserveRequest(account_id="acct-a")), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            lambda s: s.ConfirmPayment(
+                pb.ConfirmPaymentRequest(provider="sandbox", payload=b"{}", signature="x")
+            ),
+            grpc.StatusCode.UNAUTHENTICATED,
+        ),
+    ],
+    ids=["no quota", "key reused", "unknown hold", "bad field", "forged webhook"],
+)
+async def test_a_failed_item_raises_what_the_single_call_would(
+    stub: CountingStub, ledger: Ledger, call: object, code: grpc.StatusCode
+) -> None:
+    await buy(stub, ledger, "acct-a", 1)
+    batching = BatchingQuotaStub(stub)
+    await batching.Reserve(reserve("acct-a", "k0", "d0"))
+    # A failing item does not fail the others that travel with it.
+    results = await asyncio.gather(
+        call(batching),  # type: ignore[operator]
+        batching.Reserve(reserve("acct-a", "k0", "d0")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], grpc.aio.AioRpcError) and results[0].code() == code, results[0]
+    assert results[0].details() and "Traceback" not in results[0].details()
+    assert isinstance(results[1], pb.ReserveResponse) and results[1].replayed
+
+
+async def test_a_batch_is_bounded_and_an_empty_item_is_refused(stub: CountingStub) -> None:
+    empty = await stub.Batch(pb.BatchRequest(items=[pb.BatchItem()]))
+    assert empty.results[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Batch(pb.BatchRequest(items=[pb.BatchItem(reserve=reserve("a", "k"))] * 1001))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

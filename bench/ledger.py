@@ -12,9 +12,13 @@ Scenarios, each a warm-up and then a measured phase of at most --pairs operation
   pg            Reserve then Commit, round-robin over --accounts accounts funded beforehand;
   pg_hot        the same on one account, so every pair waits for the same balance row;
   pg_orders     CreateOrder then ConfirmPayment with the webhook the sandbox provider signs;
+  pg_unary      as pg, but one gRPC call per operation instead of the gateway's coalescing;
   pg_reference  two GetBalance calls: what the way through gRPC, the token check and a worker
                 thread costs when the ledger work is one read instead of two transactions;
   sqlite        as pg, on SQLite.
+
+The clients call as the gateway does, through BatchingQuotaStub (services/quota/client.py), which
+coalesces concurrent calls into QuotaService.Batch calls; pg_unary shows what that is worth.
 
 The load comes from --clients processes (bench/ledger_load.py), --concurrency calls in flight in
 all; a barrier starts their measured phases together, and a rate is the operations that succeeded
@@ -223,7 +227,7 @@ class Target:
     services: Services
     options: Options
 
-    def load(self, operation: str, accounts: Sequence[str]) -> Load:
+    def load(self, operation: str, accounts: Sequence[str], batching: bool = True) -> Load:
         return Load(
             operation,
             self.quota.address,
@@ -235,14 +239,15 @@ class Target:
             self.options.warmup,
             self.options.pairs,
             self.options.seconds,
+            batching,
         )
 
     async def measure(self, name: str, unit: str, load: Load) -> Outcome:
         return await measure(name, unit, load, self.options.clients, self.quota, self.services.pids())
 
-    async def pairs(self, name: str, accounts: Sequence[str]) -> Outcome:
+    async def pairs(self, name: str, accounts: Sequence[str], batching: bool = True) -> Outcome:
         """Reserve+commit pairs over accounts, funded first with what they can possibly use."""
-        load = self.load("pair", accounts)
+        load = self.load("pair", accounts, batching)
         funded = _most_per_account(load, self.options.clients)
         await fund(self.caller, accounts, funded)
         outcome = await self.measure(name, "pairs", load)
@@ -295,6 +300,7 @@ async def run_all(
             rates["pg_hot_pairs_per_s"] = (await pg.pairs("pg_hot", ["hot"])).rate
             orders = await pg.orders("pg_orders", _accounts("buyer", options.accounts))
             rates["pg_orders_per_s"] = orders.rate
+            await pg.pairs("pg_unary", _accounts("unary", options.accounts), batching=False)
             await pg.reads("pg_reference", spread)
     async with target(services, sqlite, options) as lite:
         rates["sqlite_pairs_per_s"] = (await lite.pairs("sqlite", spread)).rate

@@ -25,6 +25,7 @@ import grpc
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2_grpc
 from emeterai.v1 import quota_service_pb2 as pb
 from services.common.clients import ServiceTokenSource, service_channel
+from services.quota.client import BatchingQuotaStub
 from services.quota.models import Channel, Order, OrderStatus
 from services.quota.payments import SandboxProvider
 from services.quota.servicer import enum_from_proto
@@ -51,7 +52,8 @@ class OperationFailed(Exception):
 class Caller:
     """QuotaService as a caller with a service identity sees it, and the sandbox payer beside it."""
 
-    stub: quota_service_pb2_grpc.QuotaServiceStub
+    # The plain stub, or the BatchingQuotaStub around it.
+    stub: Any
     provider: SandboxProvider
 
     async def call(self, method: str, request: Any) -> Any:
@@ -157,6 +159,8 @@ class Load:
     count: int
     # The most time the warm-up, and then the measured phase, may take.
     seconds: float
+    # Through BatchingQuotaStub, as the gateway calls the ledger; else one gRPC call per operation.
+    batching: bool = True
 
 
 @dataclass
@@ -185,7 +189,10 @@ async def _drive(load: Load, index: int, clients: int, barrier: Any) -> ClientRe
     tokens = ServiceTokenSource(load.auth_address, SERVICE_NAME, load.service_secret)
     provider = SandboxProvider(load.webhook_secret.encode())
     channel = service_channel(load.quota_address, tokens)
-    caller = Caller(quota_service_pb2_grpc.QuotaServiceStub(channel), provider)
+    stub: Any = quota_service_pb2_grpc.QuotaServiceStub(channel)
+    if load.batching:
+        stub = BatchingQuotaStub(stub)
+    caller = Caller(stub, provider)
     operation = OPERATIONS[load.operation]
     report = ClientReport()
     run = secrets.token_hex(4)

@@ -13,6 +13,10 @@ from services.quota.schema import metadata
 
 # How long a SQLite writer waits for another writer before giving up, in seconds.
 SQLITE_BUSY_TIMEOUT_S = 30
+# Compiled statements kept per engine. The set-based statements of group commit differ by their
+# number of rows (a few kinds times up to a batch's size each), more than SQLAlchemy's default 500
+# holds; recompiling them on every batch cost a tenth of the quota service's CPU.
+QUERY_CACHE_SIZE = 5000
 
 
 def create_ledger_engine(url: str, *, create_tables: bool = True, **engine_kwargs: Any) -> Engine:
@@ -28,7 +32,7 @@ def create_ledger_engine(url: str, *, create_tables: bool = True, **engine_kwarg
         # With WAL a crash of the process loses nothing; only a power cut may drop the last commits.
         sqlite_synchronous="NORMAL",
         create_tables=False,
-        **engine_kwargs,
+        **{"query_cache_size": QUERY_CACHE_SIZE, **engine_kwargs},
     )
     if create_tables:
         try:

@@ -29,9 +29,9 @@ _COLUMNS: dict[Book, tuple[Column[int], int]] = {
 }
 
 
-def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Channel = Channel.RETAIL) -> None:
-    """Create the account with zero balances unless it exists (accounts are made on first use)."""
-    values = {
+def new_account(account_id: str, kind: Channel, now: datetime) -> dict[str, Any]:
+    """The row of an account that has nothing yet."""
+    return {
         "account_id": account_id,
         "kind": kind,
         "pool_account_id": None,
@@ -44,14 +44,24 @@ def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Chann
         "credit_held_idr": 0,
         "created_at": now,
     }
+
+
+def ensure_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Create the accounts of rows (new_account) that do not exist yet; give them in account order,
+    so that concurrent transactions take the row locks in the same order."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        statement = postgresql.insert(accounts).values(values).on_conflict_do_nothing()
+        statement = postgresql.insert(accounts).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite.insert(accounts).values(values).on_conflict_do_nothing()
+        statement = sqlite.insert(accounts).on_conflict_do_nothing()
     else:
         raise NotImplementedError(f"no upsert for {dialect}")
-    conn.execute(statement)
+    conn.execute(statement, rows)
+
+
+def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Channel = Channel.RETAIL) -> None:
+    """Create the account with zero balances unless it exists (accounts are made on first use)."""
+    ensure_accounts(conn, [new_account(account_id, kind, now)])
 
 
 def move(

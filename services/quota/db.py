@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, TextClause, TextualSelect, bindparam, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.types import TypeEngine
 
 from services.common.db import create_database_engine
@@ -91,3 +102,19 @@ class ValuesStatement:
             for column, value in zip(self._columns, row, strict=True)
         }
         return statement, params
+
+
+def fresh_requests(
+    conn: Connection, columns: tuple[Column[str], Column[str]], keys: list[tuple[str, str]]
+) -> list[int]:
+    """Of a batch's requests, given their (account, idempotency key) in order, the indexes of those
+    to run set-based: the first request of each key that the table does not hold yet. The others
+    (retries racing their original, keys already used) run one by one and replay or conflict."""
+    firsts: dict[tuple[str, str], int] = {}
+    for index, key in enumerate(keys):
+        firsts.setdefault(key, index)
+    existing = {
+        (account_id, key)
+        for account_id, key in conn.execute(select(*columns).where(tuple_(*columns).in_(list(firsts))))
+    }
+    return [index for key, index in firsts.items() if key not in existing]

@@ -21,7 +21,6 @@ from sqlalchemy import (
     LargeBinary,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.types import TypeEngine
@@ -29,7 +28,7 @@ from sqlalchemy.types import TypeEngine
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, NotFound
 from services.quota.balances import move
-from services.quota.db import ValuesStatement
+from services.quota.db import ValuesStatement, fresh_requests
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import (
@@ -474,20 +473,9 @@ _STAMP_SERIALS = ValuesStatement(
 def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple[Hold, bool] | None]:
     conn = journal.conn
     results: list[tuple[Hold, bool] | None] = [None] * len(requests)
-    # A key seen twice in one batch (a retry racing its original): the first goes here, the
-    # others run after it one by one and replay it.
-    firsts: dict[tuple[str, str], int] = {}
-    for index, request in enumerate(requests):
-        firsts.setdefault((request.account_id, request.key), index)
-    existing = {
-        (account_id, key)
-        for account_id, key in conn.execute(
-            select(holds.c.account_id, holds.c.idempotency_key).where(
-                tuple_(holds.c.account_id, holds.c.idempotency_key).in_(list(firsts))
-            )
-        )
-    }
-    fresh = [index for key, index in firsts.items() if key not in existing]
+    fresh = fresh_requests(
+        conn, (holds.c.account_id, holds.c.idempotency_key), [(r.account_id, r.key) for r in requests]
+    )
     if not fresh:
         return results
     demand = Counter(requests[index].account_id for index in fresh)

@@ -16,12 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from services.quota.balances import available_units, ensure_account, move
-from services.quota.db import ValuesStatement
+from services.quota.balances import available_units, ensure_account, ensure_accounts, move, new_account
+from services.quota.db import ValuesStatement, fresh_requests
 from services.quota.errors import InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import Book, Channel, EntryKind, Order, OrderStatus, Refund, RefundStatus
@@ -504,46 +503,19 @@ _CREDIT_UNITS = ValuesStatement(
 )
 
 
-def _upsert_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    dialect = conn.dialect.name
-    table = postgresql.insert(accounts) if dialect == "postgresql" else sqlite.insert(accounts)
-    conn.execute(table.on_conflict_do_nothing(), rows)
-
-
 def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Order, bool] | None]:
     conn = journal.conn
     results: list[tuple[Order, bool] | None] = [None] * len(requests)
-    firsts: dict[tuple[str, str], int] = {}
-    for index, request in enumerate(requests):
-        firsts.setdefault((request.order.account_id, request.key), index)
-    existing = {
-        (account_id, key)
-        for account_id, key in conn.execute(
-            select(orders.c.account_id, orders.c.idempotency_key).where(
-                tuple_(orders.c.account_id, orders.c.idempotency_key).in_(list(firsts))
-            )
-        )
-    }
-    fresh = [index for key, index in firsts.items() if key not in existing]
+    fresh = fresh_requests(
+        conn, (orders.c.account_id, orders.c.idempotency_key), [(r.order.account_id, r.key) for r in requests]
+    )
     if not fresh:
         return results
     owners = {requests[index].order.account_id: requests[index].order for index in fresh}
-    _upsert_accounts(
+    ensure_accounts(
         conn,
         [
-            {
-                "account_id": account_id,
-                "kind": order.channel,
-                "pool_account_id": None,
-                "credit_limit_idr": 0,
-                "available": 0,
-                "held": 0,
-                "consumed": 0,
-                "refunded": 0,
-                "owed_idr": 0,
-                "credit_held_idr": 0,
-                "created_at": order.created_at,
-            }
+            new_account(account_id, order.channel, order.created_at)
             for account_id, order in sorted(owners.items())
         ],
     )

@@ -10,14 +10,11 @@ import grpc
 import pytest
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
-from services.common.boot import Registration, start_grpc_server
-from services.common.interceptors import ErrorInterceptor
 from services.quota.client import BatchingQuotaStub
 from services.quota.ledger import Ledger
-from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
 
 from .conftest import sha
-from .test_servicer import SERVICE_NAME, buy
+from .test_servicer import buy, serving
 
 pb = quota_service_pb2
 
@@ -39,21 +36,8 @@ class CountingStub(quota_service_pb2_grpc.QuotaServiceStub):
 
 @pytest.fixture
 async def stub(ledger: Ledger) -> AsyncIterator[CountingStub]:
-    running = await start_grpc_server(
-        "127.0.0.1:0",
-        [
-            Registration(
-                quota_service_pb2_grpc.add_QuotaServiceServicer_to_server, QuotaServicer(ledger), SERVICE_NAME
-            )
-        ],
-        interceptors=[ErrorInterceptor(QUOTA_STATUS_CODES)],
-    )
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    try:
+    async with serving(ledger) as channel:
         yield CountingStub(channel)
-    finally:
-        await channel.close()
-        await running.stop(0)
 
 
 def reserve(account_id: str, key: str, document: str = "doc") -> pb.ReserveRequest:

@@ -10,9 +10,7 @@ until it wins, so a test cannot pass by being slow.
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,6 +24,7 @@ from services.quota.models import Channel, DocumentMetadata, Hold, Order, Releas
 from services.quota.payments import SandboxProvider
 
 from .conftest import WEBHOOK_SECRET, assert_ledger_consistent, sha
+from .test_concurrency import race
 
 REPLICAS = 10
 CALLERS_PER_REPLICA = 5
@@ -48,21 +47,6 @@ def replicas(engine: Engine, ledger: Ledger) -> Iterator[list[Ledger]]:
     for replica, replica_engine in zip(ledgers, engines, strict=True):
         replica.close()
         replica_engine.dispose()
-
-
-def race(calls: list[Callable[[], Any]]) -> list[Any]:
-    """Run every call at once, one thread each; results and domain errors in call order."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], Any]) -> Any:
-        barrier.wait(timeout=30)
-        try:
-            return call()
-        except DomainError as error:
-            return error
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return [future.result(timeout=120) for future in [pool.submit(run, call) for call in calls]]
 
 
 def reserver(replica: Ledger, n: int) -> Callable[[], tuple[Hold, bool]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -20,8 +21,9 @@ pb = quota_service_pb2
 SERVICE_NAME = quota_service_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name
 
 
-@pytest.fixture
-async def stub(ledger: Ledger) -> AsyncIterator[quota_service_pb2_grpc.QuotaServiceStub]:
+@contextlib.asynccontextmanager
+async def serving(ledger: Ledger) -> AsyncIterator[grpc.aio.Channel]:
+    """QuotaService on a free 127.0.0.1 port over ledger, and a channel to it."""
     running = await start_grpc_server(
         "127.0.0.1:0",
         [
@@ -33,10 +35,16 @@ async def stub(ledger: Ledger) -> AsyncIterator[quota_service_pb2_grpc.QuotaServ
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
-        yield quota_service_pb2_grpc.QuotaServiceStub(channel)
+        yield channel
     finally:
         await channel.close()
         await running.stop(0)
+
+
+@pytest.fixture
+async def stub(ledger: Ledger) -> AsyncIterator[quota_service_pb2_grpc.QuotaServiceStub]:
+    async with serving(ledger) as channel:
+        yield quota_service_pb2_grpc.QuotaServiceStub(channel)
 
 
 async def buy(

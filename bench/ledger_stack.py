@@ -16,14 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
+from services.common import db
 from services.stack import _parent_death_signal, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,25 +125,9 @@ class Services:
         self.stop_all()
 
 
-@contextlib.contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
+def throwaway_database(server_url: str) -> contextlib.AbstractContextManager[str]:
     """URL of a new database emeterai_bench_ledger_<random> on server_url, dropped on leaving."""
-    server = make_url(server_url)
-    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_engine(
-        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
-    )
-    name = f"emeterai_bench_ledger_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield server.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    return db.throwaway_database(server_url, "emeterai_bench_ledger")
 
 
 @dataclass(frozen=True)

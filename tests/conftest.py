@@ -1,7 +1,6 @@
 """Fixtures shared by every test folder."""
 
 import os
-import secrets
 import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,8 @@ from sqlalchemy import Engine, MetaData, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+
+from services.common.db import throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL_VARIABLE = "EMETERAI_TEST_POSTGRES_URL"
@@ -84,19 +85,8 @@ def create_test_database(service: str) -> Iterator[str]:
     server does not answer, the PostgreSQL tests are skipped loudly, or fail under CI=true.
     """
     server = require_postgres(f"PostgreSQL {service} tests (only SQLite was tested)")
-    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
-    admin = create_engine(
-        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
-    )
-    name = f"emeterai_{service}_test_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(server.render_as_string(hide_password=False), f"emeterai_{service}_test") as url:
+        yield url
 
 
 def open_test_engine(

@@ -3,11 +3,15 @@ production, with aware UTC datetimes on both."""
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, MetaData, create_engine, event, make_url
+from sqlalchemy import Dialect, Engine, MetaData, create_engine, event, make_url, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import DateTime, TypeDecorator
 
 # Execution option naming how a SQLite transaction begins ("IMMEDIATE" unless set); see _begin below.
@@ -104,3 +108,25 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str | 
         # calls may opt into DEFERRED so they never queue behind writers.
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str, name_prefix: str) -> Iterator[str]:
+    """URL of a new, empty PostgreSQL database <name_prefix>_<random> on server_url, dropped (with
+    any sessions still on it) on leaving. For tests and benchmarks, which must not share state."""
+    server = make_url(server_url)
+    # AUTOCOMMIT because CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(
+        server, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args={"connect_timeout": 5}
+    )
+    name = f"{name_prefix}_{secrets.token_hex(6)}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

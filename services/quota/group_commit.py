@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from services.common.errors import DomainError
@@ -67,7 +67,8 @@ class _Failed(Exception):
 
 def _retryable(error: DBAPIError) -> bool:
     """A uniqueness race, a deadlock or a serialization failure: running again can succeed."""
-    if isinstance(error, IntegrityError):
+    if isinstance(error, IntegrityError) or error.connection_invalidated:
+        # A lost race, or a connection that died (a database restart): the retry gets a new one.
         return True
     if isinstance(error, OperationalError):
         # psycopg's TransactionRollback covers deadlocks and serialization failures; SQLite's
@@ -84,6 +85,7 @@ class GroupCommitter:
         *,
         bulk_handlers: dict[str, BulkHandler] | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        writers: int = 1,
         name: str = "ledger-writer",
     ) -> None:
         self._engine = engine
@@ -93,8 +95,14 @@ class GroupCommitter:
         self._closed = False
         self.batches = 0
         self.operations = 0
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        # Each writer keeps its own connection between batches: no checkout or ping per batch.
+        self._local = threading.local()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{number}", daemon=True)
+            for number in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, work: Callable[[Journal], T], bulk: tuple[str, Any] | None = None) -> Future[T]:
         """Queue work to run in the next batch; its Future holds the result or the exception.
@@ -115,13 +123,34 @@ class GroupCommitter:
         return self.submit(work, bulk).result()
 
     def close(self) -> None:
-        """Finish what was queued, then stop the writer."""
+        """Finish what was queued, then stop the writers."""
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
-            self._thread.join()
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
 
     def _run(self) -> None:
+        try:
+            self._write_batches()
+        finally:
+            self._drop_connection()
+
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._engine.connect()
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def _write_batches(self) -> None:
+        # Each writer takes one stop marker off the queue (close puts one per writer) and ends.
         while True:
             job = self._queue.get()
             if job is None:
@@ -176,27 +205,36 @@ class GroupCommitter:
     def _transaction(self, jobs: list[_Job]) -> dict[_Job, Any]:
         """Run jobs in one transaction: bulk kinds first, then one by one; their results."""
         results: dict[_Job, Any] = {}
-        with self._engine.begin() as conn:
-            journal = Journal(conn)
-            kinds: dict[str, list[_Job]] = {}
-            for job in jobs:
-                if job.bulk is not None:
-                    kinds.setdefault(job.bulk[0], []).append(job)
-            for kind, group in kinds.items():
-                answers = self._bulk_handlers[kind](journal, [job.bulk[1] for job in group])  # type: ignore[index]
-                for job, answer in zip(group, answers, strict=True):
-                    if answer is not None:
-                        results[job] = answer
-            for job in jobs:
-                if job in results:
-                    continue
-                try:
-                    results[job] = job.work(journal)
-                except DomainError as error:
-                    # Leaving the block rolls back everything this batch wrote.
-                    raise _Failed(job, error, alone=not results) from None
-            journal.flush()
+        conn = self._connection()
+        try:
+            with conn.begin():
+                self._run_jobs(Journal(conn), jobs, results)
+        except DBAPIError:
+            # The transaction is rolled back; a connection that saw a database error is not kept.
+            self._drop_connection()
+            raise
         return results
+
+    def _run_jobs(self, journal: Journal, jobs: list[_Job], results: dict[_Job, Any]) -> None:
+        """Bulk kinds first, then one by one; results are filled in as they come."""
+        kinds: dict[str, list[_Job]] = {}
+        for job in jobs:
+            if job.bulk is not None:
+                kinds.setdefault(job.bulk[0], []).append(job)
+        for kind, group in kinds.items():
+            answers = self._bulk_handlers[kind](journal, [job.bulk[1] for job in group])  # type: ignore[index]
+            for job, answer in zip(group, answers, strict=True):
+                if answer is not None:
+                    results[job] = answer
+        for job in jobs:
+            if job in results:
+                continue
+            try:
+                results[job] = job.work(journal)
+            except DomainError as error:
+                # The caller's transaction block rolls back everything this batch wrote.
+                raise _Failed(job, error, alone=not results) from None
+        journal.flush()
 
     def _run_alone(self, job: _Job) -> None:
         for attempt in range(1, _SINGLE_ATTEMPTS + 1):

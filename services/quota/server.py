@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from emeterai.v1 import quota_service_pb2, quota_service_pb2_grpc
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = quota_service_pb2.DESCRIPTOR.services_by_name["QuotaService"].full_name
 POLICY = AccessPolicy(default_kinds=frozenset({KIND_SERVICE}))
 SWEEP_INTERVAL_S = 5.0
+CALL_THREADS = 64
 
 
 async def sweep(ledger: Ledger, interval_s: float = SWEEP_INTERVAL_S) -> None:
@@ -45,6 +47,12 @@ async def sweep(ledger: Ledger, interval_s: float = SWEEP_INTERVAL_S) -> None:
 
 async def serve(settings: QuotaSettings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Calls that still run in a thread (reads, CreateOrder with its provider call) mostly wait on the
+    # database or the group committer; asyncio's default of a few threads would cap how many of
+    # them share a batch.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="quota-call")
+    )
     ledger = Ledger.from_settings(settings)
     jwks = RemoteJwks(settings.auth_address)
     verifier = TokenVerifier(jwks, settings.token_issuer, settings.token_audience)

@@ -209,8 +209,11 @@ class GroupCommitter:
         try:
             with conn.begin():
                 self._run_jobs(Journal(conn), jobs, results)
-        except DBAPIError:
-            # The transaction is rolled back; a connection that saw a database error is not kept.
+        except _Failed:
+            raise
+        except Exception:
+            # The transaction is rolled back; a connection that saw anything but a domain error
+            # (a database error, a failure in the middle of a statement) is not kept.
             self._drop_connection()
             raise
         return results

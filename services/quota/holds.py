@@ -253,13 +253,14 @@ def _take_unit(
     raise InsufficientQuota("not enough available quota: 1 needed; buy more, or wait for stamps in progress")
 
 
-def _resolve(conn: Connection, hold_id: str, now: datetime, **values: Any) -> Any:
-    """Move a reserved hold to a final state; the updated row, or None if it was not reserved."""
+def _resolve(conn: Connection, hold_id: str, now: datetime, *, in_time: bool = False, **values: Any) -> Any:
+    """Move a reserved hold to a final state; the updated row, or None if it was not reserved (or,
+    with in_time, is past its deadline)."""
+    conditions = [holds.c.hold_id == hold_id, holds.c.status == HoldStatus.RESERVED]
+    if in_time:
+        conditions.append(holds.c.expires_at > now)
     result = conn.execute(
-        update(holds)
-        .where(holds.c.hold_id == hold_id, holds.c.status == HoldStatus.RESERVED)
-        .values(resolved_at=now, **values)
-        .returning(*holds.c)
+        update(holds).where(*conditions).values(resolved_at=now, **values).returning(*holds.c)
     )
     return result.one_or_none()
 
@@ -267,9 +268,18 @@ def _resolve(conn: Connection, hold_id: str, now: datetime, **values: Any) -> An
 def commit(journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime) -> Hold:
     """Consume the held unit and bind the serial to the stamped document; repeatable with the same hash."""
     conn = journal.conn
-    row = _resolve(conn, hold_id, now, status=HoldStatus.COMMITTED, stamped_sha256=stamped_sha256)
+    # A hold past its deadline is expired whether or not the sweeper has released it yet: the
+    # answer must not depend on when the sweeper last ran.
+    row = _resolve(
+        conn, hold_id, now, in_time=True, status=HoldStatus.COMMITTED, stamped_sha256=stamped_sha256
+    )
     if row is None:
         hold = get(conn, hold_id)
+        if hold.status is HoldStatus.RESERVED:
+            raise HoldAlreadyResolved(
+                "this hold expired before it was committed; its unit goes back and its serial is void, "
+                "reserve a new one"
+            )
         if hold.status is HoldStatus.COMMITTED and hold.stamped_sha256 == stamped_sha256:
             return hold
         if hold.status is HoldStatus.COMMITTED:
@@ -447,11 +457,12 @@ _TAKE_UNITS = ValuesStatement(
     "FROM d WHERE account_id = d_account AND pool_account_id IS NULL AND available >= d_units "
     "RETURNING account_id",
 )
-# Only reserved, prepaid holds; the rest (replays, released holds, holds on credit) go one by one.
+# Only reserved, prepaid holds within their deadline; the rest (replays, released or expired holds,
+# holds on credit) go one by one.
 _COMMIT_HOLDS = ValuesStatement(
     ("d_hold", "d_stamped", "d_now"),
     "UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now "
-    "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 "
+    "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 AND expires_at > d_now "
     f"RETURNING {', '.join(column.name for column in holds.c)}",
     _STAMP_TYPES,
     tuple(holds.c),

@@ -22,7 +22,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine
 
 from services.common.db import SQLITE_BEGIN
-from services.common.errors import Conflict, DomainError, InvalidInput
+from services.common.errors import Conflict, InvalidInput
 from services.common.settings import QuotaSettings
 from services.quota import accounts, audit, balances, holds, orders, transfers
 from services.quota.db import create_ledger_engine
@@ -261,23 +261,25 @@ class Ledger:
     def return_money(self, refund_id: str) -> Refund | None:
         """Ask the provider to pay a pending refund back and mark it completed; None when it is not
         pending (any more) or the provider failed, in which case a later sweep tries again."""
-        with self._reading() as conn:
-            pending = orders.pending_refund(conn, refund_id)
-        if pending is None:
-            return None
-        refund, provider, payment_reference = pending
-        if provider != self._provider.name:
-            log.error("refund for another provider", extra={"refund_id": refund_id, "provider": provider})
-            return None
+        # Best effort: the units are refunded already, and whatever stops the money now (the
+        # provider, the database) leaves the refund pending for the next sweep, never fails the call.
         try:
+            with self._reading() as conn:
+                pending = orders.pending_refund(conn, refund_id)
+            if pending is None:
+                return None
+            refund, provider, payment_reference = pending
+            if provider != self._provider.name:
+                log.error("refund for another provider", extra={"refund_id": refund_id, "provider": provider})
+                return None
             reference = self._provider.refund_payment(payment_reference, refund_id, refund.amount_idr)
-        except (DomainError, OSError):
+            now = self._clock()
+            return self._write(lambda journal: orders.complete_refund(journal, refund_id, reference, now))
+        except Exception:
             log.warning(
-                "payment provider refused or missed a refund; will retry", extra={"refund_id": refund_id}
+                "refund's money not sent back yet; the sweeper will retry", extra={"refund_id": refund_id}
             )
             return None
-        now = self._clock()
-        return self._write(lambda journal: orders.complete_refund(journal, refund_id, reference, now))
 
     def send_pending_refunds(self) -> int:
         """Pay back every refund still pending (a sweeper); returns how many completed now."""

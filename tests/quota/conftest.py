@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from services.quota.audit import reconcile, verify_chain
 from services.quota.db import create_ledger_engine
 from services.quota.ledger import Ledger
+from services.quota.migrations import upgrade
 from services.quota.models import Channel, Order
 from services.quota.payments import SandboxProvider
 from services.quota.schema import metadata, seed
@@ -89,6 +90,21 @@ def buy(ledger: Ledger, provider: SandboxProvider) -> Callable[[str, int], Order
         return paid
 
     return buy_
+
+
+def empty_ledger(engine: Engine) -> None:
+    """Empty every ledger table and start the books again, for a test that plays many scenarios on
+    one engine. The guards refuse DELETE, so PostgreSQL truncates and SQLite rebuilds its tables."""
+    if engine.dialect.name == "postgresql":
+        names = ", ".join(table.name for table in metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            seed(conn)
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+        metadata.drop_all(engine)
+        upgrade(engine)
 
 
 def assert_ledger_consistent(engine: Engine) -> None:

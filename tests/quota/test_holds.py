@@ -152,6 +152,22 @@ def test_the_sweeper_releases_only_expired_reserved_holds(ledger: Ledger, buy: B
     assert ledger.release_expired_holds(clock.now + timedelta(seconds=HOLD_TTL_S)) == 1
 
 
+def test_a_hold_past_its_deadline_cannot_commit_even_before_the_sweep(
+    ledger: Ledger, buy: Buy, clock: FakeClock
+) -> None:
+    buy("acct-a", 1)
+    hold, _ = ledger.reserve("acct-a", "stamp-1", sha("doc-1"), NO_METADATA, Channel.RETAIL)
+    clock.advance(HOLD_TTL_S)
+    # The sweeper has not run: the answer is the same as if it had.
+    with pytest.raises(HoldAlreadyResolved, match="expired"):
+        ledger.commit(hold.hold_id, sha("stamped-1"))
+    assert ledger.get_hold(hold.hold_id).status is HoldStatus.RESERVED
+    assert ledger.release_expired_holds() == 1
+    assert ledger.get_balance("acct-a").available == 1
+    with pytest.raises(HoldAlreadyResolved, match="released"):
+        ledger.commit(hold.hold_id, sha("stamped-1"))
+
+
 def test_holds_are_private_and_listed_newest_first(ledger: Ledger, buy: Buy) -> None:
     buy("acct-a", 5)
     buy("acct-b", 1)

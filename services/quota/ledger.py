@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine
 from services.common.db import SQLITE_BEGIN
 from services.common.errors import Conflict, InvalidInput
 from services.common.settings import QuotaSettings
-from services.quota import accounts, audit, balances, holds, orders, transfers
+from services.quota import accounts, balances, holds, orders, transfers
 from services.quota.db import create_ledger_engine
 from services.quota.group_commit import GroupCommitter
 from services.quota.journal import Journal
@@ -489,18 +489,6 @@ class Ledger:
                 now=now,
             )
         )
-
-    # Audit ----------------------------------------------------------------------------------
-
-    def verify_audit_chain(self) -> tuple[int, list[str]]:
-        """(events checked, discrepancies) of the hash-chained audit log."""
-        with self._reading() as conn:
-            return audit.verify_chain(conn)
-
-    def reconcile(self) -> list[str]:
-        """Discrepancies between the balances, the journal and the records; empty when they agree."""
-        with self._reading() as conn:
-            return audit.reconcile(conn)
 
 
 # Validation ---------------------------------------------------------------------------------

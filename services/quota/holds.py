@@ -490,7 +490,8 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
     if not fresh:
         return results
     demand = Counter(requests[index].account_id for index in fresh)
-    taken = set(conn.execute(*_TAKE_UNITS(list(demand.items()))).scalars())
+    # Rows in key order, so two writers lock the accounts they share in the same order.
+    taken = set(conn.execute(*_TAKE_UNITS(sorted(demand.items()))).scalars())
     serial_rows, hold_rows = [], []
     for index in fresh:
         request = requests[index]
@@ -525,16 +526,16 @@ def commit_many(journal: Journal, requests: list[CommitRequest]) -> list[Hold | 
         firsts.setdefault(request.hold_id, index)
     committed = conn.execute(
         *_COMMIT_HOLDS(
-            [(hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items()]
+            sorted((hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items())
         )
     ).all()
     if not committed:
         return results
     consumed = Counter(row.funding_account_id for row in committed)
-    if len(conn.execute(*_CONSUME_UNITS(list(consumed.items()))).all()) != len(consumed):
+    if len(conn.execute(*_CONSUME_UNITS(sorted(consumed.items()))).all()) != len(consumed):
         raise LedgerInconsistency("committed holds whose accounts do not hold their units")
     stamped = conn.execute(
-        *_STAMP_SERIALS([(row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed])
+        *_STAMP_SERIALS(sorted((row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed))
     ).all()
     if len(stamped) != len(committed):
         raise LedgerInconsistency("committed holds whose serials were not reserved")

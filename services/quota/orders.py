@@ -589,7 +589,7 @@ def record_payments(
         return results
     marked = set(
         conn.execute(
-            *_MARK_PAID([(order.order_id, requests[index].now) for index, order in paying])
+            *_MARK_PAID(sorted((order.order_id, requests[index].now) for index, order in paying))
         ).scalars()
     )
     if len(marked) != len(paying):

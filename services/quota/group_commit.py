@@ -93,8 +93,6 @@ class GroupCommitter:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self.batches = 0
-        self.operations = 0
         # Each writer keeps its own connection between batches: no checkout or ping per batch.
         self._local = threading.local()
         self._threads = [
@@ -177,8 +175,6 @@ class GroupCommitter:
                 return
 
     def _execute(self, batch: list[_Job]) -> None:
-        self.batches += 1
-        self.operations += len(batch)
         pending, alone = batch, []
         for _ in range(_RESTARTS):
             if not pending:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -116,7 +117,7 @@ def reserve(journal: Journal, request: ReserveRequest) -> tuple[Hold, bool]:
     conn.execute(insert(serials).values(serial_row))
     conn.execute(insert(holds).values(hold_row))
     _audit_reserved(journal, hold_row)
-    return hold_from_row(_Values(hold_row)), False
+    return hold_from_row(SimpleNamespace(**hold_row)), False
 
 
 def _new_hold(
@@ -174,13 +175,6 @@ def _audit_reserved(journal: Journal, hold: dict[str, Any]) -> None:
         },
         hold["created_at"],
     )
-
-
-class _Values:
-    """A just-inserted row, read back from the values that were written (saves a round trip)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
 
 
 def _take_unit(
@@ -511,7 +505,7 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
         serial_rows.append(serial_row)
         hold_rows.append(hold_row)
         _audit_reserved(journal, hold_row)
-        results[index] = (hold_from_row(_Values(hold_row)), False)
+        results[index] = (hold_from_row(SimpleNamespace(**hold_row)), False)
     if hold_rows:
         conn.execute(insert(serials), serial_rows)
         conn.execute(insert(holds), hold_rows)

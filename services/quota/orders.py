@@ -119,19 +119,22 @@ def _audit_created(journal: Journal, order: Order) -> None:
     )
 
 
-def _book_payment(journal: Journal, order: Order, payment_id: str, amount_idr: int, now: datetime) -> None:
-    journal.entry(
-        system(Book.PAYMENTS),
-        system(Book.SOLD),
-        amount_idr,
-        kind=EntryKind.PAYMENT,
-        channel=order.channel,
-        reference=payment_id,
-        now=now,
-    )
+def _payment_row(
+    payment_id: str, provider: str, event: PaymentEvent, order: Order, applied: bool, now: datetime
+) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "provider": provider,
+        "event_id": event.event_id,
+        "order_id": order.order_id,
+        "amount_idr": event.amount_idr,
+        "reference": event.reference,
+        "applied": applied,
+        "received_at": now,
+    }
 
 
-def _audit_payment(
+def _journal_payment(
     journal: Journal,
     order: Order,
     payment_id: str,
@@ -140,6 +143,16 @@ def _audit_payment(
     applied: bool,
     now: datetime,
 ) -> None:
+    """The money of a payment received (payments -> sold) and its audit event."""
+    journal.entry(
+        system(Book.PAYMENTS),
+        system(Book.SOLD),
+        event.amount_idr,
+        kind=EntryKind.PAYMENT,
+        channel=order.channel,
+        reference=payment_id,
+        now=now,
+    )
     journal.audit(
         "payment.received",
         payment_id,
@@ -224,20 +237,8 @@ def record_payment(
             .where(orders.c.order_id == order.order_id)
             .values(status=OrderStatus.PAID, paid_at=now)
         )
-    conn.execute(
-        insert(payments).values(
-            payment_id=payment_id,
-            provider=provider,
-            event_id=event.event_id,
-            order_id=order.order_id,
-            amount_idr=event.amount_idr,
-            reference=event.reference,
-            applied=applies,
-            received_at=now,
-        )
-    )
-    _book_payment(journal, order, payment_id, event.amount_idr, now)
-    _audit_payment(journal, order, payment_id, provider, event, applies, now)
+    conn.execute(insert(payments).values(_payment_row(payment_id, provider, event, order, applies, now)))
+    _journal_payment(journal, order, payment_id, provider, event, applies, now)
     if not applies:
         refund_id = _record_refund(
             journal,
@@ -600,20 +601,10 @@ def record_payments(
         request = requests[index]
         payment_id = new_id("pay")
         payment_rows.append(
-            {
-                "payment_id": payment_id,
-                "provider": request.provider,
-                "event_id": request.event.event_id,
-                "order_id": order.order_id,
-                "amount_idr": request.event.amount_idr,
-                "reference": request.event.reference,
-                "applied": True,
-                "received_at": request.now,
-            }
+            _payment_row(payment_id, request.provider, request.event, order, True, request.now)
         )
         credits[order.account_id] += order.quantity
-        _book_payment(journal, order, payment_id, request.event.amount_idr, request.now)
-        _audit_payment(journal, order, payment_id, request.provider, request.event, True, request.now)
+        _journal_payment(journal, order, payment_id, request.provider, request.event, True, request.now)
         journal.entry(
             system(Book.STOCK),
             Side(order.account_id, Book.AVAILABLE),

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from services.quota.db import insert_rows
 from services.quota.errors import InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side
 from services.quota.models import Account, Balance, Book, Channel, EntryKind
@@ -49,14 +49,7 @@ def new_account(account_id: str, kind: Channel, now: datetime) -> dict[str, Any]
 def ensure_accounts(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Create the accounts of rows (new_account) that do not exist yet; give them in account order,
     so that concurrent transactions take the row locks in the same order."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        statement = postgresql.insert(accounts).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(accounts).on_conflict_do_nothing()
-    else:
-        raise NotImplementedError(f"no upsert for {dialect}")
-    conn.execute(statement, rows)
+    insert_rows(conn, accounts, rows, skip_existing=True)
 
 
 def ensure_account(conn: Connection, account_id: str, now: datetime, kind: Channel = Channel.RETAIL) -> None:

@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeEngine
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, NotFound
 from services.quota.balances import move
-from services.quota.db import ValuesStatement, fresh_requests
+from services.quota.db import ValuesStatement, fresh_requests, insert_rows
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import (
@@ -485,7 +485,7 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
         return results
     demand = Counter(requests[index].account_id for index in fresh)
     # Rows in key order, so two writers lock the accounts they share in the same order.
-    taken = set(conn.execute(*_TAKE_UNITS(sorted(demand.items()))).scalars())
+    taken = set(_TAKE_UNITS.execute(conn, sorted(demand.items())).scalars())
     serial_rows, hold_rows = [], []
     for index in fresh:
         request = requests[index]
@@ -506,9 +506,8 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
         hold_rows.append(hold_row)
         _audit_reserved(journal, hold_row)
         results[index] = (hold_from_row(SimpleNamespace(**hold_row)), False)
-    if hold_rows:
-        conn.execute(insert(serials), serial_rows)
-        conn.execute(insert(holds), hold_rows)
+    insert_rows(conn, serials, serial_rows)
+    insert_rows(conn, holds, hold_rows)
     return results
 
 
@@ -518,18 +517,16 @@ def commit_many(journal: Journal, requests: list[CommitRequest]) -> list[Hold | 
     firsts: dict[str, int] = {}
     for index, request in enumerate(requests):
         firsts.setdefault(request.hold_id, index)
-    committed = conn.execute(
-        *_COMMIT_HOLDS(
-            sorted((hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items())
-        )
+    committed = _COMMIT_HOLDS.execute(
+        conn, sorted((hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items())
     ).all()
     if not committed:
         return results
     consumed = Counter(row.funding_account_id for row in committed)
-    if len(conn.execute(*_CONSUME_UNITS(sorted(consumed.items()))).all()) != len(consumed):
+    if len(_CONSUME_UNITS.execute(conn, sorted(consumed.items())).all()) != len(consumed):
         raise LedgerInconsistency("committed holds whose accounts do not hold their units")
-    stamped = conn.execute(
-        *_STAMP_SERIALS(sorted((row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed))
+    stamped = _STAMP_SERIALS.execute(
+        conn, sorted((row.serial, bytes(row.stamped_sha256), row.resolved_at) for row in committed)
     ).all()
     if len(stamped) != len(committed):
         raise LedgerInconsistency("committed holds whose serials were not reserved")

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from services.quota import audit
+from services.quota.db import ValuesStatement, insert_rows
 from services.quota.models import Book, Channel, EntryKind
-from services.quota.schema import audit_head, audit_log, entries, system_books
+from services.quota.schema import audit_head, audit_log, entries
+
+_CHANGE_SYSTEM_BOOKS = ValuesStatement(
+    ("d_book", "d_delta"), "UPDATE system_books SET balance = balance + d_delta FROM d WHERE book = d_book"
+)
 
 
 @dataclass(frozen=True)
@@ -99,15 +104,11 @@ class Journal:
 
     def flush(self) -> None:
         """Write what was appended; call once, last thing before commit."""
-        if self._entries:
-            self.conn.execute(insert(entries), self._entries)
-        for book in sorted(self._system_deltas):
-            if self._system_deltas[book]:
-                self.conn.execute(
-                    update(system_books)
-                    .where(system_books.c.book == book)
-                    .values(balance=system_books.c.balance + self._system_deltas[book])
-                )
+        insert_rows(self.conn, entries, self._entries)
+        # In book order, so two transactions lock the system books in the same order.
+        deltas = sorted((book.value, delta) for book, delta in self._system_deltas.items() if delta)
+        if deltas:
+            _CHANGE_SYSTEM_BOOKS.execute(self.conn, deltas)
         if self._events:
             self._chain()
         self._entries, self._events, self._system_deltas = [], [], Counter()
@@ -122,5 +123,5 @@ class Journal:
             digest = audit.event_hash(previous, seq=seq, **event)
             rows.append({"seq": seq, "prev_hash": previous, "hash": digest, **event})
             previous = digest
-        self.conn.execute(insert(audit_log), rows)
+        insert_rows(self.conn, audit_log, rows)
         self.conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=previous))

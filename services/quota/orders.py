@@ -20,7 +20,7 @@ from sqlalchemy import Connection, insert, select, tuple_, update
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from services.quota.balances import available_units, ensure_account, ensure_accounts, move, new_account
-from services.quota.db import ValuesStatement, fresh_requests
+from services.quota.db import ValuesStatement, fresh_requests, insert_rows
 from services.quota.errors import InsufficientQuota, LedgerInconsistency
 from services.quota.journal import Journal, Side, system
 from services.quota.models import Book, Channel, EntryKind, Order, OrderStatus, Refund, RefundStatus
@@ -54,6 +54,19 @@ def order_from_row(row: Any, now: datetime) -> Order:
 def find_by_key(conn: Connection, account_id: str, key: str) -> Any:
     query = select(orders).where(orders.c.account_id == account_id, orders.c.idempotency_key == key)
     return conn.execute(query).one_or_none()
+
+
+_ORDERS_BY_KEY = ValuesStatement(
+    ("d_owner", "d_key"),
+    f"SELECT {', '.join(column.name for column in orders.c)} FROM orders "
+    "JOIN d ON account_id = d_owner AND idempotency_key = d_key",
+    result=tuple(orders.c),
+)
+
+
+def find_by_keys(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The orders holding the given (account id, idempotency key) pairs, by pair."""
+    return {(row.account_id, row.idempotency_key): row for row in _ORDERS_BY_KEY.execute(conn, keys)}
 
 
 def get(conn: Connection, order_id: str, now: datetime, account_id: str = "") -> Order:
@@ -536,8 +549,7 @@ def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Orde
         rows.append(_order_row(order, request.key))
         _audit_created(journal, order)
         results[index] = (order, False)
-    if rows:
-        conn.execute(insert(orders), rows)
+    insert_rows(conn, orders, rows)
     return results
 
 
@@ -588,11 +600,8 @@ def record_payments(
         paying.append((index, order))
     if not paying:
         return results
-    marked = set(
-        conn.execute(
-            *_MARK_PAID(sorted((order.order_id, requests[index].now) for index, order in paying))
-        ).scalars()
-    )
+    paid = sorted((order.order_id, requests[index].now) for index, order in paying)
+    marked = set(_MARK_PAID.execute(conn, paid).scalars())
     if len(marked) != len(paying):
         raise LedgerInconsistency("orders locked as awaiting payment changed under the lock")
     credits: Counter[str] = Counter()
@@ -615,7 +624,7 @@ def record_payments(
             now=request.now,
         )
         results[index] = (replace(order, status=OrderStatus.PAID, paid_at=request.now), False, None)
-    conn.execute(insert(payments), payment_rows)
-    if len(conn.execute(*_CREDIT_UNITS(sorted(credits.items()))).all()) != len(credits):
+    insert_rows(conn, payments, payment_rows)
+    if len(_CREDIT_UNITS.execute(conn, sorted(credits.items())).all()) != len(credits):
         raise LedgerInconsistency("paid orders whose accounts do not exist")
     return results

@@ -4,8 +4,9 @@
 
 MODE "loop": buy, reserve, commit, release, transfer and refund as fast as it can, printing
 "done <kind> <id>" after each call returns (so the parent knows what must be durable).
-MODE "pause": start one reserve, and inside its transaction, right after the hold row is written,
-print "paused <key>" and sleep, so the parent can kill it mid-transaction.
+MODE "pause": start one reserve, and inside its transaction, once the hold, its serial and the
+journal entries are written and the audit chain's head is about to be locked, print "paused <key>"
+and sleep, so the parent can kill it mid-transaction.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main(url: str, mode: str, run: str) -> None:
 
         @event.listens_for(engine, "after_cursor_execute")
         def pause(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if statement.lstrip().upper().startswith("INSERT INTO HOLDS"):
+            if statement.lstrip().upper().startswith("SELECT AUDIT_HEAD"):
                 say("paused", run)
                 time.sleep(60)
 

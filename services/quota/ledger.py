@@ -27,6 +27,7 @@ from services.common.settings import QuotaSettings
 from services.quota import accounts, balances, holds, orders, transfers
 from services.quota.db import create_ledger_engine
 from services.quota.group_commit import GroupCommitter
+from services.quota.intake import OrderIntake
 from services.quota.journal import Journal
 from services.quota.models import (
     Account,
@@ -97,9 +98,11 @@ class Ledger:
             # has one writer at a time whatever we do.
             writers=2 if engine.dialect.name == "postgresql" else 1,
         )
+        self._intake = OrderIntake(self._orders_by_key)
 
     def close(self) -> None:
         """Finish the writes already queued and stop taking more."""
+        self._intake.close()
         self._committer.close()
 
     @classmethod
@@ -143,6 +146,12 @@ class Ledger:
         self, account_id: str, quantity: int, idempotency_key: str, channel: Channel
     ) -> tuple[Order, bool]:
         """Open an order awaiting payment; (order, replayed). A repeated key returns the first order."""
+        return self.create_order_later(account_id, quantity, idempotency_key, channel).result()
+
+    def create_order_later(
+        self, account_id: str, quantity: int, idempotency_key: str, channel: Channel
+    ) -> Future[tuple[Order, bool]]:
+        """create_order without waiting; the input is checked at once (raising InvalidInput)."""
         _require("account_id", account_id, ACCOUNT_ID_LENGTH)
         _require("idempotency_key", idempotency_key, KEY_LENGTH)
         if not 1 <= quantity <= MAX_ORDER_QUANTITY:
@@ -155,39 +164,44 @@ class Ledger:
                 raise Conflict("this idempotency key was used for a different order")
             return order, True
 
+        def proceed(earlier: object | None) -> tuple[Order, bool] | Future[tuple[Order, bool]]:
+            if earlier is not None:
+                return replay(earlier)
+            draft = Order(
+                order_id=new_id("ord"),
+                account_id=account_id,
+                quantity=quantity,
+                unit_price_idr=self._unit_price_idr,
+                amount_idr=quantity * self._unit_price_idr,
+                status=OrderStatus.AWAITING_PAYMENT,
+                payment_provider=self._provider.name,
+                payment_reference="",
+                payment_url="",
+                channel=channel,
+                created_at=now,
+                expires_at=now + self._order_ttl,
+                paid_at=None,
+                refunded_quantity=0,
+            )
+            # Outside the transaction: a real provider is a network call, and no lock should wait
+            # on it.
+            reference, url = self._provider.create_payment(draft)
+            draft = replace(draft, payment_reference=reference, payment_url=url)
+
+            def work(journal: Journal) -> tuple[Order, bool]:
+                raced = orders.find_by_key(journal.conn, account_id, idempotency_key)
+                if raced is not None:
+                    return replay(raced)
+                orders.insert_order(journal, draft, idempotency_key)
+                return draft, False
+
+            return self._committer.submit(work, bulk=("order", orders.NewOrder(draft, idempotency_key)))
+
+        return self._intake.submit((account_id, idempotency_key), proceed)
+
+    def _orders_by_key(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
         with self._reading() as conn:
-            earlier = orders.find_by_key(conn, account_id, idempotency_key)
-        if earlier is not None:
-            return replay(earlier)
-
-        draft = Order(
-            order_id=new_id("ord"),
-            account_id=account_id,
-            quantity=quantity,
-            unit_price_idr=self._unit_price_idr,
-            amount_idr=quantity * self._unit_price_idr,
-            status=OrderStatus.AWAITING_PAYMENT,
-            payment_provider=self._provider.name,
-            payment_reference="",
-            payment_url="",
-            channel=channel,
-            created_at=now,
-            expires_at=now + self._order_ttl,
-            paid_at=None,
-            refunded_quantity=0,
-        )
-        # Outside the transaction: a real provider is a network call, and no lock should wait on it.
-        reference, url = self._provider.create_payment(draft)
-        draft = replace(draft, payment_reference=reference, payment_url=url)
-
-        def work(journal: Journal) -> tuple[Order, bool]:
-            raced = orders.find_by_key(journal.conn, account_id, idempotency_key)
-            if raced is not None:
-                return replay(raced)
-            orders.insert_order(journal, draft, idempotency_key)
-            return draft, False
-
-        return self._write(work, bulk=("order", orders.NewOrder(draft, idempotency_key)))
+            return orders.find_by_keys(conn, keys)
 
     def confirm_payment(self, provider: str, payload: bytes, signature: str) -> tuple[Order, bool]:
         """Apply a provider's webhook: verify it, record the payment, mark the order paid and credit

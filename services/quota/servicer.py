@@ -265,8 +265,10 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
         self, request: quota_service_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.CreateOrderResponse:
         channel = enum_from_proto(Channel, request.channel, "channel")
-        order, replayed = await asyncio.to_thread(
-            self._ledger.create_order, request.account_id, request.quantity, request.idempotency_key, channel
+        order, replayed = await asyncio.wrap_future(
+            self._ledger.create_order_later(
+                request.account_id, request.quantity, request.idempotency_key, channel
+            )
         )
         return quota_service_pb2.CreateOrderResponse(order=order_to_proto(order), replayed=replayed)
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ledger.py [--quick] [--pairs N] [--concurrency N] [--clients N]
                                      [--accounts N] [--seconds S] [--skip-postgres]
+                                     [--only SCENARIO ...]
 
 The real services run as their own processes (`python -m services.auth`, `python -m services.quota`)
 on free 127.0.0.1 ports, with the EMETERAI_* variables `emeterai up` gives them: one quota service
@@ -70,6 +71,7 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RESULT_NAMES = ("pg_pairs_per_s", "pg_hot_pairs_per_s", "pg_orders_per_s", "sqlite_pairs_per_s")
 QUICK = {"pairs": 200, "concurrency": 16, "clients": 2, "accounts": 16, "seconds": 5.0}
 FULL = {"pairs": 10_000, "concurrency": 128, "clients": 2, "accounts": 256, "seconds": 30.0}
+SCENARIOS = ("pg", "pg_hot", "pg_orders", "pg_unary", "pg_reference", "sqlite")
 # CPU spent outside the benchmark above this share of the machine gets a warning.
 BUSY_ELSEWHERE = 0.1
 
@@ -83,6 +85,13 @@ class Options:
     seconds: float
     postgres_url: str
     skip_postgres: bool
+    # Quota service processes on the PostgreSQL database, as replicas in a cluster would be.
+    replicas: int = 1
+    # Scenario names to run; empty runs them all.
+    only: frozenset[str] = frozenset()
+
+    def runs(self, scenario: str) -> bool:
+        return not self.only or scenario in self.only
 
     @property
     def warmup(self) -> int:
@@ -230,7 +239,7 @@ class Target:
     def load(self, operation: str, accounts: Sequence[str], batching: bool = True) -> Load:
         return Load(
             operation,
-            self.quota.address,
+            self.quota.addresses,
             self.services.auth_address,
             self.services.service_secret,
             self.services.webhook_secret,
@@ -296,14 +305,20 @@ async def run_all(
         print("PostgreSQL skipped (--skip-postgres): its figures are 0")
     else:
         async with target(services, postgres, options) as pg:
-            rates["pg_pairs_per_s"] = (await pg.pairs("pg", spread)).rate
-            rates["pg_hot_pairs_per_s"] = (await pg.pairs("pg_hot", ["hot"])).rate
-            orders = await pg.orders("pg_orders", _accounts("buyer", options.accounts))
-            rates["pg_orders_per_s"] = orders.rate
-            await pg.pairs("pg_unary", _accounts("unary", options.accounts), batching=False)
-            await pg.reads("pg_reference", spread)
-    async with target(services, sqlite, options) as lite:
-        rates["sqlite_pairs_per_s"] = (await lite.pairs("sqlite", spread)).rate
+            if options.runs("pg"):
+                rates["pg_pairs_per_s"] = (await pg.pairs("pg", spread)).rate
+            if options.runs("pg_hot"):
+                rates["pg_hot_pairs_per_s"] = (await pg.pairs("pg_hot", ["hot"])).rate
+            if options.runs("pg_orders"):
+                orders = await pg.orders("pg_orders", _accounts("buyer", options.accounts))
+                rates["pg_orders_per_s"] = orders.rate
+            if options.runs("pg_unary"):
+                await pg.pairs("pg_unary", _accounts("unary", options.accounts), batching=False)
+            if options.runs("pg_reference"):
+                await pg.reads("pg_reference", spread)
+    if options.runs("sqlite"):
+        async with target(services, sqlite, options) as lite:
+            rates["sqlite_pairs_per_s"] = (await lite.pairs("sqlite", spread)).rate
     return rates
 
 
@@ -318,7 +333,9 @@ def run(options: Options) -> dict[str, float]:
         # cannot prepare for a fork (and says so in the output).
         services = stack.enter_context(Services(directory))
         services.start_auth()
-        postgres = services.start_quota("quota-postgres", database_url) if database_url else None
+        postgres = (
+            services.start_quota("quota-postgres", database_url, options.replicas) if database_url else None
+        )
         sqlite = services.start_quota("quota-sqlite", f"sqlite:///{directory / 'quota.db'}")
         rates = asyncio.run(run_all(options, services, postgres, sqlite))
     return rates
@@ -380,10 +397,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help=f"time limit of each phase ({FULL['seconds']})")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a server to make a database on")
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite only; the pg figures are 0")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="quota service replicas on PostgreSQL (1); SQLite has one"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        default=[],
+        help="run this scenario (repeatable); the others' figures are 0",
+    )
     args = parser.parse_args()
     preset = QUICK if args.quick else FULL
     chosen = {name: preset[name] if getattr(args, name) is None else getattr(args, name) for name in preset}
-    options = Options(**chosen, postgres_url=args.postgres_url, skip_postgres=args.skip_postgres)
+    options = Options(
+        **chosen,
+        postgres_url=args.postgres_url,
+        skip_postgres=args.skip_postgres,
+        replicas=args.replicas,
+        only=frozenset(args.only),
+    )
     print(
         f"{options.concurrency} calls in flight from {options.clients} load client processes; "
         f"{options.pairs} measured operations (after {options.warmup} warm-up) or {options.seconds:g} s "

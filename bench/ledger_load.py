@@ -149,7 +149,8 @@ class Load:
     """What one load client does: the operation, on which accounts, how many, for how long."""
 
     operation: str  # a key of OPERATIONS
-    quota_address: str
+    # The quota replicas; client i calls replica i modulo their number.
+    quota_addresses: tuple[str, ...]
     auth_address: str
     service_secret: str
     webhook_secret: str
@@ -188,7 +189,7 @@ def run_client(load: Load, index: int, clients: int, barrier: Any, reports: Any)
 async def _drive(load: Load, index: int, clients: int, barrier: Any) -> ClientReport:
     tokens = ServiceTokenSource(load.auth_address, SERVICE_NAME, load.service_secret)
     provider = SandboxProvider(load.webhook_secret.encode())
-    channel = service_channel(load.quota_address, tokens)
+    channel = service_channel(load.quota_addresses[index % len(load.quota_addresses)], tokens)
     stub: Any = quota_service_pb2_grpc.QuotaServiceStub(channel)
     if load.batching:
         stub = BatchingQuotaStub(stub)

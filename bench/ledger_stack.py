@@ -36,13 +36,17 @@ def _free_address() -> str:
 
 @dataclass(frozen=True)
 class Quota:
-    """A running quota service."""
+    """A running quota service: one or more replicas on one database."""
 
     name: str
-    address: str
-    pid: int
+    addresses: tuple[str, ...]
+    pids: tuple[int, ...]
     # The PostgreSQL database it keeps its ledger in; None for SQLite.
     database: str | None
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
 
 
 @dataclass
@@ -84,15 +88,19 @@ class Services:
     def start_auth(self) -> None:
         self.start("auth", "auth", self.auth_address, {})
 
-    def start_quota(self, name: str, database_url: str) -> Quota:
-        address = _free_address()
-        extra = {"EMETERAI_QUOTA_ADDRESS": address, "EMETERAI_DATABASE_URL": database_url}
-        process = self.start(name, "quota", address, extra)
+    def start_quota(self, name: str, database_url: str, replicas: int = 1) -> Quota:
+        addresses, pids = [], []
+        for replica in range(replicas):
+            address = _free_address()
+            extra = {"EMETERAI_QUOTA_ADDRESS": address, "EMETERAI_DATABASE_URL": database_url}
+            process = self.start(f"{name}-{replica}" if replicas > 1 else name, "quota", address, extra)
+            addresses.append(address)
+            pids.append(process.pid)
         database = make_url(database_url)
         return Quota(
             name,
-            address,
-            process.pid,
+            tuple(addresses),
+            tuple(pids),
             database.database if database.drivername.startswith("postgresql") else None,
         )
 
@@ -185,7 +193,7 @@ class CpuUse:
             # A process that started after the first sample spent all its time in between.
             earlier = before.processes.get(pid)
             spent = process.cpu_s - (earlier.cpu_s if earlier is not None else 0.0)
-            if pid == quota.pid:
+            if pid in quota.pids:
                 quota_s += spent
             elif process.name == "postgres" and quota.database and _serves(process.command, quota.database):
                 postgres_s += spent

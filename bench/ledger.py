@@ -1,13 +1,19 @@
 """Ledger operations per second through QuotaService, over gRPC on loopback, on PostgreSQL and SQLite.
 
     .venv/bin/python bench/ledger.py [--quick] [--pairs N] [--concurrency N] [--clients N]
-                                     [--accounts N] [--seconds S] [--skip-postgres]
-                                     [--only SCENARIO ...]
+                                     [--accounts N] [--seconds S] [--replicas N]
+                                     [--skip-postgres] [--only SCENARIO ...]
 
 The real services run as their own processes (`python -m services.auth`, `python -m services.quota`)
-on free 127.0.0.1 ports, with the EMETERAI_* variables `emeterai up` gives them: one quota service
-on a PostgreSQL database made for this run (dropped at the end), one on a SQLite file in a
-temporary folder. Every call carries a service token from AuthService, as the gateway's do.
+on free 127.0.0.1 ports, with the EMETERAI_* variables `emeterai up` gives them: --replicas quota
+services on one PostgreSQL database made for this run (dropped at the end), as replicas behind a
+Kubernetes Service would be, and one quota service on a SQLite file in a temporary folder (SQLite
+is the single-node default: one writer process). Every call carries a service token from
+AuthService, as the gateway's do.
+
+Why two replicas by default: one quota process runs its gRPC event loop and its writer under one
+interpreter lock, and measured at most about 0.75 of a core however many calls were in flight; the
+second replica is how the service uses the second core, here as in a cluster.
 
 Scenarios, each a warm-up and then a measured phase of at most --pairs operations and --seconds:
   pg            Reserve then Commit, round-robin over --accounts accounts funded beforehand;
@@ -22,10 +28,11 @@ The clients call as the gateway does, through BatchingQuotaStub (services/quota/
 coalesces concurrent calls into QuotaService.Batch calls; pg_unary shows what that is worth.
 
 The load comes from --clients processes (bench/ledger_load.py), --concurrency calls in flight in
-all; a barrier starts their measured phases together, and a rate is the operations that succeeded
-over the span from that start to the last client's end. After each scenario every account is read
-back with GetBalance and compared with what the clients counted. CPU per operation over the
-measured phase is read from /proc for the quota process, PostgreSQL (for this database), the load
+all; client i calls replica i modulo --replicas. A barrier starts their measured phases together,
+and a rate is the operations that succeeded over the span from that start to the last client's end.
+After each scenario every account is read back with GetBalance and compared with what the clients
+counted. CPU per operation over the
+measured phase is read from /proc for the quota processes, PostgreSQL (for this database), the load
 clients and everything else, so a busy machine shows in the figures instead of hiding in them.
 """
 
@@ -69,8 +76,8 @@ from services.quota.payments import SandboxProvider  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RESULT_NAMES = ("pg_pairs_per_s", "pg_hot_pairs_per_s", "pg_orders_per_s", "sqlite_pairs_per_s")
-QUICK = {"pairs": 200, "concurrency": 16, "clients": 2, "accounts": 16, "seconds": 5.0}
-FULL = {"pairs": 10_000, "concurrency": 128, "clients": 2, "accounts": 256, "seconds": 30.0}
+QUICK = {"pairs": 200, "concurrency": 16, "clients": 2, "accounts": 16, "seconds": 5.0, "replicas": 2}
+FULL = {"pairs": 10_000, "concurrency": 256, "clients": 2, "accounts": 256, "seconds": 30.0, "replicas": 2}
 SCENARIOS = ("pg", "pg_hot", "pg_orders", "pg_unary", "pg_reference", "sqlite")
 # CPU spent outside the benchmark above this share of the machine gets a warning.
 BUSY_ELSEWHERE = 0.1
@@ -83,10 +90,10 @@ class Options:
     clients: int
     accounts: int
     seconds: float
+    # Quota service processes on the PostgreSQL database, as replicas in a cluster would be.
+    replicas: int
     postgres_url: str
     skip_postgres: bool
-    # Quota service processes on the PostgreSQL database, as replicas in a cluster would be.
-    replicas: int = 1
     # Scenario names to run; empty runs them all.
     only: frozenset[str] = frozenset()
 
@@ -398,7 +405,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a server to make a database on")
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite only; the pg figures are 0")
     parser.add_argument(
-        "--replicas", type=int, default=1, help="quota service replicas on PostgreSQL (1); SQLite has one"
+        "--replicas", type=int, help=f"quota replicas on PostgreSQL ({FULL['replicas']}); SQLite has one"
     )
     parser.add_argument(
         "--only",
@@ -414,11 +421,13 @@ def main() -> None:
         **chosen,
         postgres_url=args.postgres_url,
         skip_postgres=args.skip_postgres,
-        replicas=args.replicas,
         only=frozenset(args.only),
     )
+    if options.replicas > options.clients:
+        parser.error("every replica needs a load client: --replicas must not exceed --clients")
     print(
         f"{options.concurrency} calls in flight from {options.clients} load client processes; "
+        f"{options.replicas} quota replicas on PostgreSQL, one on SQLite; "
         f"{options.pairs} measured operations (after {options.warmup} warm-up) or {options.seconds:g} s "
         f"per scenario; {os.cpu_count()} cores",
         flush=True,

@@ -484,7 +484,7 @@ def reserve_many(journal: Journal, requests: list[ReserveRequest]) -> list[tuple
     if not fresh:
         return results
     demand = Counter(requests[index].account_id for index in fresh)
-    # Rows in key order, so two writers lock the accounts they share in the same order.
+    # Rows in key order, so two replicas' writers lock the accounts they share in the same order.
     taken = set(_TAKE_UNITS.execute(conn, sorted(demand.items())).scalars())
     serial_rows, hold_rows = [], []
     for index in fresh:

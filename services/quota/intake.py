@@ -41,10 +41,14 @@ class OrderIntake:
         self,
         look_up: Callable[[list[tuple[str, str]]], dict[tuple[str, str], Any]],
         *,
+        side_by_side: bool,
         name: str = "order-intake",
     ) -> None:
-        """look_up: the rows of the orders already holding the given (account, key) pairs."""
+        """look_up: the rows of the orders already holding the given (account, key) pairs.
+        side_by_side: run the orders of a batch in worker threads at once, for a proceed that waits
+        on the network (a real payment provider); else one after another in the intake thread."""
         self._look_up = look_up
+        self._side_by_side = side_by_side
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._closed = False
         self._providers = ThreadPoolExecutor(PROVIDER_CALLS, thread_name_prefix=f"{name}-provider")
@@ -99,9 +103,10 @@ class OrderIntake:
             for request in batch:
                 request.future.set_exception(exc)
             return
-        if len(batch) == 1:
+        if len(batch) == 1 or not self._side_by_side:
             # Nothing to overlap: no hand-over to a provider thread.
-            self._proceed(batch[0], earlier.get(batch[0].key))
+            for request in batch:
+                self._proceed(request, earlier.get(request.key))
             return
         for request in batch:
             self._providers.submit(self._proceed, request, earlier.get(request.key))

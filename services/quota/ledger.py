@@ -99,7 +99,7 @@ class Ledger:
             # throughput comes from more quota replicas.
             writers=1,
         )
-        self._intake = OrderIntake(self._orders_by_key)
+        self._intake = OrderIntake(self._orders_by_key, side_by_side=payment_provider.remote)
 
     def close(self) -> None:
         """Finish the writes already queued and stop taking more."""

@@ -517,6 +517,11 @@ _CREDIT_UNITS = ValuesStatement(
 )
 
 
+_ACCOUNTS = ValuesStatement(
+    ("d_account",), "SELECT account_id, pool_account_id FROM accounts JOIN d ON account_id = d_account"
+)
+
+
 def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Order, bool] | None]:
     conn = journal.conn
     results: list[tuple[Order, bool] | None] = [None] * len(requests)
@@ -526,20 +531,17 @@ def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Orde
     if not fresh:
         return results
     owners = {requests[index].order.account_id: requests[index].order for index in fresh}
+    known = {row.account_id: row.pool_account_id for row in _ACCOUNTS.execute(conn, [(a,) for a in owners])}
+    # Accounts are made on first use; a concurrent first use elsewhere is skipped, not an error.
     ensure_accounts(
         conn,
         [
             new_account(account_id, order.channel, order.created_at)
             for account_id, order in sorted(owners.items())
+            if account_id not in known
         ],
     )
-    pooled = set(
-        conn.execute(
-            select(accounts.c.account_id).where(
-                accounts.c.account_id.in_(list(owners)), accounts.c.pool_account_id.is_not(None)
-            )
-        ).scalars()
-    )
+    pooled = {account_id for account_id, pool in known.items() if pool is not None}
     rows = []
     for index in fresh:
         request = requests[index]

@@ -40,6 +40,11 @@ class PaymentProvider(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def remote(self) -> bool:
+        """Whether create_payment is a network call, worth running side by side with others."""
+        ...
+
     def create_payment(self, order: Order) -> tuple[str, str]:
         """Open a payment for order; return (provider reference, URL where the payer pays)."""
         ...
@@ -65,6 +70,8 @@ class SandboxProvider:
     """
 
     name = "sandbox"
+    # Opening a sandbox payment is a random reference and a URL, made in this process.
+    remote = False
 
     def __init__(
         self,

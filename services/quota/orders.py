@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, tuple_, update
+from sqlalchemy import Connection, insert, select, update
 
 from services.common.db import UtcDateTime
 from services.common.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
@@ -522,6 +522,12 @@ _ACCOUNTS = ValuesStatement(
 )
 
 
+_SEEN_EVENTS = ValuesStatement(
+    ("d_provider", "d_event"),
+    "SELECT provider, event_id FROM payments JOIN d ON provider = d_provider AND event_id = d_event",
+)
+
+
 def insert_orders(journal: Journal, requests: list[NewOrder]) -> list[tuple[Order, bool] | None]:
     conn = journal.conn
     results: list[tuple[Order, bool] | None] = [None] * len(requests)
@@ -577,14 +583,7 @@ def record_payments(
             .with_for_update()
         )
     }
-    seen = {
-        (provider, event_id)
-        for provider, event_id in conn.execute(
-            select(payments.c.provider, payments.c.event_id).where(
-                tuple_(payments.c.provider, payments.c.event_id).in_(list(events))
-            )
-        )
-    }
+    seen = {(provider, event_id) for provider, event_id in _SEEN_EVENTS.execute(conn, sorted(events))}
     paying: list[tuple[int, Order]] = []
     for order_id, index in by_order.items():
         request, row = requests[index], rows.get(order_id)

@@ -99,11 +99,12 @@ class Ledger:
             # throughput comes from more quota replicas.
             writers=1,
         )
-        self._intake = OrderIntake(self._orders_by_key, side_by_side=payment_provider.remote)
+        self._intake = OrderIntake(self._orders_by_key) if payment_provider.remote else None
 
     def close(self) -> None:
         """Finish the writes already queued and stop taking more."""
-        self._intake.close()
+        if self._intake is not None:
+            self._intake.close()
         self._committer.close()
 
     @classmethod
@@ -165,9 +166,7 @@ class Ledger:
                 raise Conflict("this idempotency key was used for a different order")
             return order, True
 
-        def proceed(earlier: object | None) -> tuple[Order, bool] | Future[tuple[Order, bool]]:
-            if earlier is not None:
-                return replay(earlier)
+        def open_order() -> Future[tuple[Order, bool]]:
             draft = Order(
                 order_id=new_id("ord"),
                 account_id=account_id,
@@ -198,7 +197,15 @@ class Ledger:
 
             return self._committer.submit(work, bulk=("order", orders.NewOrder(draft, idempotency_key)))
 
-        return self._intake.submit((account_id, idempotency_key), proceed)
+        if self._intake is None:
+            # A local provider opens a payment for nothing, so a retry may open one it never uses:
+            # the writer answers it from the first order, with no look-up first.
+            return open_order()
+        # A real provider is not asked again for a retry: the key is looked up first.
+        return self._intake.submit(
+            (account_id, idempotency_key),
+            lambda earlier: open_order() if earlier is None else replay(earlier),
+        )
 
     def _orders_by_key(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], object]:
         with self._reading() as conn:

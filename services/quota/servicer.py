@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -191,6 +195,50 @@ def _batch_error(error: DomainError) -> quota_service_pb2.BatchResult:
     )
 
 
+def _batch_failure(call: str, error: Exception) -> quota_service_pb2.BatchResult:
+    """A batch item's error as the item's result, as the error interceptor answers a single call:
+    a domain error with its status and message, anything else logged here and never sent."""
+    if isinstance(error, DomainError):
+        return _batch_error(error)
+    log.error("unexpected error in a batch item", exc_info=error, extra={"call": call})
+    return quota_service_pb2.BatchResult(
+        error=quota_service_pb2.BatchError(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
+    )
+
+
+@dataclass(frozen=True)
+class _Call:
+    start: Callable[[Any], Future[Any]]
+    answer: Callable[[Any], Awaitable[Any]]
+
+
+async def _all_done(futures: list[Future[Any]]) -> None:
+    """Wait until every future is done, woken once, by the last of them."""
+    if not futures:
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    left = len(futures)
+    lock = threading.Lock()
+
+    def one_done(_: Future[Any]) -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            last = left == 0
+        if last:
+            loop.call_soon_threadsafe(_wake, waiter)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    await waiter
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def account_to_proto(account: Account) -> ledger_pb2.QuotaAccount:
     return ledger_pb2.QuotaAccount(
         account_id=account.account_id,
@@ -224,52 +272,65 @@ def settlement_to_proto(settlement: Settlement) -> ledger_pb2.Settlement:
 class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        # Batch items by the name of their oneof field: the method that answers each alone.
-        self._batchable = {
-            "create_order": self.CreateOrder,
-            "confirm_payment": self.ConfirmPayment,
-            "reserve": self.Reserve,
-            "commit": self.Commit,
-            "release": self.Release,
+        # The calls a Batch may carry, by the name of their oneof field. Each is its start, which
+        # checks the request and hands it to the ledger (a Future of the ledger's answer), and its
+        # answer, which turns that into the response; a single call is the two in turn.
+        self._batchable: dict[str, _Call] = {
+            "create_order": _Call(self._start_create_order, self._answer_create_order),
+            "confirm_payment": _Call(self._start_confirm_payment, self._answer_confirm_payment),
+            "reserve": _Call(self._start_reserve, self._answer_reserve),
+            "commit": _Call(self._start_commit, self._answer_commit),
+            "release": _Call(self._start_release, self._answer_release),
         }
 
     async def Batch(
         self, request: quota_service_pb2.BatchRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.BatchResponse:
+        """Every item started at once, then answered once the last is done: one wake-up of the event
+        loop for the batch, where a task per item cost more than the ledger's work."""
         if len(request.items) > MAX_BATCH_ITEMS:
             raise InvalidInput(f"a batch holds at most {MAX_BATCH_ITEMS} items")
-        results = await asyncio.gather(*(self._batch_item(item, context) for item in request.items))
+        started: list[tuple[str, Future[Any] | quota_service_pb2.BatchResult]] = []
+        for item in request.items:
+            call = item.WhichOneof("call") or ""
+            try:
+                if not call:
+                    raise InvalidInput("a batch item must name a call")
+                started.append((call, self._batchable[call].start(getattr(item, call))))
+            except Exception as error:
+                started.append((call, _batch_failure(call, error)))
+        await _all_done([outcome for _, outcome in started if isinstance(outcome, Future)])
+        results = []
+        for call, outcome in started:
+            if isinstance(outcome, Future):
+                try:
+                    response = await self._batchable[call].answer(outcome.result())
+                except Exception as error:
+                    outcome = _batch_failure(call, error)
+                else:
+                    outcome = quota_service_pb2.BatchResult(**{call: response})
+            results.append(outcome)
         return quota_service_pb2.BatchResponse(results=results)
 
-    async def _batch_item(
-        self, item: quota_service_pb2.BatchItem, context: grpc.aio.ServicerContext
-    ) -> quota_service_pb2.BatchResult:
-        call = item.WhichOneof("call")
-        if call is None:
-            return _batch_error(InvalidInput("a batch item must name a call"))
-        try:
-            response = await self._batchable[call](getattr(item, call), context)
-        except DomainError as error:
-            return _batch_error(error)
-        except Exception:
-            # As the error interceptor does for a single call: logged here, never sent.
-            log.exception("unexpected error in a batch item", extra={"call": call})
-            return quota_service_pb2.BatchResult(
-                error=quota_service_pb2.BatchError(
-                    code=grpc.StatusCode.INTERNAL.value[0], message="internal error"
-                )
-            )
-        return quota_service_pb2.BatchResult(**{call: response})
+    async def _single(self, call: str, request: Any) -> Any:
+        batchable = self._batchable[call]
+        return await batchable.answer(await asyncio.wrap_future(batchable.start(request)))
 
     async def CreateOrder(
         self, request: quota_service_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.CreateOrderResponse:
+        return await self._single("create_order", request)  # type: ignore[no-any-return]
+
+    def _start_create_order(
+        self, request: quota_service_pb2.CreateOrderRequest
+    ) -> Future[tuple[Order, bool]]:
         channel = enum_from_proto(Channel, request.channel, "channel")
-        order, replayed = await asyncio.wrap_future(
-            self._ledger.create_order_later(
-                request.account_id, request.quantity, request.idempotency_key, channel
-            )
+        return self._ledger.create_order_later(
+            request.account_id, request.quantity, request.idempotency_key, channel
         )
+
+    async def _answer_create_order(self, result: tuple[Order, bool]) -> quota_service_pb2.CreateOrderResponse:
+        order, replayed = result
         return quota_service_pb2.CreateOrderResponse(order=order_to_proto(order), replayed=replayed)
 
     async def GetOrder(
@@ -297,9 +358,17 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     async def ConfirmPayment(
         self, request: quota_service_pb2.ConfirmPaymentRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ConfirmPaymentResponse:
-        order, replayed, refund_id = await asyncio.wrap_future(
-            self._ledger.confirm_payment_later(request.provider, request.payload, request.signature)
-        )
+        return await self._single("confirm_payment", request)  # type: ignore[no-any-return]
+
+    def _start_confirm_payment(
+        self, request: quota_service_pb2.ConfirmPaymentRequest
+    ) -> Future[tuple[Order, bool, str | None]]:
+        return self._ledger.confirm_payment_later(request.provider, request.payload, request.signature)
+
+    async def _answer_confirm_payment(
+        self, result: tuple[Order, bool, str | None]
+    ) -> quota_service_pb2.ConfirmPaymentResponse:
+        order, replayed, refund_id = result
         if refund_id is not None:
             # The payment bought nothing: its money goes back now (or with the next sweep).
             await asyncio.to_thread(self._ledger.return_money, refund_id)
@@ -343,26 +412,40 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
     async def Reserve(
         self, request: quota_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ReserveResponse:
+        return await self._single("reserve", request)  # type: ignore[no-any-return]
+
+    def _start_reserve(self, request: quota_service_pb2.ReserveRequest) -> Future[tuple[Hold, bool]]:
         channel = enum_from_proto(Channel, request.channel, "channel")
         metadata = metadata_from_proto(request.metadata)
-        hold, replayed = await asyncio.wrap_future(
-            self._ledger.reserve_later(
-                request.account_id, request.idempotency_key, request.document_sha256, metadata, channel
-            )
+        return self._ledger.reserve_later(
+            request.account_id, request.idempotency_key, request.document_sha256, metadata, channel
         )
+
+    async def _answer_reserve(self, result: tuple[Hold, bool]) -> quota_service_pb2.ReserveResponse:
+        hold, replayed = result
         return quota_service_pb2.ReserveResponse(hold=hold_to_proto(hold), replayed=replayed)
 
     async def Commit(
         self, request: quota_service_pb2.CommitRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.CommitResponse:
-        hold = await asyncio.wrap_future(self._ledger.commit_later(request.hold_id, request.stamped_sha256))
+        return await self._single("commit", request)  # type: ignore[no-any-return]
+
+    def _start_commit(self, request: quota_service_pb2.CommitRequest) -> Future[Hold]:
+        return self._ledger.commit_later(request.hold_id, request.stamped_sha256)
+
+    async def _answer_commit(self, hold: Hold) -> quota_service_pb2.CommitResponse:
         return quota_service_pb2.CommitResponse(hold=hold_to_proto(hold))
 
     async def Release(
         self, request: quota_service_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ReleaseResponse:
+        return await self._single("release", request)  # type: ignore[no-any-return]
+
+    def _start_release(self, request: quota_service_pb2.ReleaseRequest) -> Future[Hold]:
         reason = enum_from_proto(ReleaseReason, request.reason, "reason")
-        hold = await asyncio.wrap_future(self._ledger.release_later(request.hold_id, reason))
+        return self._ledger.release_later(request.hold_id, reason)
+
+    async def _answer_release(self, hold: Hold) -> quota_service_pb2.ReleaseResponse:
         return quota_service_pb2.ReleaseResponse(hold=hold_to_proto(hold))
 
     async def GetHold(

@@ -121,3 +121,27 @@ async def test_a_batch_is_bounded_and_an_empty_item_is_refused(stub: CountingStu
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.Batch(pb.BatchRequest(items=[pb.BatchItem(reserve=reserve("a", "k"))] * 1001))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_an_unexpected_failure_is_an_internal_error_without_detail(
+    stub: CountingStub, ledger: Ledger, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await buy(stub, ledger, "acct-a", 1)
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("db-host-7.internal refused the connection")
+
+    # A ledger bug, as opposed to a refused request: the item fails alone, and says nothing of why.
+    monkeypatch.setattr(ledger, "commit_later", broken)
+    batch = await stub.Batch(
+        pb.BatchRequest(
+            items=[
+                pb.BatchItem(commit=pb.CommitRequest(hold_id="hold_x", stamped_sha256=sha("s"))),
+                pb.BatchItem(reserve=reserve("acct-a", "k1")),
+            ]
+        )
+    )
+    failed, reserved = batch.results
+    assert failed.error.code == grpc.StatusCode.INTERNAL.value[0] and failed.error.message == "internal error"
+    assert reserved.WhichOneof("outcome") == "reserve" and not reserved.reserve.replayed
+    assert "db-host-7.internal" in caplog.text

@@ -36,6 +36,7 @@ from services.quota.journal import Journal
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Q = TypeVar("Q")
 Work = Callable[[Journal], Any]
 # Takes the requests of one kind in a batch; returns a result per request, None for those it leaves
 # to the one-by-one work. It raises only for what fails the whole batch (a database error).
@@ -47,6 +48,24 @@ DEFAULT_MAX_BATCH = 128
 _RESTARTS = 4
 # A write that loses a uniqueness race or a deadlock is retried; the retry then sees the winner.
 _SINGLE_ATTEMPTS = 3
+
+
+def take_waiting(waiting: queue.SimpleQueue[Q | None], limit: int) -> tuple[list[Q], bool]:
+    """Wait for the next item, then take whatever else is waiting, up to limit items in all;
+    (items, stop), where stop says the stop marker (None) came and the taker should end."""
+    first = waiting.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            more = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            return batch, True
+        batch.append(more)
+    return batch, False
 
 
 @dataclass(eq=False)
@@ -150,22 +169,10 @@ class GroupCommitter:
     def _write_batches(self) -> None:
         # Each writer takes one stop marker off the queue (close puts one per writer) and ends.
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+            batch, stop = take_waiting(self._queue, self._max_batch)
             try:
-                self._execute(batch)
+                if batch:
+                    self._execute(batch)
             except BaseException as exc:  # never let the writer die with callers waiting
                 log.exception("ledger writer failed a batch")
                 for item in batch:

@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.quota.group_commit import take_waiting
+
 log = logging.getLogger(__name__)
 
 # Orders taken in one look-up; the rest wait for the next.
@@ -85,21 +87,9 @@ class OrderIntake:
 
     def _run(self) -> None:
         while True:
-            request = self._queue.get()
-            if request is None:
-                return
-            batch = [request]
-            stop = False
-            while len(batch) < MAX_INTAKE:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            self._take(batch)
+            batch, stop = take_waiting(self._queue, MAX_INTAKE)
+            if batch:
+                self._take(batch)
             if stop:
                 return
 

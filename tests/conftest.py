@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine, MetaData, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
@@ -17,6 +18,8 @@ from services.common.db import throwaway_database
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL_VARIABLE = "EMETERAI_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL_VARIABLE = "EMETERAI_TEST_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # The params of a service's `engine` fixture: every database test runs on both.
 DATABASE_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -75,6 +78,27 @@ def require_postgres(tests: str) -> URL:
     finally:
         admin.dispose()
     return server
+
+
+def require_redis(tests: str) -> str:
+    """The test Redis server's URL, once it answers; skipped loudly, or failed under CI=true."""
+    url = os.environ.get(REDIS_URL_VARIABLE, DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        problem = f"Redis at {url} is unreachable ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; with CI=true the {tests} must run")
+        pytest.skip(f"!!! {problem}: the {tests} are SKIPPED. Start Redis or set {REDIS_URL_VARIABLE}.")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return require_redis("Redis tests")
 
 
 def create_test_database(service: str) -> Iterator[str]:

@@ -19,6 +19,7 @@ from services.auth.notifiers import DevOutboxNotifier, Notifier
 from services.auth.otp import OtpService
 from services.auth.pins import StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
+from services.common.limits import RateLimiter, rate_limiter
 from services.common.settings import AuthSettings, SettingsError
 
 # Next to the signing keys, since it is protected the same way.
@@ -49,6 +50,7 @@ def build_auth_domain(
     code_key: bytes | None = None,
     clock: Clock = utc_now,
     password_hasher: PasswordHasher | None = None,
+    limiter: RateLimiter | None = None,
 ) -> AuthDomain:
     """Wire every domain object. Without a notifier, the one `settings.notifier` names is built;
     SettingsError when that one cannot run in this mode."""
@@ -74,7 +76,16 @@ def build_auth_domain(
         accounts=accounts,
         pins=StampingPins(engine, clock, hasher),
         sessions=sessions,
-        otp=OtpService(engine, settings, notifier, accounts, sessions, code_key, clock),
+        otp=OtpService(
+            engine,
+            settings,
+            notifier,
+            accounts,
+            sessions,
+            code_key,
+            limiter or rate_limiter(settings.redis_url),
+            clock,
+        ),
         distributors=Distributors(engine, accounts, issuer, clock, hasher),
         service_identity=ServiceIdentity(issuer, settings),
         outbox=notifier if isinstance(notifier, DevOutboxNotifier) else None,

@@ -23,8 +23,14 @@ class InvalidPhone(InvalidInput):
 
 class ResendTooSoon(Exhausted):
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"a code was sent recently; wait {retry_after_s} seconds before asking again")
-        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"a code was sent recently; wait {retry_after_s} seconds before asking again", retry_after_s
+        )
+
+
+class TooManyRequests(Exhausted):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many requests; try again in {retry_after_s} seconds", retry_after_s)
 
 
 class TooManyAttempts(Exhausted):

@@ -26,6 +26,7 @@ from services.auth.errors import (
     NotifierUnavailable,
     ResendTooSoon,
     TooManyAttempts,
+    TooManyRequests,
     WrongCode,
 )
 from services.auth.model import Account, AccountKind, Clock, CodeSent, SignIn, TokenKind, utc_now
@@ -34,6 +35,7 @@ from services.auth.phones import mask_phone, normalise_phone
 from services.auth.store import otp_challenges
 from services.auth.tokens import Sessions
 from services.common.errors import DomainError, InvalidInput, PreconditionFailed
+from services.common.limits import RateLimiter
 from services.common.settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class OtpService:
         accounts: Accounts,
         sessions: Sessions,
         code_key: bytes,
+        limiter: RateLimiter,
         clock: Clock = utc_now,
     ) -> None:
         if len(code_key) < 16:
@@ -75,11 +78,20 @@ class OtpService:
         self._accounts = accounts
         self._sessions = sessions
         self._code_key = code_key
+        self._limiter = limiter
         self._clock = clock
+
+    def _limit(self, name: str, key: str, limit: int, window_s: int) -> None:
+        wait = self._limiter.hit(name, key, limit, window_s)
+        if wait:
+            log.info("request limit reached", extra={"limit": name})
+            raise TooManyRequests(wait)
 
     def request_code(self, phone: str, client_address: str = "") -> CodeSent:
         """Send a fresh code to `phone`, replacing any pending one, unless one went out too recently."""
         e164 = normalise_phone(phone)
+        if client_address:
+            self._limit("otp-request-address", client_address, self._settings.otp_requests_per_address, 600)
         ttl = self._settings.otp_ttl_s
         resend_after = self._settings.otp_resend_after_s
         now = self._clock()
@@ -95,6 +107,9 @@ class OtpService:
                     wait = math.ceil(resend_after - (now - last_sent).total_seconds())
                     if wait > 0:
                         raise ResendTooSoon(wait)
+                # Counted only for a code that will go out: a request refused for the cool-down
+                # does not use up the number's hourly allowance.
+                self._limit("otp-phone", e164, self._settings.otp_codes_per_phone_per_hour, 3600)
                 conn.execute(delete(otp_challenges).where(otp_challenges.c.phone == e164))
                 conn.execute(
                     insert(otp_challenges).values(
@@ -137,6 +152,10 @@ class OtpService:
         code = code.strip()
         if len(code) != CODE_DIGITS or not code.isascii() or not code.isdigit():
             raise InvalidInput(f"the code is the {CODE_DIGITS} digits sent to your phone")
+        if client_address:
+            # Guesses spread over many numbers from one address: each number's own attempts are
+            # counted on its code.
+            self._limit("otp-verify-address", client_address, self._settings.otp_verifies_per_address, 600)
         max_attempts = self._settings.otp_max_attempts
         now = self._clock()
         failure: DomainError | None = None

@@ -43,7 +43,15 @@ class PermissionDenied(DomainError):
 
 
 class Exhausted(DomainError):
-    """A limit was hit; try again later."""
+    """A limit was hit; try again later: after retry_after_s seconds, when known (0 if not).
+
+    Over gRPC the wait travels as the `retry-after` trailer, and the gateway answers it as the
+    HTTP Retry-After header.
+    """
+
+    def __init__(self, message: str, retry_after_s: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(DomainError):
@@ -52,6 +60,9 @@ class Unavailable(DomainError):
 
 class NotImplementedYet(DomainError):
     """The contract has the call but this deployment does not offer it."""
+
+
+RETRY_AFTER_TRAILER = "retry-after"
 
 
 # The default table. Services add their own types or override entries.

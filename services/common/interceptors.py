@@ -14,7 +14,14 @@ from typing import Any
 
 import grpc
 
-from services.common.errors import DomainError, PermissionDenied, Unauthenticated, status_code_for
+from services.common.errors import (
+    RETRY_AFTER_TRAILER,
+    DomainError,
+    Exhausted,
+    PermissionDenied,
+    Unauthenticated,
+    status_code_for,
+)
 from services.common.tokens import Principal, TokenVerifier, bearer_token
 
 log = logging.getLogger(__name__)
@@ -98,7 +105,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def _on_error(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, DomainError):
-            await context.abort(status_code_for(exc, self._table), exc.message)
+            trailers: tuple[tuple[str, str], ...] = ()
+            if isinstance(exc, Exhausted) and exc.retry_after_s > 0:
+                trailers = ((RETRY_AFTER_TRAILER, str(exc.retry_after_s)),)
+            await context.abort(status_code_for(exc, self._table), exc.message, trailers)
         log.exception("unexpected error in handler", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

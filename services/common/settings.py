@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     # Seconds health reports NOT_SERVING before the server stops taking calls, so load balancers
     # (Kubernetes readiness probes) move traffic away first.
     shutdown_notice_s: float = Field(default=0.0, ge=0, le=60)
+    # Shared state for every replica: request limits, revoked tokens. Empty on a single node, where
+    # each process keeps its own (see services/common/limits.py and revocations.py).
+    redis_url: str = ""
 
     @field_validator("auth_address")
     @classmethod
@@ -84,7 +87,12 @@ class AuthSettings(CommonSettings):
     otp_resend_after_s: int = Field(default=60, ge=0, le=600)
     # "dev" keeps messages in an outbox readable in dev mode; "whatsapp" sends them.
     notifier: Literal["dev", "whatsapp"] = "dev"
-    redis_url: str = ""
+    # Codes one phone number may be sent per hour, whatever the cool-down allows.
+    otp_codes_per_phone_per_hour: int = Field(default=5, ge=1, le=100)
+    # Code requests and code checks one client address may make per 10 minutes. Generous: many
+    # mobile users share an address behind their carrier's NAT.
+    otp_requests_per_address: int = Field(default=100, ge=1)
+    otp_verifies_per_address: int = Field(default=200, ge=1)
 
     @property
     def resolved_database_url(self) -> str:

@@ -52,7 +52,9 @@ def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "")
 
 
-def problem(request: Request, status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    request: Request, status: int, title: str, detail: str, *, retry_after_s: int = 0, **extra: Any
+) -> JSONResponse:
     body = {
         "type": "about:blank",
         "title": title,
@@ -64,7 +66,7 @@ def problem(request: Request, status: int, title: str, detail: str, **extra: Any
     }
     headers = {}
     if status in (429, 503):
-        headers["Retry-After"] = "5"
+        headers["Retry-After"] = str(retry_after_s or 5)
     if status == 401:
         # RFC 6750: tell the client which scheme to sign in with.
         headers["WWW-Authenticate"] = 'Bearer realm="emeterai"'
@@ -107,7 +109,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
         status = http_status_for(exc)
-        return problem(request, status, _TITLES.get(status, "Error"), exc.message)
+        wait = exc.retry_after_s if isinstance(exc, errors.Exhausted) else 0
+        return problem(request, status, _TITLES.get(status, "Error"), exc.message, retry_after_s=wait)
 
     @app.exception_handler(UpstreamFailure)
     async def _upstream(request: Request, exc: UpstreamFailure) -> JSONResponse:

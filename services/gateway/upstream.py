@@ -47,6 +47,8 @@ async def upstream(call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise errors.Exhausted(exc.details() or "too many requests", _retry_after(exc)) from None
         if code in _DOMAIN_ERRORS:
             raise _DOMAIN_ERRORS[code](exc.details() or code.name.lower()) from None
         if code in _TRANSIENT:
@@ -54,6 +56,13 @@ async def upstream(call: Awaitable[T]) -> T:
             raise errors.Unavailable("the service is busy or restarting; try again shortly") from None
         log.error("internal service failed", extra={"code": code.name})
         raise UpstreamFailure(code.name) from None
+
+
+def _retry_after(exc: grpc.aio.AioRpcError) -> int:
+    for key, value in exc.trailing_metadata() or ():
+        if key == errors.RETRY_AFTER_TRAILER and str(value).isdigit():
+            return int(value)
+    return 0
 
 
 @dataclass(frozen=True)

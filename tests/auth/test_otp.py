@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 
 import pytest
 from argon2 import PasswordHasher
@@ -15,6 +16,7 @@ from services.auth.errors import (
     NotifierUnavailable,
     ResendTooSoon,
     TooManyAttempts,
+    TooManyRequests,
     WrongCode,
 )
 from services.auth.keys import Keyring
@@ -176,3 +178,81 @@ def test_the_code_never_reaches_the_logs(domain: AuthDomain, caplog: pytest.LogC
     for record in caplog.records:
         assert not as_number.search(record.getMessage())
         assert not as_number.search(repr(vars(record)))
+
+
+def _limited_domain(
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
+    **limits: object,
+) -> AuthDomain:
+    return build_auth_domain(
+        settings.model_copy(update=limits), engine, keyring, clock=clock, password_hasher=hasher
+    )
+
+
+def test_a_number_gets_a_few_codes_an_hour(domain: AuthDomain, clock: FakeClock) -> None:
+    for _ in range(5):
+        domain.otp.request_code(PHONE, "198.51.100.7")
+        # Refused for the cool-down: it does not use up the hour's allowance.
+        with pytest.raises(ResendTooSoon):
+            domain.otp.request_code(PHONE, "198.51.100.7")
+        clock.advance(61)
+    with pytest.raises(TooManyRequests) as refused:
+        domain.otp.request_code(PHONE, "198.51.100.8")
+    assert 0 < refused.value.retry_after_s <= 3600
+    # Another number is not affected.
+    domain.otp.request_code("+6281234567891", "198.51.100.7")
+
+
+def test_one_address_cannot_ask_codes_for_many_numbers(
+    settings: AuthSettings, engine: Engine, keyring: Keyring, clock: FakeClock, hasher: PasswordHasher
+) -> None:
+    domain = _limited_domain(settings, engine, keyring, clock, hasher, otp_requests_per_address=3)
+    for n in range(3):
+        domain.otp.request_code(f"+62812345678{n:02d}", "203.0.113.9")
+    with pytest.raises(TooManyRequests):
+        domain.otp.request_code("+6281234567899", "203.0.113.9")
+    domain.otp.request_code("+6281234567899", "203.0.113.10")
+
+
+def test_one_address_cannot_guess_codes_across_many_numbers(
+    settings: AuthSettings, engine: Engine, keyring: Keyring, clock: FakeClock, hasher: PasswordHasher
+) -> None:
+    domain = _limited_domain(settings, engine, keyring, clock, hasher, otp_verifies_per_address=4)
+    phones = [f"+62812345670{n:02d}" for n in range(5)]
+    for phone in phones:
+        domain.otp.request_code(phone, f"198.51.100.{len(phone)}")
+    for phone in phones[:4]:
+        with pytest.raises(WrongCode):
+            domain.otp.verify_code(phone, _wrong(last_code(domain, phone)), "203.0.113.9")
+    # Even the right code is refused from that address now; the owner elsewhere still gets in.
+    with pytest.raises(TooManyRequests):
+        domain.otp.verify_code(phones[4], last_code(domain, phones[4]), "203.0.113.9")
+    assert domain.otp.verify_code(phones[4], last_code(domain, phones[4]), "198.51.100.20").account
+
+
+def test_replicas_share_the_allowance_through_redis(
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
+    redis_url: str,
+) -> None:
+    replicas = [
+        _limited_domain(
+            settings, engine, keyring, clock, hasher, redis_url=redis_url, otp_codes_per_phone_per_hour=2
+        )
+        for _ in range(2)
+    ]
+    phone = f"+62813{secrets.randbelow(10**8):08d}"
+    replicas[0].otp.request_code(phone, "198.51.100.7")
+    clock.advance(61)
+    replicas[1].otp.request_code(phone, "198.51.100.7")
+    clock.advance(61)
+    for replica in replicas:
+        with pytest.raises(TooManyRequests):
+            replica.otp.request_code(phone, "198.51.100.7")

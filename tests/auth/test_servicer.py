@@ -18,9 +18,11 @@ from services.auth.domain import AuthDomain, build_auth_domain
 from services.auth.keys import Keyring
 from services.auth.notifiers import DevOutboxNotifier
 from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
+from services.common.errors import RETRY_AFTER_TRAILER, Exhausted
 from services.common.interceptors import ErrorInterceptor
 from services.common.settings import AuthSettings
 from services.common.tokens import StaticKeys, TokenVerifier
+from services.gateway.upstream import upstream
 from tests.conftest import FakeClock
 
 from .conftest import SERVICE_SECRET
@@ -129,6 +131,12 @@ async def test_domain_errors_arrive_as_statuses(stub: Stub) -> None:
         await stub.RequestOtp(auth_service_pb2.RequestOtpRequest(phone="081234567890"))
     assert early.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "60 seconds" in early.value.details()
+    # The wait travels as a trailer, and the gateway turns it into its Exhausted error (HTTP 429
+    # with that Retry-After).
+    assert (RETRY_AFTER_TRAILER, "60") in tuple(early.value.trailing_metadata() or ())
+    with pytest.raises(Exhausted) as mapped:
+        await upstream(stub.RequestOtp(auth_service_pb2.RequestOtpRequest(phone="081234567890")))
+    assert mapped.value.retry_after_s == 60
 
 
 async def test_distributors_customers_and_pin(stub: Stub) -> None:

@@ -1,7 +1,9 @@
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from services.common import errors
-from services.gateway.problems import UploadTooLarge, http_status_for
+from services.gateway.problems import UploadTooLarge, http_status_for, install
 
 
 @pytest.mark.parametrize(
@@ -21,3 +23,22 @@ from services.gateway.problems import UploadTooLarge, http_status_for
 )
 def test_each_domain_error_has_one_http_status(error: errors.DomainError, status: int) -> None:
     assert http_status_for(error) == status
+
+
+def test_a_known_wait_is_the_retry_after_header() -> None:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/limited")
+    async def limited() -> None:
+        raise errors.Exhausted("too many requests; try again in 42 seconds", retry_after_s=42)
+
+    @app.get("/busy")
+    async def busy() -> None:
+        raise errors.Exhausted("slow down")
+
+    client = TestClient(app)
+    limited_answer = client.get("/limited")
+    assert limited_answer.status_code == 429 and limited_answer.headers["retry-after"] == "42"
+    assert limited_answer.json()["detail"] == "too many requests; try again in 42 seconds"
+    assert client.get("/busy").headers["retry-after"] == "5"

@@ -20,6 +20,7 @@ from services.auth.otp import OtpService
 from services.auth.pins import StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
 from services.common.limits import RateLimiter, rate_limiter
+from services.common.revocations import revoked_tokens
 from services.common.settings import AuthSettings, SettingsError
 
 # Next to the signing keys, since it is protected the same way.
@@ -68,7 +69,7 @@ def build_auth_domain(
     hasher = password_hasher or PasswordHasher()
     issuer = TokenIssuer(keyring, settings, clock)
     accounts = Accounts(engine, clock)
-    sessions = Sessions(engine, issuer, settings, clock)
+    sessions = Sessions(engine, issuer, settings, clock, revoked_tokens(settings.redis_url))
     return AuthDomain(
         settings=settings,
         keyring=keyring,

@@ -10,7 +10,7 @@ from services.auth.store import create_auth_engine
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import AuthSettings
-from services.common.tokens import KIND_SERVICE, StaticKeys, TokenVerifier
+from services.common.tokens import KIND_SERVICE, StaticKeys, token_verifier
 
 SERVICE_NAME = auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 
@@ -26,7 +26,7 @@ async def serve(settings: AuthSettings) -> None:
     engine = create_auth_engine(settings.resolved_database_url)
     keyring = Keyring.load(settings.resolved_jwt_key_dir)
     domain = build_auth_domain(settings, engine, keyring)
-    verifier = TokenVerifier(StaticKeys(keyring.jwks()), settings.token_issuer, settings.token_audience)
+    verifier = token_verifier(settings, StaticKeys(keyring.jwks()))
     server = await start_grpc_server(
         settings.auth_address,
         [

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import redis
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +28,7 @@ from services.auth.keys import Keyring
 from services.auth.model import AccessToken, Clock, TokenKind, TokenPair, utc_now
 from services.auth.store import refresh_tokens, revoked_access_tokens, token_families
 from services.common.errors import InvalidInput
+from services.common.revocations import RevokedTokens
 from services.common.settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -88,12 +90,19 @@ class Sessions:
     """Refresh-token families: open on sign-in, rotate on refresh, revoke on sign-out or reuse."""
 
     def __init__(
-        self, engine: Engine, issuer: TokenIssuer, settings: AuthSettings, clock: Clock = utc_now
+        self,
+        engine: Engine,
+        issuer: TokenIssuer,
+        settings: AuthSettings,
+        clock: Clock = utc_now,
+        revoked: RevokedTokens | None = None,
     ) -> None:
+        """revoked: the list every service checks (Redis), besides this service's own record."""
         self._engine = engine
         self._issuer = issuer
         self._settings = settings
         self._clock = clock
+        self._revoked = revoked
 
     def open(
         self, conn: Connection, account_id: str, kind: TokenKind, scopes: Iterable[str] = ()
@@ -177,6 +186,14 @@ class Sessions:
             claims = self._issuer.decode(access_token) if access_token else None
             if claims is not None:
                 self._deny_access_token(conn, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
+        if claims is not None and self._revoked is not None:
+            try:
+                self._revoked.revoke(claims["jti"], int(claims["exp"]))
+            except redis.RedisError as exc:
+                # Signed out all the same: the family is revoked, and the access token expires soon.
+                log.warning(
+                    "sign-out not shared with other services", extra={"error_type": type(exc).__name__}
+                )
 
     def is_access_token_revoked(self, jti: str) -> bool:
         with self._engine.connect() as conn:

@@ -19,6 +19,8 @@ import jwt
 
 from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
 from services.common.errors import Unauthenticated
+from services.common.revocations import RevokedTokens, revoked_tokens
+from services.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,11 @@ class TokenVerifier:
         audience: str,
         leeway_s: int = 30,
         clock: Callable[[], float] = time.time,
+        revoked: RevokedTokens | None = None,
     ) -> None:
+        """revoked: the shared list of signed-out tokens, asked about every user token."""
         self._keys = keys
+        self._revoked = revoked
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
@@ -127,15 +132,23 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; Unauthenticated for anything else."""
         principal = self._verified.get(token)
-        if principal is not None:
-            if self._clock() < principal.expires_at + self._leeway:
-                self._verified.move_to_end(token)
-                return principal
+        if principal is not None and self._clock() >= principal.expires_at + self._leeway:
             del self._verified[token]
-        principal = await self._verify_signature(token)
-        self._verified[token] = principal
-        if len(self._verified) > self.CACHE_SIZE:
-            self._verified.popitem(last=False)
+            principal = None
+        if principal is not None:
+            self._verified.move_to_end(token)
+        else:
+            principal = await self._verify_signature(token)
+            self._verified[token] = principal
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        # Service tokens are not signed out; a user's may be, at any moment, so this is per call.
+        if (
+            self._revoked is not None
+            and principal.kind != KIND_SERVICE
+            and await self._revoked.is_revoked(principal.token_id)
+        ):
+            raise Unauthenticated("token has been revoked; sign in again")
         return principal
 
     async def _verify_signature(self, token: str) -> Principal:
@@ -173,6 +186,14 @@ class TokenVerifier:
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
         )
+
+
+def token_verifier(settings: CommonSettings, keys: KeySource) -> TokenVerifier:
+    """The verifier a service runs: its settings' issuer and audience, and the shared list of
+    signed-out tokens when Redis is configured."""
+    return TokenVerifier(
+        keys, settings.token_issuer, settings.token_audience, revoked=revoked_tokens(settings.redis_url)
+    )
 
 
 def bearer_token(value: str | None) -> str:

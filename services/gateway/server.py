@@ -19,7 +19,7 @@ from services.common.clients import ServiceTokenSource, service_channel
 from services.common.errors import BASE_STATUS_CODES
 from services.common.interceptors import server_interceptors
 from services.common.settings import GatewaySettings
-from services.common.tokens import RemoteJwks, TokenVerifier
+from services.common.tokens import RemoteJwks, token_verifier
 from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.http_api import Gateway, create_app
@@ -51,7 +51,7 @@ async def serve(settings: GatewaySettings) -> None:
     store = LocalDocumentStore(settings.resolved_document_store_dir)
     stamping = StampingFlow(backends, store, settings.sign_timeout_s)
     jwks = RemoteJwks(settings.auth_address)
-    verifier = TokenVerifier(jwks, settings.token_issuer, settings.token_audience)
+    verifier = token_verifier(settings, jwks)
 
     grpc_server = await start_grpc_server(
         settings.gateway_grpc_address,

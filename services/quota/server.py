@@ -11,7 +11,7 @@ from emeterai.v1 import quota_service_pb2, quota_service_pb2_grpc
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import QuotaSettings
-from services.common.tokens import KIND_SERVICE, RemoteJwks, TokenVerifier
+from services.common.tokens import KIND_SERVICE, RemoteJwks, token_verifier
 from services.quota.ledger import Ledger
 from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
 
@@ -55,7 +55,7 @@ async def serve(settings: QuotaSettings) -> None:
     )
     ledger = Ledger.from_settings(settings)
     jwks = RemoteJwks(settings.auth_address)
-    verifier = TokenVerifier(jwks, settings.token_issuer, settings.token_audience)
+    verifier = token_verifier(settings, jwks)
     server = await start_grpc_server(
         settings.quota_address,
         [

@@ -14,7 +14,7 @@ from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import SignerSettings
-from services.common.tokens import KIND_SERVICE, RemoteJwks, TokenVerifier
+from services.common.tokens import KIND_SERVICE, RemoteJwks, token_verifier
 from services.signer.keys import KeySpec, load_identity
 from services.signer.pki import ensure_dev_pki, load_signing_identity, load_trust_roots
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
@@ -94,7 +94,7 @@ async def serve(settings: SignerSettings) -> None:
     await workers.start()
     servicer = SignerServicer(workers, config.load_identity(), max_document_bytes=settings.max_document_bytes)
     jwks = RemoteJwks(settings.auth_address)
-    verifier = TokenVerifier(jwks, settings.token_issuer, settings.token_audience)
+    verifier = token_verifier(settings, jwks)
     server = await start_grpc_server(
         settings.signer_address,
         [Registration(signer_service_pb2_grpc.add_SignerServiceServicer_to_server, servicer, SERVICE_NAME)],

@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy.engine import Engine
 
-from services.auth.domain import AuthDomain
+from services.auth.domain import AuthDomain, build_auth_domain
 from services.auth.errors import InvalidRefreshToken, InvalidServiceCredentials, RefreshTokenReused
+from services.auth.keys import Keyring
 from services.auth.model import TokenKind, TokenPair
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, Unauthenticated
 from services.common.settings import AuthSettings
+from services.common.tokens import StaticKeys, token_verifier
 from tests.conftest import FakeClock
 
 from .conftest import SERVICE_SECRET, decode_with_jwks, last_code
@@ -117,3 +121,22 @@ def test_service_token_needs_the_secret(domain: AuthDomain, secret: str) -> None
 def test_service_names_are_lowercase_words(domain: AuthDomain, name: str) -> None:
     with pytest.raises(InvalidInput):
         domain.service_identity.issue_service_token(name, SERVICE_SECRET)
+
+
+async def test_sign_out_reaches_every_service_through_redis(
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
+    redis_url: str,
+) -> None:
+    shared = settings.model_copy(update={"redis_url": redis_url})
+    domain = build_auth_domain(shared, engine, keyring, clock=clock, password_hasher=hasher)
+    tokens, _ = _sign_in(domain)
+    # What the gateway runs: local checks against the published keys, plus the shared list.
+    gateway = token_verifier(shared, StaticKeys(keyring.jwks()))
+    assert (await gateway.verify(tokens.access_token)).kind == "retail"
+    domain.sessions.revoke(tokens.refresh_token, tokens.access_token)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await gateway.verify(tokens.access_token)

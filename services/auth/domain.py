@@ -15,7 +15,13 @@ from services.auth.accounts import Accounts
 from services.auth.distributors import Distributors
 from services.auth.keys import Keyring, load_or_create_secret
 from services.auth.model import Clock, utc_now
-from services.auth.notifiers import DevOutboxNotifier, Notifier
+from services.auth.notifiers import (
+    DevOutboxNotifier,
+    FallbackNotifier,
+    Notifier,
+    SmsNotifier,
+    WhatsAppNotifier,
+)
 from services.auth.otp import OtpService
 from services.auth.pins import StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
@@ -42,6 +48,27 @@ class AuthDomain:
     outbox: DevOutboxNotifier | None
 
 
+def _notifier(settings: AuthSettings, engine: Engine, clock: Clock) -> Notifier:
+    """The channel settings.notifier names: WhatsApp, then SMS when configured; or the dev outbox."""
+    if settings.notifier == "whatsapp":
+        assert settings.whatsapp_token is not None  # the settings refuse whatsapp without one
+        channels: list[Notifier] = [
+            WhatsAppNotifier(
+                settings.whatsapp_api_url,
+                settings.whatsapp_token.get_secret_value(),
+                settings.whatsapp_template,
+                settings.whatsapp_language,
+            )
+        ]
+        if settings.sms_api_url and settings.sms_token is not None:
+            channels.append(SmsNotifier(settings.sms_api_url, settings.sms_token.get_secret_value()))
+        return FallbackNotifier(channels)
+    if not settings.is_dev:
+        # The outbox keeps every code in clear in the database, and nobody would receive them.
+        raise SettingsError("EMETERAI_NOTIFIER=dev only works in dev mode; production needs a real channel")
+    return DevOutboxNotifier(engine, clock)
+
+
 def build_auth_domain(
     settings: AuthSettings,
     engine: Engine,
@@ -56,14 +83,7 @@ def build_auth_domain(
     """Wire every domain object. Without a notifier, the one `settings.notifier` names is built;
     SettingsError when that one cannot run in this mode."""
     if notifier is None:
-        if settings.notifier != "dev":
-            raise SettingsError(f"EMETERAI_NOTIFIER={settings.notifier} is not available yet; only 'dev' is")
-        if not settings.is_dev:
-            # The outbox keeps every code in clear in the database, and nobody would receive them.
-            raise SettingsError(
-                "EMETERAI_NOTIFIER=dev only works in dev mode; production needs a real channel"
-            )
-        notifier = DevOutboxNotifier(engine, clock)
+        notifier = _notifier(settings, engine, clock)
     if code_key is None:
         code_key = load_or_create_secret(settings.resolved_jwt_key_dir / CODE_KEY_FILE)
     hasher = password_hasher or PasswordHasher()

@@ -46,11 +46,6 @@ CODE_DIGITS = 6
 _PHONE_TOKEN_KINDS = {AccountKind.RETAIL: TokenKind.RETAIL, AccountKind.OPERATOR: TokenKind.OPERATOR}
 
 
-def message_body(code: str, ttl_s: int) -> str:
-    minutes = math.ceil(ttl_s / 60)
-    return f"Kode e-meterai Anda: {code}. Berlaku {minutes} menit. Jangan berikan kode ini kepada siapa pun."
-
-
 def _token_kind(account: Account) -> TokenKind:
     kind = _PHONE_TOKEN_KINDS.get(account.kind)
     if kind is None:
@@ -125,7 +120,7 @@ class OtpService:
             # Another request for the same number committed first; it counts as the recent one.
             raise ResendTooSoon(max(resend_after, 1)) from None
         try:
-            self._notifier.send(e164, message_body(code, ttl))
+            self._notifier.send_code(e164, code, ttl)
         except Exception as exc:
             # Withdraw the code so the cool-down does not punish the user for our failure.
             with self._engine.begin() as conn:

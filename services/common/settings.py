@@ -85,14 +85,34 @@ class AuthSettings(CommonSettings):
     otp_ttl_s: int = Field(default=300, ge=60, le=900)
     otp_max_attempts: int = Field(default=5, ge=1, le=10)
     otp_resend_after_s: int = Field(default=60, ge=0, le=600)
-    # "dev" keeps messages in an outbox readable in dev mode; "whatsapp" sends them.
+    # "dev" keeps messages in an outbox readable in dev mode; "whatsapp" sends them through the
+    # WhatsApp Business Cloud API, falling back to the SMS gateway when one is configured.
     notifier: Literal["dev", "whatsapp"] = "dev"
+    # The Cloud API's messages endpoint, https://graph.facebook.com/<version>/<phone-number-id>/messages.
+    whatsapp_api_url: str = ""
+    whatsapp_token: SecretStr | None = None
+    # The approved authentication template and its language.
+    whatsapp_template: str = "emeterai_kode_masuk"
+    whatsapp_language: str = "id"
+    # An HTTP SMS gateway taking POST {"to", "message"} with a bearer token; empty for none.
+    sms_api_url: str = ""
+    sms_token: SecretStr | None = None
     # Codes one phone number may be sent per hour, whatever the cool-down allows.
     otp_codes_per_phone_per_hour: int = Field(default=5, ge=1, le=100)
     # Code requests and code checks one client address may make per 10 minutes. Generous: many
     # mobile users share an address behind their carrier's NAT.
     otp_requests_per_address: int = Field(default=100, ge=1)
     otp_verifies_per_address: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _channels_complete(self) -> AuthSettings:
+        if self.notifier == "whatsapp" and not (self.whatsapp_api_url and self.whatsapp_token):
+            raise ValueError(
+                "EMETERAI_NOTIFIER=whatsapp needs EMETERAI_WHATSAPP_API_URL and EMETERAI_WHATSAPP_TOKEN"
+            )
+        if self.sms_api_url and not self.sms_token:
+            raise ValueError("EMETERAI_SMS_API_URL needs EMETERAI_SMS_TOKEN")
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -26,7 +26,25 @@ def test_production_refuses_the_outbox(tmp_path: Path, engine: Engine, keyring: 
         build_auth_domain(production, engine, keyring)
 
 
-def test_whatsapp_is_not_there_yet(tmp_path: Path, engine: Engine, keyring: Keyring) -> None:
-    settings = AuthSettings(data_dir=tmp_path, notifier="whatsapp")
-    with pytest.raises(SettingsError, match="not available yet"):
-        build_auth_domain(settings, engine, keyring)
+def test_whatsapp_needs_its_endpoint_and_token(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="EMETERAI_WHATSAPP_API_URL"):
+        AuthSettings(data_dir=tmp_path, notifier="whatsapp")
+    with pytest.raises(ValueError, match="EMETERAI_SMS_TOKEN"):
+        AuthSettings(data_dir=tmp_path, sms_api_url="http://127.0.0.1:9/sms")
+
+
+def test_production_sends_codes_by_whatsapp_then_sms(
+    tmp_path: Path, engine: Engine, keyring: Keyring
+) -> None:
+    production = AuthSettings(
+        mode="production",
+        data_dir=tmp_path,
+        service_secret=SERVICE_SECRET,
+        notifier="whatsapp",
+        whatsapp_api_url="http://127.0.0.1:9/v21.0/1234/messages",
+        whatsapp_token="wa-token",
+        sms_api_url="http://127.0.0.1:9/sms",
+        sms_token="sms-token",
+    )
+    domain = build_auth_domain(production, engine, keyring)
+    assert domain.outbox is None

@@ -90,6 +90,29 @@ class OrderRequest(BaseModel):
     quantity: int = Field(ge=1, le=100_000)
 
 
+PIN_PATTERN = r"^\d{6}$"
+
+
+class PinRequest(BaseModel):
+    pin: str = Field(pattern=PIN_PATTERN, description="the new stamping PIN: 6 digits")
+    current_pin: str = Field(default="", pattern=r"^(\d{6})?$", description="needed to change a PIN")
+
+
+async def _check_stamping_pin(gateway: Gateway, account_id: str, pin: str) -> None:
+    """The account's stamping PIN, as the national portal asks before every stamp; wrong tries are
+    counted by the auth service, which locks the PIN after a few."""
+    checked = await upstream(
+        gateway.backends.auth.VerifyStampingPin(
+            auth_service_pb2.VerifyStampingPinRequest(account_id=account_id, pin=pin), timeout=10
+        )
+    )
+    if checked.valid:
+        return
+    if checked.attempts_left <= 0:
+        raise PermissionDenied("the stamping PIN is locked after too many wrong tries")
+    raise PermissionDenied(f"wrong stamping PIN; {checked.attempts_left} tries left before it locks")
+
+
 def _tokens_json(tokens: Any) -> dict[str, Any]:
     return {
         "access_token": tokens.access_token,
@@ -253,11 +276,16 @@ def _account_routes() -> APIRouter:
         doc_number: Annotated[str, Form(max_length=100)] = "",
         doc_date: Annotated[str, Form(max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
         doc_value: Annotated[int, Form(ge=0)] = 0,
+        pin: Annotated[str, Form(pattern=PIN_PATTERN, description="the account's stamping PIN")] = "",
         key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         idempotency_key = _require_key(key)
+        if not pin:
+            raise InvalidInput("the stamping PIN is required to stamp (field pin)")
         document = await _read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
+        # Before any quota is held: a wrong PIN costs nothing.
+        await _check_stamping_pin(gateway, user.account_id, pin)
         outcome = await gateway.stamping.stamp(
             account_id=user.account_id,
             idempotency_key=idempotency_key,
@@ -273,6 +301,18 @@ def _account_routes() -> APIRouter:
             channel=common_pb2.CHANNEL_RETAIL,
         )
         return stamp_json(stamp_record(outcome.hold))
+
+    @router.put("/account/pin", tags=["auth"], status_code=204, summary="Set or change the stamping PIN")
+    async def set_pin(body: PinRequest, user: User, gateway: GatewayDep) -> Response:
+        await upstream(
+            gateway.backends.auth.SetStampingPin(
+                auth_service_pb2.SetStampingPinRequest(
+                    account_id=user.account_id, pin=body.pin, current_pin=body.current_pin
+                ),
+                timeout=10,
+            )
+        )
+        return Response(status_code=204)
 
     @router.get("/stamps", tags=["stamps"], summary="The caller's stamping history")
     async def list_stamps(user: User, gateway: GatewayDep) -> dict[str, Any]:

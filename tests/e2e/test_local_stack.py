@@ -26,6 +26,7 @@ from tests.conftest import free_port, require_corpus
 pytestmark = pytest.mark.e2e
 
 PHONE = "0812-3456-7890"
+PIN = "482915"
 
 
 @dataclass
@@ -126,7 +127,17 @@ def user(client: httpx.Client) -> dict[str, str]:
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     assert body["access_token"] and body["refresh_token"]
-    return {"Authorization": f"Bearer {body['access_token']}"}
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    stamp_without_pin = client.post(
+        "/v1/stamps",
+        data={"pin": PIN},
+        files={"file": ("doc.pdf", b"%PDF-1.7\n", "application/pdf")},
+        headers=headers | {"Idempotency-Key": "before-pin"},
+    )
+    assert stamp_without_pin.status_code == 409 and "PIN" in stamp_without_pin.json()["detail"]
+    assert client.put("/v1/account/pin", json={"pin": "123456"}, headers=headers).status_code == 400
+    assert client.put("/v1/account/pin", json={"pin": PIN}, headers=headers).status_code == 204
+    return headers
 
 
 def _balance(client: httpx.Client, user: dict[str, str]) -> dict[str, int]:
@@ -162,6 +173,18 @@ def test_retail_user_buys_stamps_downloads_and_verifies(
     original = (corpus / "sf-002-libreoffice-writer.pdf").read_bytes()
     form = {"page": "1", "rect": "420,40,520,140", "doc_type": "agreement", "doc_name": "Surat Perjanjian"}
     files = {"file": ("perjanjian.pdf", original, "application/pdf")}
+    # The stamping PIN is asked for every stamp; a wrong or missing one costs nothing.
+    no_pin = client.post("/v1/stamps", data=form, files=files, headers=user | {"Idempotency-Key": "no-pin"})
+    assert no_pin.status_code == 400, no_pin.text
+    wrong = client.post(
+        "/v1/stamps",
+        data=form | {"pin": "999999"},
+        files=files,
+        headers=user | {"Idempotency-Key": "wrong-pin"},
+    )
+    assert wrong.status_code == 403 and "4 tries left" in wrong.json()["detail"], wrong.text
+    assert _balance(client, user)["available"] == 3
+    form["pin"] = PIN
     stamped = client.post("/v1/stamps", data=form, files=files, headers=user | {"Idempotency-Key": "stamp-1"})
     assert stamped.status_code == 201, stamped.text
     record = stamped.json()
@@ -214,7 +237,7 @@ def test_bad_input_gets_a_clear_error_and_costs_nothing(
     def stamp(content: bytes, key: str, **form: str) -> httpx.Response:
         return client.post(
             "/v1/stamps",
-            data=form,
+            data={"pin": PIN, **form},
             files={"file": ("doc.pdf", content, "application/pdf")},
             headers=user | {"Idempotency-Key": key},
         )

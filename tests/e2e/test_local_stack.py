@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -118,16 +119,7 @@ def client(stack: RunningStack) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def user(client: httpx.Client) -> dict[str, str]:
     """A retail user signed in by phone and one-time code read from the dev outbox."""
-    sent = client.post("/v1/auth/otp", json={"phone": PHONE})
-    assert sent.status_code == 200, sent.text
-    assert sent.json()["phone"] == "+6281234567890"
-    outbox = client.get("/v1/dev/outbox", params={"phone": "+6281234567890"}).json()["messages"]
-    code = re.search(r"\b(\d{6})\b", outbox[-1]["body"]).group(1)
-    tokens = client.post("/v1/auth/token", json={"phone": PHONE, "code": code})
-    assert tokens.status_code == 200, tokens.text
-    body = tokens.json()
-    assert body["access_token"] and body["refresh_token"]
-    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    headers = _sign_in(client, PHONE, "+6281234567890")
     stamp_without_pin = client.post(
         "/v1/stamps",
         data={"pin": PIN},
@@ -138,6 +130,19 @@ def user(client: httpx.Client) -> dict[str, str]:
     assert client.put("/v1/account/pin", json={"pin": "123456"}, headers=headers).status_code == 400
     assert client.put("/v1/account/pin", json={"pin": PIN}, headers=headers).status_code == 204
     return headers
+
+
+def _sign_in(client: httpx.Client, phone: str, e164: str) -> dict[str, str]:
+    sent = client.post("/v1/auth/otp", json={"phone": phone})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["phone"] == e164
+    outbox = client.get("/v1/dev/outbox", params={"phone": e164}).json()["messages"]
+    code = re.search(r"\b(\d{6})\b", outbox[0]["body"]).group(1)
+    tokens = client.post("/v1/auth/token", json={"phone": phone, "code": code})
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    assert body["access_token"] and body["refresh_token"]
+    return {"Authorization": f"Bearer {body['access_token']}"}
 
 
 def _balance(client: httpx.Client, user: dict[str, str]) -> dict[str, int]:
@@ -353,6 +358,78 @@ def test_distributor_api_is_discoverable_with_grpcurl(stack: RunningStack) -> No
     assert "rpc BatchStamp ( stream .emeterai.v1.BatchStampRequest )" in described.stdout, (
         described.stdout + described.stderr
     )
+
+
+def _distributor(stack: RunningStack, name: str) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    created = stack.emeterai("distributors", "create", "--name", name)
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+    api = distributor_service_pb2_grpc.DistributorServiceStub(grpc.insecure_channel(stack.grpc_address))
+    token = api.IssueToken(
+        dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
+    ).access_token
+    return api, (("authorization", f"Bearer {token}"),)
+
+
+def _grpc_code(call: Callable[[], object]) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as refused:
+        call()
+    return refused.value.code()
+
+
+def test_no_account_reaches_another_accounts_quota_or_documents(
+    stack: RunningStack, client: httpx.Client, user: dict[str, str], corpus: Path
+) -> None:
+    # The module's user has orders and stamps; a second user and two distributors try to reach them.
+    own_order = client.get("/v1/orders", headers=user).json()["orders"][0]["id"]
+    own_stamp = client.get("/v1/stamps", headers=user).json()["stamps"][0]["id"]
+    other = _sign_in(client, "0813-1111-2222", "+6281311112222")
+    for path in (f"/v1/orders/{own_order}", f"/v1/stamps/{own_stamp}", f"/v1/stamps/{own_stamp}/pdf"):
+        assert client.get(path, headers=other).status_code == 404, path
+    assert client.get("/v1/stamps", headers=other).json()["stamps"] == []
+    assert client.get("/v1/orders", headers=other).json()["orders"] == []
+
+    first, first_auth = _distributor(stack, "PT Satu")
+    second, second_auth = _distributor(stack, "PT Dua")
+    customer = first.CreateCustomer(
+        dpb.CreateCustomerRequest(display_name="Toko Satu", external_ref="c-1"), metadata=first_auth
+    ).account.account_id
+    # Another distributor's customer and a made-up id look the same: not found.
+    for account in (customer, "acc_does_not_exist"):
+        calls = [
+            lambda a=account: second.GetBalance(
+                dpb.DistributorServiceGetBalanceRequest(account_id=a), metadata=second_auth
+            ),
+            lambda a=account: second.ListStamps(dpb.ListStampsRequest(account_id=a), metadata=second_auth),
+            lambda a=account: second.TransferQuota(
+                dpb.DistributorServiceTransferQuotaRequest(
+                    to_account_id=a, quantity=1, idempotency_key="steal"
+                ),
+                metadata=second_auth,
+            ),
+            lambda a=account: second.StampDocument(
+                dpb.StampDocumentRequest(
+                    account_id=a,
+                    idempotency_key="steal",
+                    document=(corpus / "sf-001-minimal-document.pdf").read_bytes(),
+                ),
+                metadata=second_auth,
+            ),
+        ]
+        for call in calls:
+            assert _grpc_code(call) == grpc.StatusCode.NOT_FOUND
+    assert (
+        _grpc_code(lambda: second.GetStamp(dpb.GetStampRequest(stamp_id=own_stamp), metadata=second_auth))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    # Tokens stay on their side: a retail token on the distributor API, a distributor's on the HTTP one.
+    retail_token = (("authorization", user["Authorization"]),)
+    assert (
+        _grpc_code(lambda: first.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=retail_token))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+    distributor_header = {"Authorization": first_auth[0][1]}
+    assert client.get("/v1/balance", headers=distributor_header).status_code == 403
 
 
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
+from services.auth.cli import add_commands as add_auth_commands
 from services.common.clients import ServiceTokenSource, service_channel
 from services.quota.cli import add_commands as add_quota_commands
 from services.signer.cli import add_commands as add_signer_commands
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     distributors.add_argument("--client-id", help="the credential (rotate, revoke)")
     distributors.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     distributors.set_defaults(run=_distributors)
+    add_auth_commands(commands)
     add_signer_commands(commands)
     add_quota_commands(commands)
     return parser

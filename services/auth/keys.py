@@ -1,9 +1,16 @@
 """The Ed25519 keys that sign tokens: loaded from a folder of PEM files, published as a JWKS.
 
-The folder may hold several keys. The one whose file name sorts last signs; every key is
-published, so tokens signed before a rotation keep verifying until they expire. Files created here
-are named `ed25519-<UTC time>-<kid prefix>.pem`, which sorts by age; a rotation adds a newer file
-and removes an old one only after the access-token lifetime has passed.
+The folder may hold several keys, every one of them published, so a token verifies whichever key
+signed it. Files are named `ed25519-<UTC time>-<kid prefix>.pem`, the time being when the key
+starts to sign; of the keys whose time has come, the newest signs.
+
+Rotation without downtime (`emeterai keys add --signs-in 10m`, then `emeterai keys retire KID`):
+1. a new key is added with a start time ahead. Every auth replica rereads the folder every
+   RELOAD_S, and publishes the key at once; verifiers that see it named by a token fetch the JWKS
+   again, so the key is known everywhere before anything is signed with it;
+2. at its time the new key signs; tokens from the old one keep verifying until they expire;
+3. once the access-token lifetime has passed, the old key is retired (its file removed).
+Any file named otherwise counts as having started at once, ordered by name.
 """
 
 from __future__ import annotations
@@ -40,10 +47,18 @@ def jwk_thumbprint(public_key: Ed25519PublicKey) -> str:
     return _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
 
 
+# Seconds between rereads of the key folder by a running auth service.
+RELOAD_S = 30
+_STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
     private_key: Ed25519PrivateKey
+    # When it starts to sign; None for a key whose file name carries no time (signs at once).
+    signs_from: datetime | None = None
+    file_name: str = ""
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -60,11 +75,16 @@ class SigningKey:
 
 
 class Keyring:
-    """Signing keys in rotation order: the last one signs, all of them verify."""
+    """Signing keys: all of them verify; the newest whose time has come signs."""
 
-    def __init__(self, keys: list[SigningKey]) -> None:
+    def __init__(self, keys: list[SigningKey], directory: Path | None = None) -> None:
         if not keys:
             raise KeyringError("a keyring needs at least one key")
+        self._directory = directory
+        self._set(keys)
+
+    def _set(self, keys: list[SigningKey]) -> None:
+        # Replaced whole, never changed in place: requests read them while a reload runs.
         self._keys = list(keys)
         self._by_kid = {key.kid: key for key in keys}
 
@@ -72,25 +92,46 @@ class Keyring:
     def load(cls, directory: Path, *, create_if_empty: bool = True) -> Keyring:
         """Read every `*.pem` in `directory`; create a first key there if it holds none."""
         directory = Path(directory)
-        paths = sorted(directory.glob("*.pem")) if directory.is_dir() else []
-        if not paths:
+        if not _key_files(directory):
             if not create_if_empty:
                 raise KeyringError(f"no signing keys (*.pem) in {directory}")
             created = generate_key_file(directory)
             log.info("created token signing key", extra={"key_file": created.name})
-            # Rescan: a replica starting at the same moment may have created one too, and all
-            # replicas must agree on which key signs.
-            paths = sorted(directory.glob("*.pem"))
-        keys: list[SigningKey] = []
-        for path in paths:
-            key = SigningKey.from_private_key(_read_private_key(path))
-            if key.kid not in {k.kid for k in keys}:
-                keys.append(key)
-        return cls(keys)
+        # Read after creating: a replica starting at the same moment may have created one too, and
+        # all replicas must agree on which key signs.
+        return cls(_read_keys(directory), directory)
+
+    def reload(self) -> bool:
+        """Read the folder again (keys added or retired); whether anything changed. A folder left
+        without a readable key keeps the keys already loaded, and says so in the log."""
+        if self._directory is None:
+            return False
+        try:
+            keys = _read_keys(self._directory)
+        except (KeyringError, OSError) as exc:
+            log.error("token signing keys not reloaded; keeping the loaded ones", extra={"error": str(exc)})
+            return False
+        if not keys:
+            log.error("the key folder holds no keys; keeping the loaded ones")
+            return False
+        if [k.kid for k in keys] == [k.kid for k in self._keys]:
+            return False
+        self._set(keys)
+        log.info("token signing keys reloaded", extra={"kids": [k.kid for k in keys]})
+        return True
+
+    def current_at(self, now: datetime) -> SigningKey:
+        """The key that signs at `now`: the newest of those whose start time has come."""
+        started = [k for k in self._keys if k.signs_from is None or k.signs_from <= now]
+        return started[-1] if started else self._keys[0]
 
     @property
     def current(self) -> SigningKey:
-        return self._keys[-1]
+        return self.current_at(datetime.now(UTC))
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        return list(self._keys)
 
     def public_key(self, kid: str) -> Ed25519PublicKey | None:
         key = self._by_kid.get(kid)
@@ -98,6 +139,30 @@ class Keyring:
 
     def jwks(self) -> list[dict[str, str]]:
         return [key.jwk() for key in self._keys]
+
+
+def _key_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.pem")) if directory.is_dir() else []
+
+
+def _signs_from(path: Path) -> datetime | None:
+    parts = path.stem.split("-")
+    if len(parts) >= 3 and parts[0] == "ed25519":
+        try:
+            return datetime.strptime(parts[1], _STAMP_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            return None
+    return None
+
+
+def _read_keys(directory: Path) -> list[SigningKey]:
+    """The folder's keys, oldest start first (a file without a time counts as started long ago)."""
+    keys: dict[str, SigningKey] = {}
+    for path in _key_files(directory):
+        public = SigningKey.from_private_key(_read_private_key(path))
+        keys.setdefault(public.kid, SigningKey(public.kid, public.private_key, _signs_from(path), path.name))
+    earliest = datetime.min.replace(tzinfo=UTC)
+    return sorted(keys.values(), key=lambda k: (k.signs_from or earliest, k.file_name))
 
 
 def _read_private_key(path: Path) -> Ed25519PrivateKey:
@@ -112,16 +177,29 @@ def _read_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def generate_key_file(directory: Path) -> Path:
-    """Create a new Ed25519 key in `directory`, named so it sorts after every existing one."""
+def generate_key_file(directory: Path, signs_from: datetime | None = None) -> Path:
+    """Create a new Ed25519 key in `directory` that starts to sign at signs_from (now if None)."""
     private_key = Ed25519PrivateKey.generate()
     kid = jwk_thumbprint(private_key.public_key())
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = (signs_from or datetime.now(UTC)).astimezone(UTC).strftime(_STAMP_FORMAT)
     path = Path(directory) / f"ed25519-{stamp}-{kid[:8]}.pem"
     pem = private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     write_private_file(path, pem)
+    return path
+
+
+def retire_key(directory: Path, kid: str, now: datetime | None = None) -> Path:
+    """Remove the key kid from the folder; refused for the key that signs now (KeyringError)."""
+    keys = _read_keys(Path(directory))
+    match = [k for k in keys if k.kid == kid]
+    if not match:
+        raise KeyringError(f"no key {kid!r} in {directory}")
+    if kid == Keyring(keys).current_at(now or datetime.now(UTC)).kid:
+        raise KeyringError(f"key {kid} signs now; add its successor and wait before retiring it")
+    path = Path(directory) / match[0].file_name
+    path.unlink()
     return path
 
 

@@ -59,7 +59,7 @@ class TokenIssuer:
             "iat": int(now.timestamp()),
             "exp": int(expires_at.timestamp()),
         }
-        key = self._keyring.current
+        key = self._keyring.current_at(now)
         token = jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
         return AccessToken(token=token, jti=jti, expires_at=expires_at, expires_in_s=ttl)
 

@@ -1,15 +1,36 @@
 from __future__ import annotations
 
 import base64
+import json
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.auth.keys import Keyring, KeyringError, generate_key_file, jwk_thumbprint, load_or_create_secret
+from services.auth.keys import (
+    Keyring,
+    KeyringError,
+    generate_key_file,
+    jwk_thumbprint,
+    load_or_create_secret,
+    retire_key,
+)
+from services.auth.model import TokenKind
+from services.auth.tokens import TokenIssuer
+from services.cli import build_parser
+from services.common.settings import AuthSettings
+from services.common.tokens import TokenVerifier
+
+
+def cli_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -75,3 +96,76 @@ def test_secret_is_created_once_and_kept(tmp_path: Path) -> None:
     assert len(secret) == 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_or_create_secret(path) == secret
+
+
+def test_a_key_added_ahead_is_published_at_once_and_signs_at_its_time(tmp_path: Path) -> None:
+    keyring = Keyring.load(tmp_path)
+    old = keyring.current.kid
+    now = datetime.now(UTC)
+    generate_key_file(tmp_path, now + timedelta(minutes=10))
+    assert keyring.reload()
+    new = keyring.jwks()[-1]["kid"]
+    assert new != old and keyring.public_key(new) is not None
+    assert keyring.current_at(now).kid == old
+    assert keyring.current_at(now + timedelta(minutes=10, seconds=1)).kid == new
+    # Nothing changed on disk: nothing to reload.
+    assert not keyring.reload()
+
+
+def test_retiring_removes_an_old_key_but_never_the_signing_one(tmp_path: Path) -> None:
+    keyring = Keyring.load(tmp_path)
+    old = keyring.current.kid
+    generate_key_file(tmp_path)
+    keyring.reload()
+    new = keyring.current.kid
+    assert new != old
+    with pytest.raises(KeyringError, match="signs now"):
+        retire_key(tmp_path, new)
+    with pytest.raises(KeyringError, match="no key"):
+        retire_key(tmp_path, "unknown")
+    retire_key(tmp_path, old)
+    assert keyring.reload() and [k["kid"] for k in keyring.jwks()] == [new]
+
+
+def test_a_folder_emptied_by_mistake_keeps_the_loaded_keys(tmp_path: Path) -> None:
+    keyring = Keyring.load(tmp_path)
+    kid = keyring.current.kid
+    for path in tmp_path.glob("*.pem"):
+        path.unlink()
+    assert not keyring.reload()
+    assert keyring.current.kid == kid
+
+
+async def test_verifiers_follow_a_rotation_without_a_restart(tmp_path: Path, settings: AuthSettings) -> None:
+    keyring = Keyring.load(tmp_path)
+    issuer = TokenIssuer(keyring, settings)
+    # A verifier that fetched the JWKS before the rotation: it learns the new key from a refetch.
+    fetched: list[int] = []
+
+    class Published:
+        async def public_key(self, kid: str) -> Any:
+            fetched.append(1)
+            return keyring.public_key(kid)
+
+    verifier = TokenVerifier(Published(), settings.token_issuer, settings.token_audience)
+    before = issuer.issue("acc_1", TokenKind.RETAIL).token
+    generate_key_file(tmp_path)
+    keyring.reload()
+    after = issuer.issue("acc_1", TokenKind.RETAIL).token
+    assert jwt.get_unverified_header(after)["kid"] != jwt.get_unverified_header(before)["kid"]
+    for token in (before, after):
+        assert (await verifier.verify(token)).subject == "acc_1"
+
+
+def test_the_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Keyring.load(tmp_path)
+    assert cli_main(["keys", "add", "--signs-in", "10m", "--key-dir", str(tmp_path)]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert datetime.fromisoformat(added["signs_from"]) > datetime.now(UTC) + timedelta(minutes=9)
+    assert cli_main(["keys", "list", "--key-dir", str(tmp_path)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["signing"] for k in listed] == [True, False]
+    assert cli_main(["keys", "retire", listed[0]["kid"], "--key-dir", str(tmp_path)]) == 1
+    assert "signs now" in capsys.readouterr().err
+    assert cli_main(["keys", "retire", listed[1]["kid"], "--key-dir", str(tmp_path)]) == 0
+    assert cli_main(["keys", "add", "--signs-in", "soon", "--key-dir", str(tmp_path)]) == 2

@@ -13,6 +13,7 @@ from typing import Any
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.auth.cli import add_commands as add_auth_commands
 from services.common.clients import ServiceTokenSource, service_channel
+from services.gateway.records import credential_json
 from services.quota.cli import add_commands as add_quota_commands
 from services.signer.cli import add_commands as add_signer_commands
 from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
@@ -76,19 +77,6 @@ async def _call_auth(data_dir: Path, method: str, request: object) -> Any:
         await tokens.close()
 
 
-def _credential_json(credential: accounts_pb2.DistributorCredential, secret: str = "") -> dict[str, object]:
-    out: dict[str, object] = {
-        "client_id": credential.client_id,
-        "account_id": credential.account_id,
-        "name": credential.display_name,
-        "scopes": list(credential.scopes),
-        "revoked": credential.HasField("revoked_at"),
-    }
-    if secret:
-        out["client_secret"] = secret
-    return out
-
-
 def _distributors(args: argparse.Namespace) -> int:
     import grpc
 
@@ -120,10 +108,37 @@ def _distributors(args: argparse.Namespace) -> int:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     if args.action == "list":
-        out: object = [_credential_json(c) for c in reply.credentials]
+        out: object = [credential_json(c) for c in reply.credentials]
     else:
-        out = _credential_json(reply.credential, getattr(reply, "client_secret", ""))
+        out = credential_json(reply.credential, getattr(reply, "client_secret", ""))
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def _operators(args: argparse.Namespace) -> int:
+    import grpc
+
+    if args.action in ("add", "remove") and not args.phone:
+        print(f"{args.action} needs the operator's phone number", file=sys.stderr)
+        return 2
+    if args.action == "list":
+        method, request = "ListOperators", auth_service_pb2.ListOperatorsRequest()
+    else:
+        method = "SetOperator"
+        request = auth_service_pb2.SetOperatorRequest(phone=args.phone, operator=args.action == "add")
+    try:
+        reply = asyncio.run(_call_auth(args.data_dir, method, request))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    accounts = list(reply.accounts) if args.action == "list" else [reply.account]
+    kinds = {
+        value: name.removeprefix("ACCOUNT_KIND_").lower() for name, value in accounts_pb2.AccountKind.items()
+    }
+    out = [
+        {"account_id": a.account_id, "phone": a.phone, "kind": kinds.get(a.kind, "unknown")} for a in accounts
+    ]
+    print(json.dumps(out if args.action == "list" else out[0], indent=2))
     return 0
 
 
@@ -151,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     distributors.add_argument("--client-id", help="the credential (rotate, revoke)")
     distributors.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     distributors.set_defaults(run=_distributors)
+
+    operators = commands.add_parser("operators", help="grant or withdraw the operator role, by phone number")
+    operators.add_argument("action", choices=["add", "remove", "list"])
+    operators.add_argument("phone", nargs="?", help="the operator's phone number (add, remove)")
+    operators.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    operators.set_defaults(run=_operators)
     add_auth_commands(commands)
     add_signer_commands(commands)
     add_quota_commands(commands)

@@ -244,6 +244,30 @@ class ListDistributorsResponse(_message.Message):
     credentials: _containers.RepeatedCompositeFieldContainer[_accounts_pb2.DistributorCredential]
     def __init__(self, credentials: _Optional[_Iterable[_Union[_accounts_pb2.DistributorCredential, _Mapping]]] = ...) -> None: ...
 
+class SetOperatorRequest(_message.Message):
+    __slots__ = ("phone", "operator")
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    phone: str
+    operator: bool
+    def __init__(self, phone: _Optional[str] = ..., operator: _Optional[bool] = ...) -> None: ...
+
+class SetOperatorResponse(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: _accounts_pb2.Account
+    def __init__(self, account: _Optional[_Union[_accounts_pb2.Account, _Mapping]] = ...) -> None: ...
+
+class ListOperatorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListOperatorsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[_accounts_pb2.Account]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[_accounts_pb2.Account, _Mapping]]] = ...) -> None: ...
+
 class ListDevOutboxRequest(_message.Message):
     __slots__ = ("phone",)
     PHONE_FIELD_NUMBER: _ClassVar[int]

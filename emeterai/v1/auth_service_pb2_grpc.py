@@ -116,6 +116,16 @@ class AuthServiceStub:
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.FromString,
                 _registered_method=True)
+        self.SetOperator = channel.unary_unary(
+                '/emeterai.v1.AuthService/SetOperator',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.SetOperatorRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.SetOperatorResponse.FromString,
+                _registered_method=True)
+        self.ListOperators = channel.unary_unary(
+                '/emeterai.v1.AuthService/ListOperators',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.FromString,
+                _registered_method=True)
         self.ListDevOutbox = channel.unary_unary(
                 '/emeterai.v1.AuthService/ListDevOutbox',
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDevOutboxRequest.SerializeToString,
@@ -234,6 +244,21 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOperator(self, request, context):
+        """Makes the account signed in by a phone number an operator (refunds,
+        distributor management, notices), or a retail account again; demoting
+        also signs it out everywhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperators(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDevOutbox(self, request, context):
         """Development only: messages the dev notifier would have delivered.
         FAILED_PRECONDITION in production mode.
@@ -324,6 +349,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListDistributors,
                     request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.SerializeToString,
+            ),
+            'SetOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOperator,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.SetOperatorRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.SetOperatorResponse.SerializeToString,
+            ),
+            'ListOperators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperators,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.SerializeToString,
             ),
             'ListDevOutbox': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDevOutbox,
@@ -765,6 +800,60 @@ class AuthService:
             '/emeterai.v1.AuthService/ListDistributors',
             emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.SerializeToString,
             emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/SetOperator',
+            emeterai_dot_v1_dot_auth__service__pb2.SetOperatorRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.SetOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/ListOperators',
+            emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,12 @@ class AuthServiceStub:
     RotateDistributorSecret: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RotateDistributorSecretRequest, _auth_service_pb2.RotateDistributorSecretResponse]
     RevokeDistributor: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeDistributorRequest, _auth_service_pb2.RevokeDistributorResponse]
     ListDistributors: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListDistributorsRequest, _auth_service_pb2.ListDistributorsResponse]
+    SetOperator: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SetOperatorRequest, _auth_service_pb2.SetOperatorResponse]
+    """Makes the account signed in by a phone number an operator (refunds,
+    distributor management, notices), or a retail account again; demoting
+    also signs it out everywhere.
+    """
+    ListOperators: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListOperatorsRequest, _auth_service_pb2.ListOperatorsResponse]
     ListDevOutbox: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListDevOutboxRequest, _auth_service_pb2.ListDevOutboxResponse]
     """Development only: messages the dev notifier would have delivered.
     FAILED_PRECONDITION in production mode.
@@ -99,6 +105,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RotateDistributorSecret: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RotateDistributorSecretRequest, _auth_service_pb2.RotateDistributorSecretResponse]  # type: ignore[assignment]
     RevokeDistributor: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeDistributorRequest, _auth_service_pb2.RevokeDistributorResponse]  # type: ignore[assignment]
     ListDistributors: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListDistributorsRequest, _auth_service_pb2.ListDistributorsResponse]  # type: ignore[assignment]
+    SetOperator: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SetOperatorRequest, _auth_service_pb2.SetOperatorResponse]  # type: ignore[assignment]
+    """Makes the account signed in by a phone number an operator (refunds,
+    distributor management, notices), or a retail account again; demoting
+    also signs it out everywhere.
+    """
+    ListOperators: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListOperatorsRequest, _auth_service_pb2.ListOperatorsResponse]  # type: ignore[assignment]
     ListDevOutbox: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListDevOutboxRequest, _auth_service_pb2.ListDevOutboxResponse]  # type: ignore[assignment]
     """Development only: messages the dev notifier would have delivered.
     FAILED_PRECONDITION in production mode.
@@ -230,6 +242,24 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ListDistributorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ListDistributorsResponse, _abc.Awaitable[_auth_service_pb2.ListDistributorsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetOperator(
+        self,
+        request: _auth_service_pb2.SetOperatorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.SetOperatorResponse, _abc.Awaitable[_auth_service_pb2.SetOperatorResponse]]:
+        """Makes the account signed in by a phone number an operator (refunds,
+        distributor management, notices), or a retail account again; demoting
+        also signs it out everywhere.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOperators(
+        self,
+        request: _auth_service_pb2.ListOperatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ListOperatorsResponse, _abc.Awaitable[_auth_service_pb2.ListOperatorsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListDevOutbox(

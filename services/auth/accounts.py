@@ -38,13 +38,13 @@ def _clean_name(value: str, what: str) -> str:
     return value
 
 
-def _account_query() -> Select[Any]:
+def account_query() -> Select[Any]:
     return select(accounts, stamping_pins.c.account_id.is_not(None).label("pin_set")).outerjoin(
         stamping_pins, stamping_pins.c.account_id == accounts.c.account_id
     )
 
 
-def _to_account(row: Any) -> Account:
+def to_account(row: Any) -> Account:
     return Account(
         account_id=row.account_id,
         kind=AccountKind(row.kind),
@@ -67,16 +67,16 @@ class Accounts:
             return self.find(conn, account_id)
 
     def find(self, conn: Connection, account_id: str) -> Account:
-        row = conn.execute(_account_query().where(accounts.c.account_id == account_id)).one_or_none()
+        row = conn.execute(account_query().where(accounts.c.account_id == account_id)).one_or_none()
         if row is None:
             raise AccountNotFound(account_id)
-        return _to_account(row)
+        return to_account(row)
 
     def get_or_create_retail(self, conn: Connection, phone: str) -> tuple[Account, bool]:
         """The account signed in by `phone` (E.164), created if new; True when it was created."""
-        row = conn.execute(_account_query().where(accounts.c.phone == phone)).one_or_none()
+        row = conn.execute(account_query().where(accounts.c.phone == phone)).one_or_none()
         if row is not None:
-            return _to_account(row), False
+            return to_account(row), False
         account_id = new_account_id()
         conn.execute(
             insert(accounts).values(
@@ -133,14 +133,14 @@ class Accounts:
             raise PreconditionFailed(f"a {parent.kind.value} account cannot have sub-accounts")
         if external_ref is not None:
             existing = conn.execute(
-                _account_query().where(
+                account_query().where(
                     accounts.c.parent_account_id == parent_account_id, accounts.c.external_ref == external_ref
                 )
             ).one_or_none()
             if existing is not None:
                 if existing.display_name != display_name:
                     raise Conflict(f"external reference {external_ref!r} is already used for another name")
-                return _to_account(existing)
+                return to_account(existing)
         account_id = new_account_id()
         conn.execute(
             insert(accounts).values(
@@ -169,10 +169,10 @@ class Accounts:
         with self._engine.connect() as conn:
             self.find(conn, parent_account_id)
             rows = conn.execute(
-                _account_query()
+                account_query()
                 .where(accounts.c.parent_account_id == parent_account_id, accounts.c.seq > after)
                 .order_by(accounts.c.seq)
                 .limit(size + 1)
             ).all()
         next_token = str(rows[size - 1].seq) if len(rows) > size else ""
-        return [_to_account(row) for row in rows[:size]], next_token
+        return [to_account(row) for row in rows[:size]], next_token

@@ -22,6 +22,7 @@ from services.auth.notifiers import (
     SmsNotifier,
     WhatsAppNotifier,
 )
+from services.auth.operators import Operators
 from services.auth.otp import OtpService
 from services.auth.pins import StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
@@ -43,6 +44,7 @@ class AuthDomain:
     sessions: Sessions
     otp: OtpService
     distributors: Distributors
+    operators: Operators
     service_identity: ServiceIdentity
     # Present only when codes go to the development outbox.
     outbox: DevOutboxNotifier | None
@@ -108,6 +110,7 @@ def build_auth_domain(
             clock,
         ),
         distributors=Distributors(engine, accounts, issuer, clock, hasher),
+        operators=Operators(engine, accounts, sessions),
         service_identity=ServiceIdentity(issuer, settings),
         outbox=notifier if isinstance(notifier, DevOutboxNotifier) else None,
     )

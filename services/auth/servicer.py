@@ -157,6 +157,19 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             valid=check.valid, attempts_left=check.attempts_left
         )
 
+    async def SetOperator(
+        self, request: auth_service_pb2.SetOperatorRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.SetOperatorResponse:
+        operators = self._domain.operators
+        account = await asyncio.to_thread(operators.set_operator, request.phone, request.operator)
+        return auth_service_pb2.SetOperatorResponse(account=account_message(account))
+
+    async def ListOperators(
+        self, request: auth_service_pb2.ListOperatorsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.ListOperatorsResponse:
+        operators = await asyncio.to_thread(self._domain.operators.list_operators)
+        return auth_service_pb2.ListOperatorsResponse(accounts=[account_message(a) for a in operators])
+
     async def CreateSubAccount(
         self, request: auth_service_pb2.CreateSubAccountRequest, context: grpc.aio.ServicerContext
     ) -> auth_service_pb2.CreateSubAccountResponse:

@@ -195,6 +195,14 @@ class Sessions:
                     "sign-out not shared with other services", extra={"error_type": type(exc).__name__}
                 )
 
+    def revoke_account(self, conn: Connection, account_id: str) -> None:
+        """Revoke every session of the account, in the caller's transaction."""
+        conn.execute(
+            update(token_families)
+            .where(token_families.c.account_id == account_id, token_families.c.revoked_at.is_(None))
+            .values(revoked_at=self._clock())
+        )
+
     def is_access_token_revoked(self, jti: str) -> bool:
         with self._engine.connect() as conn:
             found = conn.execute(

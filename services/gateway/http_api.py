@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,15 +18,17 @@ from pydantic import BaseModel, Field
 from emeterai.v1 import auth_service_pb2, common_pb2, quota_service_pb2
 from services.common.errors import InvalidInput, NotFound, PermissionDenied
 from services.common.settings import GatewaySettings
-from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
+from services.common.tokens import KIND_OPERATOR, KIND_RETAIL, Principal, TokenVerifier, bearer_token
 from services.common.webhooks import sign_webhook
 from services.gateway import problems
 from services.gateway.documents import DocumentStore
 from services.gateway.records import (
     balance_json,
+    credential_json,
     document_type,
     order_json,
     parse_rect,
+    refund_json,
     serial_json,
     stamp_json,
     stamp_record,
@@ -34,6 +37,8 @@ from services.gateway.records import (
 from services.gateway.stamping import StampingFlow, check_document
 from services.gateway.upstream import Backends, upstream
 from services.gateway.verification import verify_document
+
+log = logging.getLogger(__name__)
 
 WEBHOOK_SIGNATURE_HEADER = "Webhook-Signature"
 # Multipart framing around the file: allowed on top of the upload limit.
@@ -63,7 +68,15 @@ async def _retail_user(request: Request, gateway: GatewayDep) -> Principal:
     return principal
 
 
+async def _operator(request: Request, gateway: GatewayDep) -> Principal:
+    principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
+    if principal.kind != KIND_OPERATOR:
+        raise PermissionDenied("this API is for operators")
+    return principal
+
+
 User = Annotated[Principal, Depends(_retail_user)]
+Operator = Annotated[Principal, Depends(_operator)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
@@ -88,6 +101,34 @@ class RefreshRequest(BaseModel):
 
 class OrderRequest(BaseModel):
     quantity: int = Field(ge=1, le=100_000)
+
+
+class RefundRequest(BaseModel):
+    quantity: int = Field(default=0, ge=0, le=100_000, description="units to refund; 0 = every unused one")
+    reason: str = Field(default="", max_length=200)
+
+
+class DistributorRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] = Field(default_factory=list, max_length=20)
+
+
+async def _refund(
+    gateway: Gateway, order_id: str, account_id: str, body: RefundRequest, key: str
+) -> dict[str, Any]:
+    refunded = await upstream(
+        gateway.backends.quota.RefundOrder(
+            quota_service_pb2.RefundOrderRequest(
+                order_id=order_id,
+                account_id=account_id,
+                quantity=body.quantity,
+                reason=body.reason,
+                idempotency_key=key,
+            ),
+            timeout=30,
+        )
+    )
+    return {"refund": refund_json(refunded.refund), "order": order_json(refunded.order)}
 
 
 PIN_PATTERN = r"^\d{6}$"
@@ -255,6 +296,16 @@ def _account_routes() -> APIRouter:
         )
         return order_json(found.order)
 
+    @router.post(
+        "/orders/{order_id}/refund",
+        tags=["orders"],
+        summary="Refund unused units of a paid order to the payer",
+    )
+    async def refund_order(
+        order_id: str, body: RefundRequest, user: User, gateway: GatewayDep, key: IdempotencyKey = None
+    ) -> dict[str, Any]:
+        return await _refund(gateway, order_id, user.account_id, body, _require_key(key))
+
     @router.get("/balance", tags=["orders"], summary="The caller's quota")
     async def balance(user: User, gateway: GatewayDep) -> dict[str, Any]:
         found = await upstream(
@@ -356,6 +407,66 @@ def _account_routes() -> APIRouter:
     return router
 
 
+def _operator_routes() -> APIRouter:
+    """For operators (accounts made so with `emeterai operators add`): refunds of any order and
+    distributor credentials."""
+    router = APIRouter(prefix="/v1/admin", tags=["operators"])
+
+    @router.post("/orders/{order_id}/refund", summary="Refund unused units of any paid order")
+    async def refund_any_order(
+        order_id: str,
+        body: RefundRequest,
+        operator: Operator,
+        gateway: GatewayDep,
+        key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        idempotency_key = _require_key(key)
+        log.info("operator refund", extra={"operator": operator.account_id, "order_id": order_id})
+        return await _refund(gateway, order_id, "", body, idempotency_key)
+
+    @router.get("/distributors", summary="Every distributor credential")
+    async def list_distributors(operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
+        listed = await upstream(
+            gateway.backends.auth.ListDistributors(auth_service_pb2.ListDistributorsRequest(), timeout=10)
+        )
+        return {"distributors": [credential_json(c) for c in listed.credentials]}
+
+    @router.post("/distributors", status_code=201, summary="Create a distributor; its secret is shown once")
+    async def create_distributor(
+        body: DistributorRequest, operator: Operator, gateway: GatewayDep
+    ) -> dict[str, Any]:
+        created = await upstream(
+            gateway.backends.auth.CreateDistributor(
+                auth_service_pb2.CreateDistributorRequest(display_name=body.name, scopes=body.scopes),
+                timeout=10,
+            )
+        )
+        log.info("operator created a distributor", extra={"operator": operator.account_id})
+        return credential_json(created.credential, created.client_secret)
+
+    @router.post("/distributors/{client_id}/rotate", summary="A new secret for a distributor, shown once")
+    async def rotate_distributor(client_id: str, operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
+        rotated = await upstream(
+            gateway.backends.auth.RotateDistributorSecret(
+                auth_service_pb2.RotateDistributorSecretRequest(client_id=client_id), timeout=10
+            )
+        )
+        log.info("operator rotated a distributor secret", extra={"operator": operator.account_id})
+        return credential_json(rotated.credential, rotated.client_secret)
+
+    @router.post("/distributors/{client_id}/revoke", summary="Stop a distributor's credential for good")
+    async def revoke_distributor(client_id: str, operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
+        revoked = await upstream(
+            gateway.backends.auth.RevokeDistributor(
+                auth_service_pb2.RevokeDistributorRequest(client_id=client_id), timeout=10
+            )
+        )
+        log.info("operator revoked a distributor", extra={"operator": operator.account_id})
+        return credential_json(revoked.credential)
+
+    return router
+
+
 def _dev_routes() -> APIRouter:
     """Development helpers: the outbox of the dev notifier and the sandbox payment provider."""
     router = APIRouter(prefix="/v1/dev", tags=["development"])
@@ -414,6 +525,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     problems.install(app)
     app.include_router(_public_routes())
     app.include_router(_account_routes())
+    app.include_router(_operator_routes())
     if gateway.settings.is_dev:
         app.include_router(_dev_routes())
 

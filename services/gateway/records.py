@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from emeterai.v1 import common_pb2, distributor_service_pb2, ledger_pb2, verification_pb2
+from emeterai.v1 import accounts_pb2, common_pb2, distributor_service_pb2, ledger_pb2, verification_pb2
 from services.common.errors import InvalidInput
 
 _STAMP_STATUS = {
@@ -118,6 +118,33 @@ def order_json(order: ledger_pb2.Order) -> dict[str, Any]:
         "expires_at": timestamp_json(order.expires_at),
         "paid_at": timestamp_json(order.paid_at),
     }
+
+
+def refund_json(refund: ledger_pb2.Refund) -> dict[str, Any]:
+    return {
+        "id": refund.refund_id,
+        "order_id": refund.order_id,
+        "quantity": refund.quantity,
+        "amount_idr": refund.amount_idr,
+        "reason": refund.reason,
+        "status": enum_word(ledger_pb2.RefundStatus, refund.status),
+        "created_at": timestamp_json(refund.created_at),
+        "completed_at": timestamp_json(refund.completed_at),
+    }
+
+
+def credential_json(credential: accounts_pb2.DistributorCredential, secret: str = "") -> dict[str, Any]:
+    """A distributor's credential; its secret only when just created or rotated (shown once)."""
+    out: dict[str, Any] = {
+        "client_id": credential.client_id,
+        "account_id": credential.account_id,
+        "name": credential.display_name,
+        "scopes": list(credential.scopes),
+        "revoked": credential.HasField("revoked_at"),
+    }
+    if secret:
+        out["client_secret"] = secret
+    return out
 
 
 def balance_json(balance: ledger_pb2.Balance) -> dict[str, Any]:

@@ -432,6 +432,64 @@ def test_no_account_reaches_another_accounts_quota_or_documents(
     assert client.get("/v1/balance", headers=distributor_header).status_code == 403
 
 
+def test_operators_refund_and_manage_distributors_and_nobody_else_can(
+    stack: RunningStack, client: httpx.Client, user: dict[str, str]
+) -> None:
+    granted = stack.emeterai("operators", "add", "0815-0000-1111")
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["kind"] == "operator"
+    operator = _sign_in(client, "0815-0000-1111", "+6281500001111")
+
+    # Operators manage distributors; a retail user cannot, and an operator is not a retail user.
+    created = client.post("/v1/admin/distributors", json={"name": "PT Tiga"}, headers=operator)
+    assert created.status_code == 201, created.text
+    assert created.json()["client_secret"]
+    listed = client.get("/v1/admin/distributors", headers=operator).json()["distributors"]
+    assert created.json()["client_id"] in [d["client_id"] for d in listed]
+    assert all("client_secret" not in d for d in listed)
+    revoked = client.post(f"/v1/admin/distributors/{created.json()['client_id']}/revoke", headers=operator)
+    assert revoked.json()["revoked"] is True
+    assert client.get("/v1/admin/distributors", headers=user).status_code == 403
+    assert client.get("/v1/balance", headers=operator).status_code == 403
+
+    # Refunds of unused units: the owner of the order, or an operator; nobody else.
+    order = client.get("/v1/orders", headers=user).json()["orders"][0]
+    before = _balance(client, user)
+    assert before["available"] >= 2
+    other = _sign_in(client, "0813-3333-4444", "+6281333334444")
+    path = f"/v1/orders/{order['id']}/refund"
+    assert (
+        client.post(path, json={"quantity": 1}, headers=other | {"Idempotency-Key": "r-x"}).status_code == 404
+    )
+    assert client.post(path, json={"quantity": 1}, headers=user).status_code == 400
+    own = client.post(
+        path, json={"quantity": 1, "reason": "not needed"}, headers=user | {"Idempotency-Key": "r-1"}
+    )
+    assert own.status_code == 200, own.text
+    assert own.json()["refund"]["quantity"] == 1 and own.json()["refund"]["amount_idr"] == 10_000
+    by_operator = client.post(
+        f"/v1/admin/orders/{order['id']}/refund",
+        json={"quantity": 1, "reason": "complaint"},
+        headers=operator | {"Idempotency-Key": "r-2"},
+    )
+    assert by_operator.status_code == 200, by_operator.text
+    after = _balance(client, user)
+    assert (after["available"], after["refunded"]) == (before["available"] - 2, before["refunded"] + 2)
+    assert (
+        client.post(
+            f"/v1/admin/orders/{order['id']}/refund",
+            json={"quantity": 1},
+            headers=user | {"Idempotency-Key": "r-3"},
+        ).status_code
+        == 403
+    )
+
+    # Withdrawn: the operator's sessions end.
+    assert stack.emeterai("operators", "remove", "0815-0000-1111").returncode == 0
+    listed_operators = json.loads(stack.emeterai("operators", "list").stdout)
+    assert "+6281500001111" not in [o["phone"] for o in listed_operators]
+
+
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:
     stack.process.send_signal(signal.SIGTERM)
     assert stack.process.wait(timeout=60) == 0

@@ -1,6 +1,7 @@
 """The shared interceptors against a real grpc.aio server on loopback, with real signed tokens."""
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -42,6 +43,14 @@ def _jwk(key: Ed25519PrivateKey, kid: str) -> dict[str, str]:
         "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
         "kid": kid,
     }
+
+
+def _with_payload(token: str, **changes: object) -> str:
+    """The token with its claims changed and its signature kept: what a forger would send."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, **changes}).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
 
 
 def _token(key: Ed25519PrivateKey, kid: str = "k1", **claims: object) -> str:
@@ -121,6 +130,9 @@ async def test_valid_service_token_reaches_the_handler(stub, signing_key) -> Non
         pytest.param(
             lambda key: _token(key)[:-6] + ("AAAAAA" if not _token(key).endswith("AAAAAA") else "BBBBBB"),
             id="tampered-signature",
+        ),
+        pytest.param(
+            lambda key: _with_payload(_token(key, kind="retail"), kind="service"), id="tampered-payload"
         ),
     ],
 )

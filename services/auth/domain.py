@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
 from services.auth.accounts import Accounts
+from services.auth.codes import CodeStore, code_store
 from services.auth.distributors import Distributors
 from services.auth.keys import Keyring, load_or_create_secret
 from services.auth.model import Clock, utc_now
@@ -81,6 +82,7 @@ def build_auth_domain(
     clock: Clock = utc_now,
     password_hasher: PasswordHasher | None = None,
     limiter: RateLimiter | None = None,
+    codes: CodeStore | None = None,
 ) -> AuthDomain:
     """Wire every domain object. Without a notifier, the one `settings.notifier` names is built;
     SettingsError when that one cannot run in this mode."""
@@ -107,6 +109,7 @@ def build_auth_domain(
             sessions,
             code_key,
             limiter or rate_limiter(settings.redis_url),
+            codes or code_store(settings.redis_url, engine),
             clock,
         ),
         distributors=Distributors(engine, accounts, issuer, clock, hasher),

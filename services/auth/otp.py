@@ -11,17 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 
 from services.auth.accounts import Accounts
+from services.auth.codes import Challenge, CodeStore
 from services.auth.errors import (
-    CodeExpired,
     NoPendingCode,
     NotifierUnavailable,
     ResendTooSoon,
@@ -32,9 +29,8 @@ from services.auth.errors import (
 from services.auth.model import Account, AccountKind, Clock, CodeSent, SignIn, TokenKind, utc_now
 from services.auth.notifiers import Notifier
 from services.auth.phones import mask_phone, normalise_phone
-from services.auth.store import otp_challenges
 from services.auth.tokens import Sessions
-from services.common.errors import DomainError, InvalidInput, PreconditionFailed
+from services.common.errors import InvalidInput, PreconditionFailed
 from services.common.limits import RateLimiter
 from services.common.settings import AuthSettings
 
@@ -63,6 +59,7 @@ class OtpService:
         sessions: Sessions,
         code_key: bytes,
         limiter: RateLimiter,
+        codes: CodeStore,
         clock: Clock = utc_now,
     ) -> None:
         if len(code_key) < 16:
@@ -74,6 +71,7 @@ class OtpService:
         self._sessions = sessions
         self._code_key = code_key
         self._limiter = limiter
+        self._codes = codes
         self._clock = clock
 
     def _limit(self, name: str, key: str, limit: int, window_s: int) -> None:
@@ -90,45 +88,22 @@ class OtpService:
         ttl = self._settings.otp_ttl_s
         resend_after = self._settings.otp_resend_after_s
         now = self._clock()
+        if wait := self._codes.resend_wait(e164, now, resend_after):
+            raise ResendTooSoon(wait)
+        # Counted only for a code that will go out: a request refused for the cool-down does not
+        # use up the number's hourly allowance.
+        self._limit("otp-phone", e164, self._settings.otp_codes_per_phone_per_hour, 3600)
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         salt = secrets.token_hex(16)
-        code_hash = self._hash(salt, e164, code)
-        try:
-            with self._engine.begin() as conn:
-                last_sent = conn.execute(
-                    select(otp_challenges.c.created_at).where(otp_challenges.c.phone == e164)
-                ).scalar_one_or_none()
-                if last_sent is not None:
-                    wait = math.ceil(resend_after - (now - last_sent).total_seconds())
-                    if wait > 0:
-                        raise ResendTooSoon(wait)
-                # Counted only for a code that will go out: a request refused for the cool-down
-                # does not use up the number's hourly allowance.
-                self._limit("otp-phone", e164, self._settings.otp_codes_per_phone_per_hour, 3600)
-                conn.execute(delete(otp_challenges).where(otp_challenges.c.phone == e164))
-                conn.execute(
-                    insert(otp_challenges).values(
-                        phone=e164,
-                        salt=salt,
-                        code_hash=code_hash,
-                        created_at=now,
-                        expires_at=now + timedelta(seconds=ttl),
-                        failed_attempts=0,
-                    )
-                )
-        except IntegrityError:
-            # Another request for the same number committed first; it counts as the recent one.
-            raise ResendTooSoon(max(resend_after, 1)) from None
+        challenge = Challenge(salt, self._hash(salt, e164, code), now, now + timedelta(seconds=ttl))
+        if wait := self._codes.put(e164, challenge, resend_after):
+            # Another request for the number stored its code in between.
+            raise ResendTooSoon(wait)
         try:
             self._notifier.send_code(e164, code, ttl)
         except Exception as exc:
             # Withdraw the code so the cool-down does not punish the user for our failure.
-            with self._engine.begin() as conn:
-                conn.execute(
-                    delete(otp_challenges).where(
-                        otp_challenges.c.phone == e164, otp_challenges.c.code_hash == code_hash
-                    )
-                )
+            self._codes.withdraw(e164, challenge.code_hash)
             # Only the type: an adapter's exception text might quote the message, code included.
             log.warning(
                 "code delivery failed",
@@ -153,49 +128,11 @@ class OtpService:
             self._limit("otp-verify-address", client_address, self._settings.otp_verifies_per_address, 600)
         max_attempts = self._settings.otp_max_attempts
         now = self._clock()
-        failure: DomainError | None = None
-        signed_in: SignIn | None = None
-        with self._engine.begin() as conn:
-            row = conn.execute(select(otp_challenges).where(otp_challenges.c.phone == e164)).one_or_none()
-            if row is None or row.consumed_at is not None:
-                raise NoPendingCode()
-            if row.expires_at <= now:
-                raise CodeExpired()
-            same_challenge = (otp_challenges.c.phone == e164, otp_challenges.c.code_hash == row.code_hash)
-            # Spend the try before comparing: concurrent guesses queue on this row's lock, so no
-            # more than max_attempts codes are ever compared, however many requests arrive at once.
-            spent = conn.execute(
-                update(otp_challenges)
-                .where(
-                    *same_challenge,
-                    otp_challenges.c.consumed_at.is_(None),
-                    otp_challenges.c.failed_attempts < max_attempts,
-                )
-                .values(failed_attempts=otp_challenges.c.failed_attempts + 1)
-            )
-            if spent.rowcount != 1:
-                # Locked, or a concurrent call spent or replaced the code since we read it.
-                now_row = conn.execute(
-                    select(otp_challenges.c.consumed_at).where(*same_challenge)
-                ).one_or_none()
-                raise (
-                    TooManyAttempts()
-                    if now_row is not None and now_row.consumed_at is None
-                    else NoPendingCode()
-                )
-            if not hmac.compare_digest(self._hash(row.salt, e164, code), row.code_hash):
-                tries = conn.execute(
-                    select(otp_challenges.c.failed_attempts).where(*same_challenge)
-                ).scalar_one()
-                left = max_attempts - tries
-                # Raised after the block, so the spent try is committed rather than rolled back.
-                failure = TooManyAttempts() if left <= 0 else WrongCode(left)
-            else:
-                conn.execute(update(otp_challenges).where(*same_challenge).values(consumed_at=now))
-                account, created = self._accounts.get_or_create_retail(conn, e164)
-                tokens = self._sessions.open(conn, account.account_id, _token_kind(account))
-                signed_in = SignIn(tokens=tokens, account=account, created=created)
-        if failure is not None:
+        # The try is spent before the code is compared: concurrent guesses cannot outrun the count.
+        challenge, tries = self._codes.spend_try(e164, now, max_attempts)
+        if not hmac.compare_digest(self._hash(challenge.salt, e164, code), challenge.code_hash):
+            left = max_attempts - tries
+            failure = TooManyAttempts() if left <= 0 else WrongCode(left)
             log.info(
                 "wrong code",
                 extra={
@@ -205,12 +142,14 @@ class OtpService:
                 },
             )
             raise failure
-        assert signed_in is not None
-        log.info(
-            "signed in with code",
-            extra={"account_id": signed_in.account.account_id, "account_created": signed_in.created},
-        )
-        return signed_in
+        if not self._codes.spend_code(e164, challenge.code_hash, now):
+            # A concurrent call with the same code signed in first.
+            raise NoPendingCode()
+        with self._engine.begin() as conn:
+            account, created = self._accounts.get_or_create_retail(conn, e164)
+            tokens = self._sessions.open(conn, account.account_id, _token_kind(account))
+        log.info("signed in with code", extra={"account_id": account.account_id, "account_created": created})
+        return SignIn(tokens=tokens, account=account, created=created)
 
     def _hash(self, salt: str, phone: str, code: str) -> str:
         message = f"{salt}:{phone}:{code}".encode("ascii")

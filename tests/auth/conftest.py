@@ -7,14 +7,17 @@ Every test that touches the database runs twice: on SQLite in tmp_path, and on a
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
+import redis
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
+from services.auth.codes import RedisCodeStore
 from services.auth.domain import AuthDomain, build_auth_domain
 from services.auth.keys import Keyring
 from services.auth.store import create_auth_engine, metadata
@@ -66,11 +69,22 @@ def hasher() -> PasswordHasher:
     return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-@pytest.fixture
+@pytest.fixture(params=["codes-in-database", "codes-in-redis"])
 def domain(
-    settings: AuthSettings, engine: Engine, keyring: Keyring, clock: FakeClock, hasher: PasswordHasher
+    request: pytest.FixtureRequest,
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
 ) -> AuthDomain:
-    return build_auth_domain(settings, engine, keyring, clock=clock, password_hasher=hasher)
+    """The auth domain with sign-in codes in the database (single node) and in Redis (production);
+    the Redis keys of each test are its own."""
+    codes = None
+    if request.param == "codes-in-redis":
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        codes = RedisCodeStore(client, prefix=f"emeterai-test:otp:{secrets.token_hex(8)}:")
+    return build_auth_domain(settings, engine, keyring, clock=clock, password_hasher=hasher, codes=codes)
 
 
 def last_code(domain: AuthDomain, phone: str) -> str:

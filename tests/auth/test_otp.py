@@ -5,9 +5,11 @@ import re
 import secrets
 
 import pytest
+import redis
 from argon2 import PasswordHasher
 from sqlalchemy.engine import Engine
 
+from services.auth.codes import RedisCodeStore
 from services.auth.domain import AuthDomain, build_auth_domain
 from services.auth.errors import (
     CodeExpired,
@@ -21,9 +23,9 @@ from services.auth.errors import (
 )
 from services.auth.keys import Keyring
 from services.auth.model import AccountKind
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, Unavailable
 from services.common.settings import AuthSettings
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, free_port
 
 from .conftest import last_code
 
@@ -255,3 +257,36 @@ def test_replicas_share_the_allowance_through_redis(
     for replica in replicas:
         with pytest.raises(TooManyRequests):
             replica.otp.request_code(phone, "198.51.100.7")
+
+
+def test_codes_in_redis_name_no_number_and_expire_by_themselves(
+    settings: AuthSettings,
+    engine: Engine,
+    keyring: Keyring,
+    clock: FakeClock,
+    hasher: PasswordHasher,
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"emeterai-test:otp:{secrets.token_hex(8)}:"
+    domain = build_auth_domain(
+        settings, engine, keyring, clock=clock, password_hasher=hasher, codes=RedisCodeStore(client, prefix)
+    )
+    domain.otp.request_code(PHONE)
+    [key] = client.keys(prefix + "*")
+    assert PHONE.encode() not in key and PHONE.encode() not in b"".join(client.hgetall(key).values())
+    # Gone once neither the code (300 s) nor the cool-down after it (60 s) matters.
+    assert 0 < client.pttl(key) <= 360_000
+
+
+def test_without_its_code_store_sign_in_is_unavailable(
+    settings: AuthSettings, engine: Engine, keyring: Keyring, clock: FakeClock, hasher: PasswordHasher
+) -> None:
+    away = RedisCodeStore(
+        redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    )
+    domain = build_auth_domain(settings, engine, keyring, clock=clock, password_hasher=hasher, codes=away)
+    with pytest.raises(Unavailable):
+        domain.otp.request_code(PHONE)
+    with pytest.raises(Unavailable):
+        domain.otp.verify_code(PHONE, "123456")

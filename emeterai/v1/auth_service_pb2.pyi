@@ -150,6 +150,22 @@ class VerifyStampingPinRequest(_message.Message):
     pin: str
     def __init__(self, account_id: _Optional[str] = ..., pin: _Optional[str] = ...) -> None: ...
 
+class ResetStampingPinRequest(_message.Message):
+    __slots__ = ("account_id", "code", "pin", "client_address")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PIN_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    code: str
+    pin: str
+    client_address: str
+    def __init__(self, account_id: _Optional[str] = ..., code: _Optional[str] = ..., pin: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+
+class ResetStampingPinResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class VerifyStampingPinResponse(_message.Message):
     __slots__ = ("valid", "attempts_left")
     VALID_FIELD_NUMBER: _ClassVar[int]

@@ -86,6 +86,11 @@ class AuthServiceStub:
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.FromString,
                 _registered_method=True)
+        self.ResetStampingPin = channel.unary_unary(
+                '/emeterai.v1.AuthService/ResetStampingPin',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinResponse.FromString,
+                _registered_method=True)
         self.CreateSubAccount = channel.unary_unary(
                 '/emeterai.v1.AuthService/CreateSubAccount',
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.CreateSubAccountRequest.SerializeToString,
@@ -206,6 +211,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetStampingPin(self, request, context):
+        """Sets a new PIN without the old one (forgotten or locked), given a fresh
+        one-time code sent to the account's phone (RequestOtp first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSubAccount(self, request, context):
         """Distributors' customers, as sub-accounts of the distributor.
         """
@@ -319,6 +332,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyStampingPin,
                     request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.SerializeToString,
+            ),
+            'ResetStampingPin': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetStampingPin,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinResponse.SerializeToString,
             ),
             'CreateSubAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSubAccount,
@@ -638,6 +656,33 @@ class AuthService:
             '/emeterai.v1.AuthService/VerifyStampingPin',
             emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.SerializeToString,
             emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetStampingPin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/ResetStampingPin',
+            emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class AuthServiceStub:
     SetStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SetStampingPinRequest, _auth_service_pb2.SetStampingPinResponse]
     """The PIN a user must give to stamp, as the national portal asks."""
     VerifyStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinRequest, _auth_service_pb2.VerifyStampingPinResponse]
+    ResetStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetStampingPinRequest, _auth_service_pb2.ResetStampingPinResponse]
+    """Sets a new PIN without the old one (forgotten or locked), given a fresh
+    one-time code sent to the account's phone (RequestOtp first).
+    """
     CreateSubAccount: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateSubAccountRequest, _auth_service_pb2.CreateSubAccountResponse]
     """Distributors' customers, as sub-accounts of the distributor."""
     ListSubAccounts: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListSubAccountsRequest, _auth_service_pb2.ListSubAccountsResponse]
@@ -97,6 +101,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     SetStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SetStampingPinRequest, _auth_service_pb2.SetStampingPinResponse]  # type: ignore[assignment]
     """The PIN a user must give to stamp, as the national portal asks."""
     VerifyStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinRequest, _auth_service_pb2.VerifyStampingPinResponse]  # type: ignore[assignment]
+    ResetStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetStampingPinRequest, _auth_service_pb2.ResetStampingPinResponse]  # type: ignore[assignment]
+    """Sets a new PIN without the old one (forgotten or locked), given a fresh
+    one-time code sent to the account's phone (RequestOtp first).
+    """
     CreateSubAccount: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateSubAccountRequest, _auth_service_pb2.CreateSubAccountResponse]  # type: ignore[assignment]
     """Distributors' customers, as sub-accounts of the distributor."""
     ListSubAccounts: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListSubAccountsRequest, _auth_service_pb2.ListSubAccountsResponse]  # type: ignore[assignment]
@@ -198,6 +206,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.VerifyStampingPinRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.VerifyStampingPinResponse, _abc.Awaitable[_auth_service_pb2.VerifyStampingPinResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResetStampingPin(
+        self,
+        request: _auth_service_pb2.ResetStampingPinRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ResetStampingPinResponse, _abc.Awaitable[_auth_service_pb2.ResetStampingPinResponse]]:
+        """Sets a new PIN without the old one (forgotten or locked), given a fresh
+        one-time code sent to the account's phone (RequestOtp first).
+        """
 
     @_abc_1.abstractmethod
     def CreateSubAccount(

@@ -94,12 +94,13 @@ def build_auth_domain(
     issuer = TokenIssuer(keyring, settings, clock)
     accounts = Accounts(engine, clock)
     sessions = Sessions(engine, issuer, settings, clock, revoked_tokens(settings.redis_url))
+    pins = StampingPins(engine, clock, hasher)
     return AuthDomain(
         settings=settings,
         keyring=keyring,
         issuer=issuer,
         accounts=accounts,
-        pins=StampingPins(engine, clock, hasher),
+        pins=pins,
         sessions=sessions,
         otp=OtpService(
             engine,
@@ -110,6 +111,7 @@ def build_auth_domain(
             code_key,
             limiter or rate_limiter(settings.redis_url),
             codes or code_store(settings.redis_url, engine),
+            pins,
             clock,
         ),
         distributors=Distributors(engine, accounts, issuer, clock, hasher),

@@ -29,6 +29,7 @@ from services.auth.errors import (
 from services.auth.model import Account, AccountKind, Clock, CodeSent, SignIn, TokenKind, utc_now
 from services.auth.notifiers import Notifier
 from services.auth.phones import mask_phone, normalise_phone
+from services.auth.pins import StampingPins
 from services.auth.tokens import Sessions
 from services.common.errors import InvalidInput, PreconditionFailed
 from services.common.limits import RateLimiter
@@ -60,6 +61,7 @@ class OtpService:
         code_key: bytes,
         limiter: RateLimiter,
         codes: CodeStore,
+        pins: StampingPins,
         clock: Clock = utc_now,
     ) -> None:
         if len(code_key) < 16:
@@ -72,6 +74,7 @@ class OtpService:
         self._code_key = code_key
         self._limiter = limiter
         self._codes = codes
+        self._pins = pins
         self._clock = clock
 
     def _limit(self, name: str, key: str, limit: int, window_s: int) -> None:
@@ -119,11 +122,30 @@ class OtpService:
     def verify_code(self, phone: str, code: str, client_address: str = "") -> SignIn:
         """Check `code`; on success spend it, create the account if new, and open a session."""
         e164 = normalise_phone(phone)
+        self._spend(e164, code, client_address)
+        with self._engine.begin() as conn:
+            account, created = self._accounts.get_or_create_retail(conn, e164)
+            tokens = self._sessions.open(conn, account.account_id, _token_kind(account))
+        log.info("signed in with code", extra={"account_id": account.account_id, "account_created": created})
+        return SignIn(tokens=tokens, account=account, created=created)
+
+    def reset_pin(self, account_id: str, code: str, pin: str, client_address: str = "") -> None:
+        """A new stamping PIN for an account that lost its own, proved by a fresh code sent to its
+        phone."""
+        self._pins.check_new_pin(pin)  # before the code is spent on a PIN that would be refused
+        account = self._accounts.get_account(account_id)
+        if not account.phone:
+            raise PreconditionFailed("only an account that signs in by phone can reset its PIN this way")
+        self._spend(account.phone, code, client_address)
+        self._pins.reset_stamping_pin(account_id, pin)
+
+    def _spend(self, e164: str, code: str, client_address: str) -> None:
+        """Check code against the number's pending one and spend it; raise when it is not right."""
         code = code.strip()
         if len(code) != CODE_DIGITS or not code.isascii() or not code.isdigit():
             raise InvalidInput(f"the code is the {CODE_DIGITS} digits sent to your phone")
         if client_address:
-            # Guesses spread over many numbers from one address: each number's own attempts are
+            # Guesses spread over many numbers from one address: each number's own tries are
             # counted on its code.
             self._limit("otp-verify-address", client_address, self._settings.otp_verifies_per_address, 600)
         max_attempts = self._settings.otp_max_attempts
@@ -143,13 +165,8 @@ class OtpService:
             )
             raise failure
         if not self._codes.spend_code(e164, challenge.code_hash, now):
-            # A concurrent call with the same code signed in first.
+            # A concurrent call with the same code got there first.
             raise NoPendingCode()
-        with self._engine.begin() as conn:
-            account, created = self._accounts.get_or_create_retail(conn, e164)
-            tokens = self._sessions.open(conn, account.account_id, _token_kind(account))
-        log.info("signed in with code", extra={"account_id": account.account_id, "account_created": created})
-        return SignIn(tokens=tokens, account=account, created=created)
 
     def _hash(self, salt: str, phone: str, code: str) -> str:
         message = f"{salt}:{phone}:{code}".encode("ascii")

@@ -85,6 +85,29 @@ class StampingPins:
             )
         log.info("stamping PIN changed", extra={"account_id": account_id})
 
+    def check_new_pin(self, pin: str) -> None:
+        """InvalidInput unless pin would be accepted as a new PIN."""
+        _check_new_pin(pin)
+
+    def reset_stamping_pin(self, account_id: str, pin: str) -> None:
+        """Set the PIN whatever it was, and unlock it; the caller has proved it is the owner."""
+        _check_new_pin(pin)
+        self._require_account(account_id)
+        pin_hash = self._hasher.hash(pin)
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(stamping_pins)
+                .where(stamping_pins.c.account_id == account_id)
+                .values(pin_hash=pin_hash, failed_attempts=0, updated_at=self._clock())
+            )
+            if changed.rowcount == 0:
+                conn.execute(
+                    insert(stamping_pins).values(
+                        account_id=account_id, pin_hash=pin_hash, failed_attempts=0, updated_at=self._clock()
+                    )
+                )
+        log.info("stamping PIN reset with a one-time code", extra={"account_id": account_id})
+
     def verify_stamping_pin(self, account_id: str, pin: str) -> PinCheck:
         """Whether `pin` is right, and how many tries are left before the PIN locks."""
         _check_digits(pin)

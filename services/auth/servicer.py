@@ -147,6 +147,14 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         )
         return auth_service_pb2.SetStampingPinResponse()
 
+    async def ResetStampingPin(
+        self, request: auth_service_pb2.ResetStampingPinRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.ResetStampingPinResponse:
+        await asyncio.to_thread(
+            self._domain.otp.reset_pin, request.account_id, request.code, request.pin, request.client_address
+        )
+        return auth_service_pb2.ResetStampingPinResponse()
+
     async def VerifyStampingPin(
         self, request: auth_service_pb2.VerifyStampingPinRequest, context: grpc.aio.ServicerContext
     ) -> auth_service_pb2.VerifyStampingPinResponse:

@@ -103,6 +103,11 @@ class OrderRequest(BaseModel):
     quantity: int = Field(ge=1, le=100_000)
 
 
+class PinResetRequest(BaseModel):
+    code: str = Field(min_length=4, max_length=12, description="the one-time code just sent to your phone")
+    pin: str = Field(pattern=r"^\d{6}$", description="the new stamping PIN: 6 digits")
+
+
 class RefundRequest(BaseModel):
     quantity: int = Field(default=0, ge=0, le=100_000, description="units to refund; 0 = every unused one")
     reason: str = Field(default="", max_length=200)
@@ -359,6 +364,26 @@ def _account_routes() -> APIRouter:
             gateway.backends.auth.SetStampingPin(
                 auth_service_pb2.SetStampingPinRequest(
                     account_id=user.account_id, pin=body.pin, current_pin=body.current_pin
+                ),
+                timeout=10,
+            )
+        )
+        return Response(status_code=204)
+
+    @router.post(
+        "/account/pin/reset",
+        tags=["auth"],
+        status_code=204,
+        summary="Set a new stamping PIN with a one-time code, when the old one is forgotten or locked",
+    )
+    async def reset_pin(body: PinResetRequest, request: Request, user: User, gateway: GatewayDep) -> Response:
+        await upstream(
+            gateway.backends.auth.ResetStampingPin(
+                auth_service_pb2.ResetStampingPinRequest(
+                    account_id=user.account_id,
+                    code=body.code,
+                    pin=body.pin,
+                    client_address=_client_address(request),
                 ),
                 timeout=10,
             )

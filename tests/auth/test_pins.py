@@ -5,10 +5,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from services.auth.domain import AuthDomain
-from services.auth.errors import AccountNotFound, PinLocked, WrongPin
+from services.auth.errors import AccountNotFound, NoPendingCode, PinLocked, WrongCode, WrongPin
 from services.auth.model import PinCheck
 from services.auth.store import stamping_pins
 from services.common.errors import InvalidInput, PreconditionFailed
+from tests.conftest import FakeClock
 
 from .conftest import last_code
 
@@ -78,3 +79,28 @@ def test_pin_is_stored_as_an_argon2_hash(domain: AuthDomain, engine: Engine, acc
     with engine.connect() as conn:
         stored = conn.execute(select(stamping_pins.c.pin_hash)).scalar_one()
     assert stored.startswith("$argon2id$") and PIN not in stored
+
+
+def test_a_locked_pin_is_reset_with_a_fresh_code_sent_to_the_phone(
+    domain: AuthDomain, clock: FakeClock
+) -> None:
+    phone = "+6281299990000"
+    domain.otp.request_code(phone)
+    account = domain.otp.verify_code(phone, last_code(domain, phone)).account
+    domain.pins.set_stamping_pin(account.account_id, "482915")
+    for _ in range(5):
+        domain.pins.verify_stamping_pin(account.account_id, "000000")
+    assert domain.pins.verify_stamping_pin(account.account_id, "482915") == (False, 0)
+    clock.advance(61)
+    domain.otp.request_code(phone)
+    code = last_code(domain, phone)
+    # A PIN that would be refused does not spend the code; a wrong code does not reset anything.
+    with pytest.raises(InvalidInput):
+        domain.otp.reset_pin(account.account_id, code, "111111")
+    with pytest.raises(WrongCode):
+        domain.otp.reset_pin(account.account_id, f"{(int(code) + 1) % 1_000_000:06d}", "739104")
+    domain.otp.reset_pin(account.account_id, code, "739104")
+    assert domain.pins.verify_stamping_pin(account.account_id, "739104").valid
+    # The code is spent: it cannot reset the PIN, or sign in, a second time.
+    with pytest.raises(NoPendingCode):
+        domain.otp.reset_pin(account.account_id, code, "739105")

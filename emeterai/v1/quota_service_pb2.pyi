@@ -351,3 +351,17 @@ class BatchError(_message.Message):
     code: int
     message: str
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditResponse(_message.Message):
+    __slots__ = ("events", "chain_problems", "book_problems")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    BOOK_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    events: int
+    chain_problems: _containers.RepeatedScalarFieldContainer[str]
+    book_problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, events: _Optional[int] = ..., chain_problems: _Optional[_Iterable[str]] = ..., book_problems: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -131,6 +131,11 @@ class QuotaServiceStub:
                 request_serializer=emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/emeterai.v1.QuotaService/Audit',
+                request_serializer=emeterai_dot_v1_dot_quota__service__pb2.AuditRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_quota__service__pb2.AuditResponse.FromString,
+                _registered_method=True)
 
 
 class QuotaServiceServicer:
@@ -269,6 +274,14 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Audit(self, request, context):
+        """Recomputes the audit hash chain and reconciles the books, as
+        `emeterai audit verify` and `reconcile` do; for operators. Reads only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuotaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -366,6 +379,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=emeterai_dot_v1_dot_quota__service__pb2.AuditRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_quota__service__pb2.AuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -883,6 +901,33 @@ class QuotaService:
             '/emeterai.v1.QuotaService/Batch',
             emeterai_dot_v1_dot_quota__service__pb2.BatchRequest.SerializeToString,
             emeterai_dot_v1_dot_quota__service__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.QuotaService/Audit',
+            emeterai_dot_v1_dot_quota__service__pb2.AuditRequest.SerializeToString,
+            emeterai_dot_v1_dot_quota__service__pb2.AuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

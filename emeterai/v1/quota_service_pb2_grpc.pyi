@@ -73,6 +73,10 @@ class QuotaServiceStub:
     order. Callers coalesce concurrent calls into it, since a call costs more
     CPU than the ledger's share of the work (see services/quota/client.py).
     """
+    Audit: _grpc.UnaryUnaryMultiCallable[_quota_service_pb2.AuditRequest, _quota_service_pb2.AuditResponse]
+    """Recomputes the audit hash chain and reconciles the books, as
+    `emeterai audit verify` and `reconcile` do; for operators. Reads only.
+    """
 
 @_typing.type_check_only
 class QuotaServiceAsyncStub(QuotaServiceStub):
@@ -118,6 +122,10 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """Many calls in one: each item is answered as if called alone, in any
     order. Callers coalesce concurrent calls into it, since a call costs more
     CPU than the ledger's share of the work (see services/quota/client.py).
+    """
+    Audit: _aio.UnaryUnaryMultiCallable[_quota_service_pb2.AuditRequest, _quota_service_pb2.AuditResponse]  # type: ignore[assignment]
+    """Recomputes the audit hash chain and reconciles the books, as
+    `emeterai audit verify` and `reconcile` do; for operators. Reads only.
     """
 
 class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -275,6 +283,16 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         """Many calls in one: each item is answered as if called alone, in any
         order. Callers coalesce concurrent calls into it, since a call costs more
         CPU than the ledger's share of the work (see services/quota/client.py).
+        """
+
+    @_abc_1.abstractmethod
+    def Audit(
+        self,
+        request: _quota_service_pb2.AuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_service_pb2.AuditResponse, _abc.Awaitable[_quota_service_pb2.AuditResponse]]:
+        """Recomputes the audit hash chain and reconciles the books, as
+        `emeterai audit verify` and `reconcile` do; for operators. Reads only.
         """
 
 def add_QuotaServiceServicer_to_server(servicer: QuotaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -449,6 +449,17 @@ def _operator_routes() -> APIRouter:
         log.info("operator refund", extra={"operator": operator.account_id, "order_id": order_id})
         return await _refund(gateway, order_id, "", body, idempotency_key)
 
+    @router.get("/audit", summary="Recompute the audit chain and reconcile the books")
+    async def run_audit(operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
+        checked = await upstream(gateway.backends.quota.Audit(quota_service_pb2.AuditRequest(), timeout=300))
+        log.info("operator ran the audit", extra={"operator": operator.account_id})
+        return {
+            "ok": not checked.chain_problems and not checked.book_problems,
+            "events": checked.events,
+            "chain_problems": list(checked.chain_problems),
+            "book_problems": list(checked.book_problems),
+        }
+
     @router.get("/distributors", summary="Every distributor credential")
     async def list_distributors(operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
         listed = await upstream(

@@ -13,10 +13,11 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from services.quota.models import PAID_STATUSES, Book, HoldStatus, SerialStatus, Unit
 from services.quota.schema import (
@@ -62,6 +63,18 @@ def event_hash(
 def _events(conn: Connection) -> Iterator[Any]:
     result = conn.execution_options(yield_per=_CHUNK).execute(select(audit_log).order_by(audit_log.c.seq))
     yield from result
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection that sees the ledger as of one moment, so a live ledger's checks are not thrown
+    by writes landing between their queries (PostgreSQL: REPEATABLE READ; SQLite: a WAL read
+    transaction is one snapshot already)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 def verify_chain(conn: Connection) -> tuple[int, list[str]]:

@@ -88,7 +88,7 @@ def run_audit(args: argparse.Namespace) -> int:
         if migrations.current_revision(engine) is None:
             print(f"{where}: no ledger here (no schema); nothing to audit", file=sys.stderr)
             return 1
-        with engine.connect() as conn:
+        with audit.snapshot(engine) as conn:
             if args.check == "verify":
                 checked, problems = audit.verify_chain(conn)
                 summary = f"audit chain intact: {checked} events, each hash recomputed and linked"

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine
 from services.common.db import SQLITE_BEGIN
 from services.common.errors import Conflict, InvalidInput
 from services.common.settings import QuotaSettings
-from services.quota import accounts, balances, holds, orders, transfers
+from services.quota import accounts, audit, balances, holds, orders, transfers
 from services.quota.db import create_ledger_engine
 from services.quota.group_commit import GroupCommitter
 from services.quota.intake import OrderIntake
@@ -484,6 +484,14 @@ class Ledger:
         _require("account_id", account_id, ACCOUNT_ID_LENGTH)
         with self._reading() as conn:
             return accounts.get(conn, account_id)
+
+    def run_audit(self) -> tuple[int, list[str], list[str]]:
+        """(events checked, problems in the audit chain, problems in the books): what `emeterai
+        audit verify` and `reconcile` report, on one snapshot of the live ledger."""
+        with audit.snapshot(self._engine) as conn:
+            events, chain_problems = audit.verify_chain(conn)
+            book_problems = audit.reconcile(conn)
+        return events, chain_problems, book_problems
 
     def get_statement(self, account_id: str, period: str) -> Statement:
         """A collector's stamps on credit in a month ("YYYY-MM", UTC) and what it owes now."""

@@ -409,6 +409,14 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
         )
         return quota_service_pb2.TransferQuotaResponse(transfer=transfer_to_proto(transfer))
 
+    async def Audit(
+        self, request: quota_service_pb2.AuditRequest, context: grpc.aio.ServicerContext
+    ) -> quota_service_pb2.AuditResponse:
+        events, chain_problems, book_problems = await asyncio.to_thread(self._ledger.run_audit)
+        return quota_service_pb2.AuditResponse(
+            events=events, chain_problems=chain_problems, book_problems=book_problems
+        )
+
     async def Reserve(
         self, request: quota_service_pb2.ReserveRequest, context: grpc.aio.ServicerContext
     ) -> quota_service_pb2.ReserveResponse:

@@ -484,6 +484,12 @@ def test_operators_refund_and_manage_distributors_and_nobody_else_can(
         == 403
     )
 
+    # Operators audit the live ledger: the chain is intact and the books agree after all of the above.
+    audited = client.get("/v1/admin/audit", headers=operator)
+    assert audited.status_code == 200, audited.text
+    assert audited.json()["ok"] is True and audited.json()["events"] > 0, audited.json()
+    assert client.get("/v1/admin/audit", headers=user).status_code == 403
+
     # Withdrawn: the operator's sessions end.
     assert stack.emeterai("operators", "remove", "0815-0000-1111").returncode == 0
     listed_operators = json.loads(stack.emeterai("operators", "list").stdout)

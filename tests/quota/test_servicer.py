@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from sqlalchemy import Engine, update
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
 from services.common.boot import Registration, start_grpc_server
 from services.common.interceptors import ErrorInterceptor
 from services.quota.ledger import Ledger
 from services.quota.payments import SandboxProvider
+from services.quota.schema import accounts
 from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
 
 from .conftest import sha
@@ -276,3 +278,23 @@ async def test_channels_and_collector_statements_round_trip(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await method(request)
         assert raised.value.code() == code, request
+
+
+@pytest.mark.tampers
+async def test_the_audit_rpc_reports_what_the_audit_commands_do(
+    stub: quota_service_pb2_grpc.QuotaServiceStub, ledger: Ledger, engine: Engine
+) -> None:
+    await buy(stub, ledger, "acct-a", 2)
+    healthy = await stub.Audit(pb.AuditRequest())
+    # The order and its payment, each an audit event.
+    assert healthy.events == 2 and not healthy.chain_problems and not healthy.book_problems
+    # Units appear from nowhere: the books no longer agree, and the audit names the account.
+    with engine.begin() as conn:
+        conn.execute(
+            update(accounts)
+            .where(accounts.c.account_id == "acct-a")
+            .values(available=accounts.c.available + 1)
+        )
+    broken = await stub.Audit(pb.AuditRequest())
+    assert not broken.chain_problems
+    assert any("acct-a" in problem for problem in broken.book_problems)

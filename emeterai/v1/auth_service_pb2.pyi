@@ -284,6 +284,52 @@ class ListOperatorsResponse(_message.Message):
     accounts: _containers.RepeatedCompositeFieldContainer[_accounts_pb2.Account]
     def __init__(self, accounts: _Optional[_Iterable[_Union[_accounts_pb2.Account, _Mapping]]] = ...) -> None: ...
 
+class Notice(_message.Message):
+    __slots__ = ("text_id", "text_en", "published_at")
+    TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_EN_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    text_id: str
+    text_en: str
+    published_at: _timestamp_pb2.Timestamp
+    def __init__(self, text_id: _Optional[str] = ..., text_en: _Optional[str] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PublishNoticeRequest(_message.Message):
+    __slots__ = ("text_id", "text_en", "published_by")
+    TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_EN_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_BY_FIELD_NUMBER: _ClassVar[int]
+    text_id: str
+    text_en: str
+    published_by: str
+    def __init__(self, text_id: _Optional[str] = ..., text_en: _Optional[str] = ..., published_by: _Optional[str] = ...) -> None: ...
+
+class PublishNoticeResponse(_message.Message):
+    __slots__ = ("notice",)
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    notice: Notice
+    def __init__(self, notice: _Optional[_Union[Notice, _Mapping]] = ...) -> None: ...
+
+class ClearNoticeRequest(_message.Message):
+    __slots__ = ("cleared_by",)
+    CLEARED_BY_FIELD_NUMBER: _ClassVar[int]
+    cleared_by: str
+    def __init__(self, cleared_by: _Optional[str] = ...) -> None: ...
+
+class ClearNoticeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetNoticeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetNoticeResponse(_message.Message):
+    __slots__ = ("notice",)
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    notice: Notice
+    def __init__(self, notice: _Optional[_Union[Notice, _Mapping]] = ...) -> None: ...
+
 class ListDevOutboxRequest(_message.Message):
     __slots__ = ("phone",)
     PHONE_FIELD_NUMBER: _ClassVar[int]

@@ -131,6 +131,21 @@ class AuthServiceStub:
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.FromString,
                 _registered_method=True)
+        self.PublishNotice = channel.unary_unary(
+                '/emeterai.v1.AuthService/PublishNotice',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeResponse.FromString,
+                _registered_method=True)
+        self.ClearNotice = channel.unary_unary(
+                '/emeterai.v1.AuthService/ClearNotice',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeResponse.FromString,
+                _registered_method=True)
+        self.GetNotice = channel.unary_unary(
+                '/emeterai.v1.AuthService/GetNotice',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.GetNoticeRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.GetNoticeResponse.FromString,
+                _registered_method=True)
         self.ListDevOutbox = channel.unary_unary(
                 '/emeterai.v1.AuthService/ListDevOutbox',
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDevOutboxRequest.SerializeToString,
@@ -272,6 +287,26 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishNotice(self, request, context):
+        """The degraded-mode notice operators publish for users (Indonesian first,
+        English too); publishing replaces the current one, clearing ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearNotice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNotice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDevOutbox(self, request, context):
         """Development only: messages the dev notifier would have delivered.
         FAILED_PRECONDITION in production mode.
@@ -377,6 +412,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListOperators,
                     request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.SerializeToString,
+            ),
+            'PublishNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishNotice,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeResponse.SerializeToString,
+            ),
+            'ClearNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearNotice,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeResponse.SerializeToString,
+            ),
+            'GetNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotice,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.GetNoticeRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.GetNoticeResponse.SerializeToString,
             ),
             'ListDevOutbox': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDevOutbox,
@@ -899,6 +949,87 @@ class AuthService:
             '/emeterai.v1.AuthService/ListOperators',
             emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsRequest.SerializeToString,
             emeterai_dot_v1_dot_auth__service__pb2.ListOperatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/PublishNotice',
+            emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.PublishNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/ClearNotice',
+            emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.ClearNoticeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/GetNotice',
+            emeterai_dot_v1_dot_auth__service__pb2.GetNoticeRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.GetNoticeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,12 @@ class AuthServiceStub:
     also signs it out everywhere.
     """
     ListOperators: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListOperatorsRequest, _auth_service_pb2.ListOperatorsResponse]
+    PublishNotice: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.PublishNoticeRequest, _auth_service_pb2.PublishNoticeResponse]
+    """The degraded-mode notice operators publish for users (Indonesian first,
+    English too); publishing replaces the current one, clearing ends it.
+    """
+    ClearNotice: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ClearNoticeRequest, _auth_service_pb2.ClearNoticeResponse]
+    GetNotice: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetNoticeRequest, _auth_service_pb2.GetNoticeResponse]
     ListDevOutbox: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListDevOutboxRequest, _auth_service_pb2.ListDevOutboxResponse]
     """Development only: messages the dev notifier would have delivered.
     FAILED_PRECONDITION in production mode.
@@ -119,6 +125,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     also signs it out everywhere.
     """
     ListOperators: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListOperatorsRequest, _auth_service_pb2.ListOperatorsResponse]  # type: ignore[assignment]
+    PublishNotice: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.PublishNoticeRequest, _auth_service_pb2.PublishNoticeResponse]  # type: ignore[assignment]
+    """The degraded-mode notice operators publish for users (Indonesian first,
+    English too); publishing replaces the current one, clearing ends it.
+    """
+    ClearNotice: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ClearNoticeRequest, _auth_service_pb2.ClearNoticeResponse]  # type: ignore[assignment]
+    GetNotice: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetNoticeRequest, _auth_service_pb2.GetNoticeResponse]  # type: ignore[assignment]
     ListDevOutbox: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListDevOutboxRequest, _auth_service_pb2.ListDevOutboxResponse]  # type: ignore[assignment]
     """Development only: messages the dev notifier would have delivered.
     FAILED_PRECONDITION in production mode.
@@ -278,6 +290,30 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ListOperatorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ListOperatorsResponse, _abc.Awaitable[_auth_service_pb2.ListOperatorsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PublishNotice(
+        self,
+        request: _auth_service_pb2.PublishNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.PublishNoticeResponse, _abc.Awaitable[_auth_service_pb2.PublishNoticeResponse]]:
+        """The degraded-mode notice operators publish for users (Indonesian first,
+        English too); publishing replaces the current one, clearing ends it.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearNotice(
+        self,
+        request: _auth_service_pb2.ClearNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.ClearNoticeResponse, _abc.Awaitable[_auth_service_pb2.ClearNoticeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNotice(
+        self,
+        request: _auth_service_pb2.GetNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.GetNoticeResponse, _abc.Awaitable[_auth_service_pb2.GetNoticeResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListDevOutbox(

@@ -16,6 +16,7 @@ from services.auth.codes import CodeStore, code_store
 from services.auth.distributors import Distributors
 from services.auth.keys import Keyring, load_or_create_secret
 from services.auth.model import Clock, utc_now
+from services.auth.notices import Notices
 from services.auth.notifiers import (
     DevOutboxNotifier,
     FallbackNotifier,
@@ -46,6 +47,7 @@ class AuthDomain:
     otp: OtpService
     distributors: Distributors
     operators: Operators
+    notices: Notices
     service_identity: ServiceIdentity
     # Present only when codes go to the development outbox.
     outbox: DevOutboxNotifier | None
@@ -116,6 +118,7 @@ def build_auth_domain(
         ),
         distributors=Distributors(engine, accounts, issuer, clock, hasher),
         operators=Operators(engine, accounts, sessions),
+        notices=Notices(engine, clock),
         service_identity=ServiceIdentity(issuer, settings),
         outbox=notifier if isinstance(notifier, DevOutboxNotifier) else None,
     )

@@ -15,6 +15,7 @@ from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.auth.domain import AuthDomain
 from services.auth.errors import DevOutboxDisabled, NotifierUnavailable
 from services.auth.model import Account, AccountKind, DistributorCredential, TokenPair
+from services.auth.notices import Notice
 from services.auth.phones import normalise_phone
 from services.common.errors import BASE_STATUS_CODES, DomainError
 from services.common.protos import to_timestamp
@@ -65,6 +66,12 @@ def token_pair_message(pair: TokenPair) -> accounts_pb2.TokenPair:
         refresh_token=pair.refresh_token,
         token_type=pair.token_type,
         expires_in_seconds=pair.expires_in_s,
+    )
+
+
+def notice_message(notice: Notice) -> auth_service_pb2.Notice:
+    return auth_service_pb2.Notice(
+        text_id=notice.text_id, text_en=notice.text_en, published_at=to_timestamp(notice.published_at)
     )
 
 
@@ -177,6 +184,28 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.ListOperatorsResponse:
         operators = await asyncio.to_thread(self._domain.operators.list_operators)
         return auth_service_pb2.ListOperatorsResponse(accounts=[account_message(a) for a in operators])
+
+    async def PublishNotice(
+        self, request: auth_service_pb2.PublishNoticeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.PublishNoticeResponse:
+        notice = await asyncio.to_thread(
+            self._domain.notices.publish, request.text_id, request.text_en, request.published_by
+        )
+        return auth_service_pb2.PublishNoticeResponse(notice=notice_message(notice))
+
+    async def ClearNotice(
+        self, request: auth_service_pb2.ClearNoticeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.ClearNoticeResponse:
+        await asyncio.to_thread(self._domain.notices.clear, request.cleared_by)
+        return auth_service_pb2.ClearNoticeResponse()
+
+    async def GetNotice(
+        self, request: auth_service_pb2.GetNoticeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.GetNoticeResponse:
+        notice = await asyncio.to_thread(self._domain.notices.current)
+        if notice is None:
+            return auth_service_pb2.GetNoticeResponse()
+        return auth_service_pb2.GetNoticeResponse(notice=notice_message(notice))
 
     async def CreateSubAccount(
         self, request: auth_service_pb2.CreateSubAccountRequest, context: grpc.aio.ServicerContext

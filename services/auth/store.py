@@ -128,6 +128,20 @@ dev_outbox = Table(
 )
 
 
+# Degraded-mode notices operators publish (e.g. "pay the duty by SSP while stamping is down"); the
+# newest one not cleared is shown. Kept, not deleted, so what users were told stays on record.
+notices = Table(
+    "notices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("text_id", Text, nullable=False),
+    Column("text_en", Text, nullable=False),
+    Column("published_by", String(40), nullable=False),
+    Column("published_at", UtcDateTime, nullable=False),
+    Column("cleared_at", UtcDateTime, nullable=True),
+)
+
+
 def create_auth_engine(url: str, *, create_tables: bool = True) -> Engine:
     """Open the auth database (a SQLite file or PostgreSQL), with its tables created."""
     return create_database_engine(

@@ -22,6 +22,7 @@ from services.common.tokens import KIND_OPERATOR, KIND_RETAIL, Principal, TokenV
 from services.common.webhooks import sign_webhook
 from services.gateway import problems
 from services.gateway.documents import DocumentStore
+from services.gateway.notices import NoticeBoard
 from services.gateway.records import (
     balance_json,
     credential_json,
@@ -32,6 +33,7 @@ from services.gateway.records import (
     serial_json,
     stamp_json,
     stamp_record,
+    timestamp_json,
     verification_json,
 )
 from services.gateway.stamping import StampingFlow, check_document
@@ -52,6 +54,7 @@ class Gateway:
     verifier: TokenVerifier
     store: DocumentStore
     stamping: StampingFlow
+    notices: NoticeBoard
 
 
 def _gateway(request: Request) -> Gateway:
@@ -106,6 +109,23 @@ class OrderRequest(BaseModel):
 class PinResetRequest(BaseModel):
     code: str = Field(min_length=4, max_length=12, description="the one-time code just sent to your phone")
     pin: str = Field(pattern=r"^\d{6}$", description="the new stamping PIN: 6 digits")
+
+
+class NoticeRequest(BaseModel):
+    text_id: str = Field(min_length=1, max_length=1000, description="the notice in Indonesian")
+    text_en: str = Field(min_length=1, max_length=1000, description="the notice in English")
+
+
+def _notice_json(notice: Any) -> dict[str, Any]:
+    if notice is None:
+        return {"notice": None}
+    return {
+        "notice": {
+            "id": notice.text_id,
+            "en": notice.text_en,
+            "published_at": timestamp_json(notice.published_at),
+        }
+    }
 
 
 class RefundRequest(BaseModel):
@@ -227,6 +247,10 @@ def _public_routes() -> APIRouter:
             )
         )
         return Response(status_code=204)
+
+    @router.get("/notice", tags=["notices"], summary="The operators' notice to users, if any")
+    async def notice(gateway: GatewayDep) -> dict[str, Any]:
+        return _notice_json(await gateway.notices.current())
 
     @router.get("/serials/{serial}", tags=["verification"], summary="Public status of a serial")
     async def lookup_serial(serial: str, gateway: GatewayDep) -> dict[str, Any]:
@@ -459,6 +483,29 @@ def _operator_routes() -> APIRouter:
             "chain_problems": list(checked.chain_problems),
             "book_problems": list(checked.book_problems),
         }
+
+    @router.put("/notice", summary="Publish the notice every user sees, replacing any other")
+    async def publish_notice(body: NoticeRequest, operator: Operator, gateway: GatewayDep) -> dict[str, Any]:
+        published = await upstream(
+            gateway.backends.auth.PublishNotice(
+                auth_service_pb2.PublishNoticeRequest(
+                    text_id=body.text_id, text_en=body.text_en, published_by=operator.account_id
+                ),
+                timeout=10,
+            )
+        )
+        await gateway.notices.refresh()
+        return _notice_json(published.notice)
+
+    @router.delete("/notice", status_code=204, summary="End the current notice")
+    async def clear_notice(operator: Operator, gateway: GatewayDep) -> Response:
+        await upstream(
+            gateway.backends.auth.ClearNotice(
+                auth_service_pb2.ClearNoticeRequest(cleared_by=operator.account_id), timeout=10
+            )
+        )
+        await gateway.notices.refresh()
+        return Response(status_code=204)
 
     @router.get("/distributors", summary="Every distributor credential")
     async def list_distributors(operator: Operator, gateway: GatewayDep) -> dict[str, Any]:

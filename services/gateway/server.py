@@ -23,6 +23,7 @@ from services.common.tokens import RemoteJwks, token_verifier
 from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.http_api import Gateway, create_app
+from services.gateway.notices import NoticeBoard
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from services.quota.client import BatchingQuotaStub
@@ -67,7 +68,7 @@ async def serve(settings: GatewaySettings) -> None:
     host, _, port = settings.gateway_http_address.rpartition(":")
     http = _HttpServer(
         uvicorn.Config(
-            create_app(Gateway(settings, backends, verifier, store, stamping)),
+            create_app(Gateway(settings, backends, verifier, store, stamping, NoticeBoard(backends.auth))),
             host=host,
             port=int(port),
             log_config=None,

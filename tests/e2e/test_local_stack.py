@@ -490,6 +490,16 @@ def test_operators_refund_and_manage_distributors_and_nobody_else_can(
     assert audited.json()["ok"] is True and audited.json()["events"] > 0, audited.json()
     assert client.get("/v1/admin/audit", headers=user).status_code == 403
 
+    # A degraded-mode notice: published by the operator, shown to everyone, cleared again.
+    assert client.get("/v1/notice").json() == {"notice": None}
+    notice = {"text_id": "Bea meterai dapat dibayar dengan SSP.", "text_en": "Stamp duty may be paid by SSP."}
+    assert client.put("/v1/admin/notice", json=notice, headers=user).status_code == 403
+    assert client.put("/v1/admin/notice", json=notice, headers=operator).status_code == 200
+    shown = client.get("/v1/notice").json()["notice"]
+    assert (shown["id"], shown["en"]) == (notice["text_id"], notice["text_en"])
+    assert client.delete("/v1/admin/notice", headers=operator).status_code == 204
+    assert client.get("/v1/notice").json() == {"notice": None}
+
     # Withdrawn: the operator's sessions end.
     assert stack.emeterai("operators", "remove", "0815-0000-1111").returncode == 0
     listed_operators = json.loads(stack.emeterai("operators", "list").stdout)

@@ -29,12 +29,13 @@ def new_account_id() -> str:
     return "acc_" + secrets.token_hex(12)
 
 
-def _clean_name(value: str, what: str) -> str:
+def clean_text(value: str, what: str, max_length: int = _MAX_NAME) -> str:
+    """value without surrounding space; InvalidInput naming `what` when empty or too long."""
     value = value.strip()
     if not value:
         raise InvalidInput(f"{what} is required")
-    if len(value) > _MAX_NAME:
-        raise InvalidInput(f"{what} is at most {_MAX_NAME} characters")
+    if len(value) > max_length:
+        raise InvalidInput(f"{what} is at most {max_length} characters")
     return value
 
 
@@ -95,7 +96,7 @@ class Accounts:
             insert(accounts).values(
                 account_id=account_id,
                 kind=AccountKind.DISTRIBUTOR.value,
-                display_name=_clean_name(display_name, "display name"),
+                display_name=clean_text(display_name, "display name"),
                 created_at=self._clock(),
             )
         )
@@ -110,7 +111,7 @@ class Accounts:
         the existing sub-account, unless the display name differs (Conflict). Without one, every
         call creates a new sub-account.
         """
-        display_name = _clean_name(display_name, "display name")
+        display_name = clean_text(display_name, "display name")
         ref = external_ref.strip() or None
         if ref is not None and len(ref) > _MAX_NAME:
             raise InvalidInput(f"external reference is at most {_MAX_NAME} characters")

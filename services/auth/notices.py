@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
+from services.auth.accounts import clean_text
 from services.auth.model import Clock, utc_now
 from services.auth.store import notices
-from services.common.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,6 @@ class Notice:
     published_at: datetime
 
 
-def _text(value: str, language: str) -> str:
-    value = value.strip()
-    if not value:
-        raise InvalidInput(f"the notice needs its {language} text")
-    if len(value) > MAX_TEXT:
-        raise InvalidInput(f"a notice text is at most {MAX_TEXT} characters")
-    return value
-
-
 class Notices:
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self._engine = engine
@@ -46,7 +37,11 @@ class Notices:
 
     def publish(self, text_id: str, text_en: str, published_by: str) -> Notice:
         """Make this the notice every user sees, in Indonesian and English, replacing any other."""
-        notice = Notice(_text(text_id, "Indonesian"), _text(text_en, "English"), self._clock())
+        notice = Notice(
+            clean_text(text_id, "the Indonesian text", MAX_TEXT),
+            clean_text(text_en, "the English text", MAX_TEXT),
+            self._clock(),
+        )
         with self._engine.begin() as conn:
             conn.execute(
                 update(notices).where(notices.c.cleared_at.is_(None)).values(cleared_at=notice.published_at)

@@ -38,6 +38,20 @@ class Unauthenticated(DomainError):
     """No valid credentials."""
 
 
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key was used before for a different request (HTTP 422, as the IETF
+    Idempotency-Key draft asks)."""
+
+
+class RequestInFlight(Conflict):
+    """The first request with this idempotency key is still being processed (HTTP 409 and gRPC
+    ABORTED, with a wait worth retrying after)."""
+
+    def __init__(self, message: str, retry_after_s: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class PermissionDenied(DomainError):
     """Valid credentials, but not allowed to do this."""
 
@@ -70,6 +84,7 @@ BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    RequestInFlight: grpc.StatusCode.ABORTED,
     PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,

@@ -22,7 +22,7 @@ from services.common.interceptors import AccessPolicy, current_principal
 from services.common.tokens import KIND_DISTRIBUTOR
 from services.gateway.records import stamp_record
 from services.gateway.stamping import StampingFlow, check_document
-from services.gateway.upstream import Backends, upstream
+from services.gateway.upstream import Backends, idempotent, upstream
 from services.gateway.verification import verify_document
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         )
 
     async def CreateOrder(self, request: Any, context: Any) -> pb.DistributorServiceCreateOrderResponse:
-        created = await upstream(
+        created = await idempotent(
             self._quota.CreateOrder(
                 quota_service_pb2.CreateOrderRequest(
                     account_id=current_principal().account_id,
@@ -113,7 +113,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         return pb.DistributorServiceCancelOrderResponse(order=cancelled.order)
 
     async def RefundOrder(self, request: Any, context: Any) -> pb.DistributorServiceRefundOrderResponse:
-        refunded = await upstream(
+        refunded = await idempotent(
             self._quota.RefundOrder(
                 quota_service_pb2.RefundOrderRequest(
                     order_id=request.order_id,
@@ -165,7 +165,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
     async def TransferQuota(self, request: Any, context: Any) -> pb.DistributorServiceTransferQuotaResponse:
         own = current_principal().account_id
         to_account = await self._acting_account(request.to_account_id)
-        moved = await upstream(
+        moved = await idempotent(
             self._quota.TransferQuota(
                 quota_service_pb2.TransferQuotaRequest(
                     from_account_id=own,

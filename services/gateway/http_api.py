@@ -37,7 +37,7 @@ from services.gateway.records import (
     verification_json,
 )
 from services.gateway.stamping import StampingFlow, check_document
-from services.gateway.upstream import Backends, upstream
+from services.gateway.upstream import Backends, idempotent, upstream
 from services.gateway.verification import verify_document
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class DistributorRequest(BaseModel):
 async def _refund(
     gateway: Gateway, order_id: str, account_id: str, body: RefundRequest, key: str
 ) -> dict[str, Any]:
-    refunded = await upstream(
+    refunded = await idempotent(
         gateway.backends.quota.RefundOrder(
             quota_service_pb2.RefundOrderRequest(
                 order_id=order_id,
@@ -294,7 +294,7 @@ def _account_routes() -> APIRouter:
     async def create_order(
         body: OrderRequest, user: User, gateway: GatewayDep, key: IdempotencyKey = None
     ) -> dict[str, Any]:
-        created = await upstream(
+        created = await idempotent(
             gateway.backends.quota.CreateOrder(
                 quota_service_pb2.CreateOrderRequest(
                     account_id=user.account_id,

@@ -27,6 +27,7 @@ HTTP_STATUS: dict[type[errors.DomainError], int] = {
     errors.PermissionDenied: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.IdempotencyKeyReused: 422,
     errors.PreconditionFailed: 409,
     errors.Exhausted: 429,
     errors.NotImplementedYet: 501,
@@ -65,7 +66,7 @@ def problem(
         **extra,
     }
     headers = {}
-    if status in (429, 503):
+    if status in (429, 503) or retry_after_s:
         headers["Retry-After"] = str(retry_after_s or 5)
     if status == 401:
         # RFC 6750: tell the client which scheme to sign in with.
@@ -109,7 +110,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
         status = http_status_for(exc)
-        wait = exc.retry_after_s if isinstance(exc, errors.Exhausted) else 0
+        wait = exc.retry_after_s if isinstance(exc, errors.Exhausted | errors.RequestInFlight) else 0
         return problem(request, status, _TITLES.get(status, "Error"), exc.message, retry_after_s=wait)
 
     @app.exception_handler(UpstreamFailure)

@@ -13,9 +13,9 @@ import logging
 from dataclasses import dataclass
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
-from services.common.errors import InvalidInput, PreconditionFailed
+from services.common.errors import InvalidInput, PreconditionFailed, RequestInFlight
 from services.gateway.documents import DocumentStore
-from services.gateway.upstream import Backends, upstream
+from services.gateway.upstream import Backends, idempotent, upstream
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class StampingFlow:
     ) -> StampOutcome:
         if not idempotency_key:
             raise InvalidInput("an idempotency key is required")
-        reserved = await upstream(
+        reserved = await idempotent(
             self._quota.Reserve(
                 quota_service_pb2.ReserveRequest(
                     account_id=account_id,
@@ -74,6 +74,12 @@ class StampingFlow:
             )
         )
         hold = reserved.hold
+        if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
+            # The first request with this key is still signing (or died, and its hold will expire):
+            # signing again would race it for the same serial.
+            raise RequestInFlight(
+                "a request with this idempotency key is still being processed; retry in a moment"
+            )
         if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
             stored = await asyncio.to_thread(self._store.get, hold.hold_id)
             return StampOutcome(hold, stored, replayed=True)

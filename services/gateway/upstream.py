@@ -58,6 +58,15 @@ async def upstream(call: Awaitable[T]) -> T:
         raise UpstreamFailure(code.name) from None
 
 
+async def idempotent(call: Awaitable[T]) -> T:
+    """upstream() for a call made with an idempotency key: the key's reuse for another request
+    (ALREADY_EXISTS from the ledger) is IdempotencyKeyReused."""
+    try:
+        return await upstream(call)
+    except errors.Conflict as exc:
+        raise errors.IdempotencyKeyReused(exc.message) from None
+
+
 def _retry_after(exc: grpc.aio.AioRpcError) -> int:
     for key, value in exc.trailing_metadata() or ():
         if key == errors.RETRY_AFTER_TRAILER and str(value).isdigit():

@@ -3,6 +3,7 @@
 Every server binds to a free loopback port; the stack is stopped with SIGTERM and must exit 0.
 """
 
+import asyncio
 import hashlib
 import json
 import re
@@ -18,10 +19,19 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import pytest
 
-from emeterai.v1 import common_pb2, distributor_service_pb2_grpc, ledger_pb2
+from emeterai.v1 import (
+    common_pb2,
+    distributor_service_pb2_grpc,
+    ledger_pb2,
+    quota_service_pb2,
+    quota_service_pb2_grpc,
+)
 from emeterai.v1 import distributor_service_pb2 as dpb
+from services.common.clients import ServiceTokenSource, service_channel
+from services.stack import read_stack_env
 from tests.conftest import free_port, require_corpus
 
 pytestmark = pytest.mark.e2e
@@ -504,6 +514,81 @@ def test_operators_refund_and_manage_distributors_and_nobody_else_can(
     assert stack.emeterai("operators", "remove", "0815-0000-1111").returncode == 0
     listed_operators = json.loads(stack.emeterai("operators", "list").stdout)
     assert "+6281500001111" not in [o["phone"] for o in listed_operators]
+
+
+def _account_of(user: dict[str, str]) -> str:
+    token = user["Authorization"].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+async def _as_gateway(stack: RunningStack, method: str, request: object) -> Any:
+    """Call QuotaService with the stack's service identity, as the gateway does."""
+    env = read_stack_env(stack.data_dir)
+    tokens = ServiceTokenSource(env["EMETERAI_AUTH_ADDRESS"], "gateway", env["EMETERAI_SERVICE_SECRET"])
+    channel = service_channel(env["EMETERAI_QUOTA_ADDRESS"], tokens)
+    try:
+        return await getattr(quota_service_pb2_grpc.QuotaServiceStub(channel), method)(request, timeout=15)
+    finally:
+        await channel.close()
+        await tokens.close()
+
+
+def test_idempotency_keys_follow_the_ietf_draft(
+    stack: RunningStack, client: httpx.Client, user: dict[str, str], corpus: Path
+) -> None:
+    document = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    form = {"page": "1", "rect": "50,50,150,150", "pin": PIN}
+
+    def stamp(key: str) -> httpx.Response:
+        return client.post(
+            "/v1/stamps",
+            data=form,
+            files={"file": ("doc.pdf", document, "application/pdf")},
+            headers=user | {"Idempotency-Key": key},
+        )
+
+    # The same key for another request: 422, for a stamp as for an order.
+    reused = stamp("stamp-1")
+    assert reused.status_code == 422 and "different document" in reused.json()["detail"], reused.text
+    other_order = client.post(
+        "/v1/orders", json={"quantity": 4}, headers=user | {"Idempotency-Key": "order-1"}
+    )
+    assert other_order.status_code == 422, other_order.text
+
+    # A first request still signing (here: a hold reserved under the key and not yet resolved).
+    bought = client.post(
+        "/v1/orders", json={"quantity": 1}, headers=user | {"Idempotency-Key": "order-flight"}
+    )
+    assert client.post(f"/v1/dev/payments/{bought.json()['id']}/pay").json()["webhook_status"] == 200
+    before = _balance(client, user)
+    reserved = asyncio.run(
+        _as_gateway(
+            stack,
+            "Reserve",
+            quota_service_pb2.ReserveRequest(
+                account_id=_account_of(user),
+                idempotency_key="in-flight",
+                document_sha256=hashlib.sha256(document).digest(),
+                channel=common_pb2.CHANNEL_RETAIL,
+            ),
+        )
+    ).hold
+    in_flight = stamp("in-flight")
+    assert in_flight.status_code == 409 and in_flight.headers["retry-after"] == "2", in_flight.text
+    assert _balance(client, user)["held"] == before["held"] + 1
+    # The first request fails and gives its unit back: the key then says so, and costs nothing.
+    asyncio.run(
+        _as_gateway(
+            stack,
+            "Release",
+            quota_service_pb2.ReleaseRequest(
+                hold_id=reserved.hold_id, reason=ledger_pb2.RELEASE_REASON_SIGNING_FAILED
+            ),
+        )
+    )
+    failed = stamp("in-flight")
+    assert failed.status_code == 409 and "new key" in failed.json()["detail"], failed.text
+    assert _balance(client, user) == before
 
 
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:

@@ -605,6 +605,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         redoc_url=None,
     )
     app.state.gateway = gateway
+    # Inside the request-id middleware that install() adds, so a refusal carries the id too.
+    app.add_middleware(problems.BodyLimit, limit=gateway.settings.max_upload_bytes + MULTIPART_OVERHEAD)
     problems.install(app)
     app.include_router(_public_routes())
     app.include_router(_account_routes())

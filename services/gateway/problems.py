@@ -42,6 +42,62 @@ class UploadTooLarge(errors.InvalidInput):
 HTTP_STATUS[UploadTooLarge] = 413
 
 
+class BodyLimit:
+    """Refuses a request body over `limit` bytes with 413, counting what arrives: a declared
+    Content-Length is refused before anything is read, and a body without one (chunked) as soon as
+    it passes the limit. The application then sees the body end there, and whatever it answers is
+    replaced by the 413; no upload is parsed, spooled or kept whole past the limit."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self._app = app
+        self._limit = limit
+
+    def _refusal(self, scope: Any) -> JSONResponse:
+        return JSONResponse(
+            {
+                "type": "about:blank",
+                "title": _TITLES[413],
+                "status": 413,
+                "detail": f"the request body is larger than the {self._limit} byte limit",
+                "instance": scope.get("path", ""),
+                "request_id": (scope.get("state") or {}).get("request_id", ""),
+            },
+            status_code=413,
+            media_type=PROBLEM_JSON,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self._limit:
+            await self._refusal(scope)(scope, receive, send)
+            return
+        seen = 0
+        over = False
+
+        async def counted() -> Any:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self._limit:
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def answered(message: Any) -> None:
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await self._refusal(scope)(scope, receive, send)
+
+        await self._app(scope, counted, answered)
+
+
 def http_status_for(error: errors.DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:

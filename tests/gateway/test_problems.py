@@ -1,9 +1,12 @@
+from collections.abc import Iterator
+from typing import Annotated
+
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, File, UploadFile
 from fastapi.testclient import TestClient
 
 from services.common import errors
-from services.gateway.problems import UploadTooLarge, http_status_for, install
+from services.gateway.problems import BodyLimit, UploadTooLarge, http_status_for, install
 
 
 @pytest.mark.parametrize(
@@ -42,3 +45,37 @@ def test_a_known_wait_is_the_retry_after_header() -> None:
     assert limited_answer.status_code == 429 and limited_answer.headers["retry-after"] == "42"
     assert limited_answer.json()["detail"] == "too many requests; try again in 42 seconds"
     assert client.get("/busy").headers["retry-after"] == "5"
+
+
+def _upload_app(limit: int) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(BodyLimit, limit=limit)
+    install(app)
+
+    @app.post("/upload")
+    async def upload(file: Annotated[UploadFile, File()]) -> dict[str, int]:
+        return {"size": len(await file.read())}
+
+    return app
+
+
+def test_a_body_over_the_limit_is_413_whether_or_not_its_length_is_declared() -> None:
+    client = TestClient(_upload_app(limit=10_000))
+    small = client.post("/upload", files={"file": ("a.pdf", b"x" * 1000, "application/pdf")})
+    assert small.status_code == 200 and small.json() == {"size": 1000}
+    declared = client.post("/upload", files={"file": ("a.pdf", b"x" * 20_000, "application/pdf")})
+    assert declared.status_code == 413 and declared.headers["x-request-id"]
+    assert declared.json()["request_id"] == declared.headers["x-request-id"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n'
+        for _ in range(100):
+            yield b"x" * 1000
+        yield b"\r\n--b--\r\n"
+
+    chunked = client.post(
+        "/upload", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413, chunked.text
+    assert chunked.headers["content-type"].startswith("application/problem+json")

@@ -12,7 +12,6 @@ from emeterai.v1 import (
     auth_service_pb2_grpc,
     distributor_service_pb2_grpc,
     quota_service_pb2_grpc,
-    signer_service_pb2_grpc,
 )
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.clients import ServiceTokenSource, service_channel
@@ -24,6 +23,7 @@ from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServic
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.http_api import Gateway, create_app
 from services.gateway.notices import NoticeBoard
+from services.gateway.signer_pool import SignerPool
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from services.quota.client import BatchingQuotaStub
@@ -41,13 +41,14 @@ async def serve(settings: GatewaySettings) -> None:
     channels = [
         service_channel(settings.auth_address, tokens),
         service_channel(settings.quota_address, tokens),
-        service_channel(settings.signer_addresses, tokens),
     ]
+    # Least outstanding requests over the signer replicas, with ejection and retry elsewhere.
+    signers = SignerPool.for_service(settings.signer_addresses, tokens)
     backends = Backends(
         auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
         # The stamping path and payments coalesce into QuotaService.Batch calls.
         quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1])),
-        signer=signer_service_pb2_grpc.SignerServiceStub(channels[2]),
+        signer=signers,
     )
     store = LocalDocumentStore(settings.resolved_document_store_dir)
     stamping = StampingFlow(backends, store, settings.sign_timeout_s)
@@ -96,6 +97,7 @@ async def serve(settings: GatewaySettings) -> None:
         )
         for channel in channels:
             await channel.close()
+        await signers.close()
         await tokens.close()
         await jwks.close()
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
 from emeterai.v1 import auth_service_pb2_grpc, quota_service_pb2_grpc, signer_service_pb2_grpc
 from services.common import errors
+
+if TYPE_CHECKING:
+    from services.gateway.signer_pool import SignerPool
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +84,5 @@ class Backends:
     auth: auth_service_pb2_grpc.AuthServiceStub
     # A QuotaServiceStub, or the BatchingQuotaStub that wraps one.
     quota: quota_service_pb2_grpc.QuotaServiceStub
-    signer: signer_service_pb2_grpc.SignerServiceStub
+    # A SignerServiceStub, or the SignerPool over several replicas.
+    signer: signer_service_pb2_grpc.SignerServiceStub | SignerPool

@@ -1,0 +1,128 @@
+"""The signer pool against real gRPC servers on 127.0.0.1 that answer as signer replicas do, each
+told how to behave: fast, held until released, or gone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
+from services.gateway.signer_pool import SignerPool
+
+
+@dataclass
+class Replica(signer_service_pb2_grpc.SignerServiceServicer):
+    name: str
+    calls: int = 0
+    hold: asyncio.Event | None = None
+    delay_s: float = 0.0
+    server: grpc.aio.Server | None = None
+    address: str = ""
+
+    async def Stamp(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.hold is not None:
+            await self.hold.wait()
+        await asyncio.sleep(self.delay_s)
+        return signer_service_pb2.StampResponse(stamped_document=self.name.encode())
+
+
+async def _start(replica: Replica) -> Replica:
+    replica.server = grpc.aio.server()
+    signer_service_pb2_grpc.add_SignerServiceServicer_to_server(replica, replica.server)
+    port = replica.server.add_insecure_port("127.0.0.1:0")
+    await replica.server.start()
+    replica.address = f"127.0.0.1:{port}"
+    return replica
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[list[Replica]]:
+    started = [await _start(Replica("a")), await _start(Replica("b"))]
+    yield started
+    for replica in started:
+        if replica.hold is not None:
+            replica.hold.set()
+        await replica.server.stop(None)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+async def pool(replicas: list[Replica]) -> AsyncIterator[SignerPool]:
+    pool = SignerPool([r.address for r in replicas], grpc.aio.insecure_channel)
+    yield pool
+    await pool.close()
+
+
+def _stamp() -> signer_service_pb2.StampRequest:
+    return signer_service_pb2.StampRequest(document=b"%PDF-1.7", serial="S")
+
+
+async def test_calls_go_to_the_replica_with_the_fewest_in_flight(
+    pool: SignerPool, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    a.hold = asyncio.Event()
+    # The first call is held by a; while it is, every other call goes to b.
+    held = asyncio.create_task(pool.Stamp(_stamp(), timeout=10))
+    for _ in range(50):
+        if a.calls:
+            break
+        await asyncio.sleep(0.02)
+    assert a.calls == 1
+    answers = [await pool.Stamp(_stamp(), timeout=10) for _ in range(5)]
+    assert {answer.stamped_document for answer in answers} == {b"b"} and b.calls == 5
+    assert pool.in_flight()[a.address] == 1
+    a.hold.set()
+    assert (await held).stamped_document == b"a"
+    assert pool.in_flight() == {a.address: 0, b.address: 0}
+
+
+async def test_a_replica_that_is_gone_is_set_aside_and_the_call_goes_to_another(
+    pool: SignerPool, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    await a.server.stop(None)  # type: ignore[union-attr]
+    # The call tries a first (both idle), is refused, and ends on b within its deadline.
+    first = await pool.Stamp(_stamp(), timeout=10)
+    assert first.stamped_document == b"b"
+    calls_on_b = b.calls
+    # a is set aside now: the next calls go straight to b.
+    for _ in range(3):
+        assert (await pool.Stamp(_stamp(), timeout=10)).stamped_document == b"b"
+    assert b.calls == calls_on_b + 3
+
+
+async def test_every_replica_gone_is_unavailable(pool: SignerPool, replicas: list[Replica]) -> None:
+    for replica in replicas:
+        await replica.server.stop(None)  # type: ignore[union-attr]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await pool.Stamp(_stamp(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_callers_deadline_holds_on_whatever_replica(
+    pool: SignerPool, replicas: list[Replica]
+) -> None:
+    for replica in replicas:
+        replica.delay_s = 2.0
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await pool.Stamp(_stamp(), timeout=0.3)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_a_name_resolves_to_its_replicas() -> None:
+    replica = await _start(Replica("a"))
+    port = replica.address.rsplit(":", 1)[1]
+    pool = SignerPool([f"localhost:{port}"], grpc.aio.insecure_channel)
+    try:
+        assert (await pool.Stamp(_stamp(), timeout=10)).stamped_document == b"a"
+        assert list(pool.in_flight()) == [f"127.0.0.1:{port}"]
+    finally:
+        await pool.close()
+        await replica.server.stop(None)  # type: ignore[union-attr]

@@ -188,18 +188,14 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
     )
 
 
-def _batch_error(error: DomainError) -> quota_service_pb2.BatchResult:
-    code = status_code_for(error, QUOTA_STATUS_CODES)
-    return quota_service_pb2.BatchResult(
-        error=quota_service_pb2.BatchError(code=code.value[0], message=error.message)
-    )
-
-
 def _batch_failure(call: str, error: Exception) -> quota_service_pb2.BatchResult:
     """A batch item's error as the item's result, as the error interceptor answers a single call:
     a domain error with its status and message, anything else logged here and never sent."""
     if isinstance(error, DomainError):
-        return _batch_error(error)
+        code = status_code_for(error, QUOTA_STATUS_CODES)
+        return quota_service_pb2.BatchResult(
+            error=quota_service_pb2.BatchError(code=code.value[0], message=error.message)
+        )
     log.error("unexpected error in a batch item", exc_info=error, extra={"call": call})
     return quota_service_pb2.BatchResult(
         error=quota_service_pb2.BatchError(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")

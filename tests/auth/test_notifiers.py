@@ -55,7 +55,7 @@ def provider() -> Iterator[Provider]:
             self.wfile.write(answer)
 
         def log_message(self, *args: object) -> None:
-            pass
+            """Quiet: http.server would print each request to stderr."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -64,18 +65,20 @@ def _gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
-async def _retail_user(request: Request, gateway: GatewayDep) -> Principal:
-    principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
-    if principal.kind != KIND_RETAIL:
-        raise PermissionDenied("this API is for retail accounts; distributors use the gRPC API")
-    return principal
+def _caller(kind: str, refusal: str) -> Callable[[Request, Gateway], Awaitable[Principal]]:
+    """A dependency: the verified caller, who must hold a token of `kind`."""
+
+    async def caller(request: Request, gateway: GatewayDep) -> Principal:
+        principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
+        if principal.kind != kind:
+            raise PermissionDenied(refusal)
+        return principal
+
+    return caller
 
 
-async def _operator(request: Request, gateway: GatewayDep) -> Principal:
-    principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
-    if principal.kind != KIND_OPERATOR:
-        raise PermissionDenied("this API is for operators")
-    return principal
+_retail_user = _caller(KIND_RETAIL, "this API is for retail accounts; distributors use the gRPC API")
+_operator = _caller(KIND_OPERATOR, "this API is for operators")
 
 
 User = Annotated[Principal, Depends(_retail_user)]

@@ -53,18 +53,8 @@ class BodyLimit:
         self._limit = limit
 
     def _refusal(self, scope: Any) -> JSONResponse:
-        return JSONResponse(
-            {
-                "type": "about:blank",
-                "title": _TITLES[413],
-                "status": 413,
-                "detail": f"the request body is larger than the {self._limit} byte limit",
-                "instance": scope.get("path", ""),
-                "request_id": (scope.get("state") or {}).get("request_id", ""),
-            },
-            status_code=413,
-            media_type=PROBLEM_JSON,
-        )
+        detail = f"the request body is larger than the {self._limit} byte limit"
+        return problem(Request(scope), 413, _TITLES[413], detail)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

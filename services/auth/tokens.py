@@ -19,7 +19,7 @@ from typing import Any
 
 import jwt
 import redis
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -197,11 +197,7 @@ class Sessions:
 
     def revoke_account(self, conn: Connection, account_id: str) -> None:
         """Revoke every session of the account, in the caller's transaction."""
-        conn.execute(
-            update(token_families)
-            .where(token_families.c.account_id == account_id, token_families.c.revoked_at.is_(None))
-            .values(revoked_at=self._clock())
-        )
+        self._revoke_families(conn, token_families.c.account_id == account_id, self._clock())
 
     def is_access_token_revoked(self, jti: str) -> bool:
         with self._engine.connect() as conn:
@@ -218,10 +214,11 @@ class Sessions:
             pass  # already revoked
 
     def _revoke_family(self, conn: Connection, family_id: str, now: datetime) -> None:
+        self._revoke_families(conn, token_families.c.family_id == family_id, now)
+
+    def _revoke_families(self, conn: Connection, which: ColumnElement[bool], now: datetime) -> None:
         conn.execute(
-            update(token_families)
-            .where(token_families.c.family_id == family_id, token_families.c.revoked_at.is_(None))
-            .values(revoked_at=now)
+            update(token_families).where(which, token_families.c.revoked_at.is_(None)).values(revoked_at=now)
         )
 
     def _issue_pair(

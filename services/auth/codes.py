@@ -261,8 +261,6 @@ class RedisCodeStore:
         return bool(self._call(self._spend_code, phone, code_hash))
 
 
-def code_store(redis_url: str, engine: Engine) -> CodeStore:
-    """Redis when configured (production, several replicas), else the auth database."""
-    if not redis_url:
-        return DatabaseCodeStore(engine)
-    return RedisCodeStore(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2))
+def code_store(client: redis.Redis | None, engine: Engine) -> CodeStore:
+    """Redis given a client (production, several replicas), else the auth database."""
+    return DatabaseCodeStore(engine) if client is None else RedisCodeStore(client)

@@ -29,7 +29,7 @@ from services.auth.otp import OtpService
 from services.auth.pins import StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
 from services.common.limits import RateLimiter, rate_limiter
-from services.common.revocations import revoked_tokens
+from services.common.redis_state import redis_client
 from services.common.settings import AuthSettings, SettingsError
 
 # Next to the signing keys, since it is protected the same way.
@@ -95,7 +95,9 @@ def build_auth_domain(
     hasher = password_hasher or PasswordHasher()
     issuer = TokenIssuer(keyring, settings, clock)
     accounts = Accounts(engine, clock)
-    sessions = Sessions(engine, issuer, settings, clock, revoked_tokens(settings.redis_url))
+    # One client for everything auth keeps in Redis: limits, codes, signed-out tokens.
+    shared = redis_client(settings.redis_url) if settings.redis_url else None
+    sessions = Sessions(engine, issuer, settings, clock, shared)
     pins = StampingPins(engine, clock, hasher)
     return AuthDomain(
         settings=settings,
@@ -111,8 +113,8 @@ def build_auth_domain(
             accounts,
             sessions,
             code_key,
-            limiter or rate_limiter(settings.redis_url),
-            codes or code_store(settings.redis_url, engine),
+            limiter or rate_limiter(shared),
+            codes or code_store(shared, engine),
             pins,
             clock,
         ),

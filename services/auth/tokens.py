@@ -28,7 +28,7 @@ from services.auth.keys import Keyring
 from services.auth.model import AccessToken, Clock, TokenKind, TokenPair, utc_now
 from services.auth.store import refresh_tokens, revoked_access_tokens, token_families
 from services.common.errors import InvalidInput
-from services.common.revocations import RevokedTokens
+from services.common.revocations import revoke_token
 from services.common.settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,15 @@ class Sessions:
         issuer: TokenIssuer,
         settings: AuthSettings,
         clock: Clock = utc_now,
-        revoked: RevokedTokens | None = None,
+        revocations: redis.Redis | None = None,
     ) -> None:
-        """revoked: the list every service checks (Redis), besides this service's own record."""
+        """revocations: the Redis holding the list of signed-out tokens every service checks,
+        besides this service's own record."""
         self._engine = engine
         self._issuer = issuer
         self._settings = settings
         self._clock = clock
-        self._revoked = revoked
+        self._revocations = revocations
 
     def open(
         self, conn: Connection, account_id: str, kind: TokenKind, scopes: Iterable[str] = ()
@@ -186,9 +187,9 @@ class Sessions:
             claims = self._issuer.decode(access_token) if access_token else None
             if claims is not None:
                 self._deny_access_token(conn, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
-        if claims is not None and self._revoked is not None:
+        if claims is not None and self._revocations is not None:
             try:
-                self._revoked.revoke(claims["jti"], int(claims["exp"]))
+                revoke_token(self._revocations, claims["jti"], int(claims["exp"]))
             except redis.RedisError as exc:
                 # Signed out all the same: the family is revoked, and the access token expires soon.
                 log.warning(

@@ -99,8 +99,6 @@ class RedisRateLimiter:
         return 0 if left_ms == 0 else max(1, math.ceil(left_ms / 1000))
 
 
-def rate_limiter(redis_url: str) -> RateLimiter:
-    """Redis-backed when a URL is given, else in this process."""
-    if not redis_url:
-        return MemoryRateLimiter()
-    return RedisRateLimiter(redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2))
+def rate_limiter(client: redis.Redis | None) -> RateLimiter:
+    """Redis-backed given a client (EMETERAI_REDIS_URL set), else in this process."""
+    return MemoryRateLimiter() if client is None else RedisRateLimiter(client)

@@ -17,29 +17,28 @@ import logging
 import time
 
 import redis
-import redis.asyncio
+
+from services.common.redis_state import async_redis_client
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "emeterai:revoked:"
 
 
+def revoke_token(client: redis.Redis, token_id: str, expires_at: int) -> None:
+    """Add token_id to the list until expires_at (Unix seconds), when the token is refused anyway.
+
+    Raises redis.RedisError when Redis cannot be reached: the caller decides what that means.
+    """
+    if expires_at > time.time():
+        client.set(KEY_PREFIX + token_id, b"1", exat=expires_at)
+
+
 class RevokedTokens:
-    """The shared list of revoked access-token ids."""
+    """The shared list of revoked access-token ids, as a verifier reads it."""
 
     def __init__(self, redis_url: str) -> None:
-        options = {"socket_timeout": 2, "socket_connect_timeout": 2}
-        self._url = redis_url
-        self._reader = redis.asyncio.Redis.from_url(redis_url, **options)
-        self._writer = redis.Redis.from_url(redis_url, **options)
-
-    def revoke(self, token_id: str, expires_at: int) -> None:
-        """Add token_id until expires_at (Unix seconds), when the token is refused anyway.
-
-        Raises redis.RedisError when Redis cannot be reached: the caller decides what that means.
-        """
-        if expires_at > time.time():
-            self._writer.set(KEY_PREFIX + token_id, b"1", exat=expires_at)
+        self._reader = async_redis_client(redis_url)
 
     async def is_revoked(self, token_id: str) -> bool:
         try:
@@ -50,7 +49,6 @@ class RevokedTokens:
 
     async def close(self) -> None:
         await self._reader.aclose()
-        self._writer.close()
 
 
 def revoked_tokens(redis_url: str) -> RevokedTokens | None:

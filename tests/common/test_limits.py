@@ -11,6 +11,7 @@ import redis
 
 from services.common.errors import Unavailable
 from services.common.limits import KEY_PREFIX, MemoryRateLimiter, RateLimiter, RedisRateLimiter, rate_limiter
+from services.common.redis_state import redis_client
 from tests.conftest import free_port
 
 
@@ -75,7 +76,11 @@ def test_a_redis_window_expires_with_its_key(redis_url: str) -> None:
 def test_concurrent_hits_never_pass_more_than_the_limit(backend: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("redis_url") if backend == "redis" else ""
     # Two limiters on Redis stand for two replicas.
-    limiters = [rate_limiter(url), rate_limiter(url)] if url else [MemoryRateLimiter()] * 2
+    limiters = (
+        [rate_limiter(redis_client(url)), rate_limiter(redis_client(url))]
+        if url
+        else [MemoryRateLimiter()] * 2
+    )
     key = secrets.token_hex(8)
     allowed: list[int] = []
     lock = threading.Lock()
@@ -95,6 +100,6 @@ def test_concurrent_hits_never_pass_more_than_the_limit(backend: str, request: p
 
 
 def test_an_unreachable_redis_refuses_instead_of_letting_everything_through() -> None:
-    limiter = rate_limiter(f"redis://127.0.0.1:{free_port()}/0")
+    limiter = rate_limiter(redis_client(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(Unavailable):
         limiter.hit("codes", "k", 5, 60)

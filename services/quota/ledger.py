@@ -94,10 +94,6 @@ class Ledger:
                 "reserve": holds.reserve_many,
                 "commit": holds.commit_many,
             },
-            # One writer: a second one measured no faster on PostgreSQL, since both share the
-            # process's interpreter lock, and made smaller batches that cost more CPU each. More
-            # throughput comes from more quota replicas.
-            writers=1,
         )
         self._intake = OrderIntake(self._orders_by_key) if payment_provider.remote else None
 

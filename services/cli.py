@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
+from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc, quota_service_pb2_grpc
 from services.auth.cli import add_commands as add_auth_commands
 from services.common.clients import ServiceTokenSource, service_channel
 from services.gateway.records import credential_json
@@ -59,19 +59,28 @@ def _up(args: argparse.Namespace) -> int:
     return run_until_stopped(stack)
 
 
-async def _call_auth(data_dir: Path, method: str, request: object) -> Any:
-    """Call AuthService as the operator tool, with the service identity of the stack in data_dir."""
+# The stack's services an operator tool calls: the stub and the address variable (with its default).
+_SERVICES: dict[str, tuple[Any, str, str]] = {
+    "auth": (auth_service_pb2_grpc.AuthServiceStub, "EMETERAI_AUTH_ADDRESS", "127.0.0.1:50061"),
+    "quota": (quota_service_pb2_grpc.QuotaServiceStub, "EMETERAI_QUOTA_ADDRESS", "127.0.0.1:50062"),
+}
+
+
+async def call_service(
+    data_dir: Path, service: str, method: str, request: object, name: str = "operator-cli"
+) -> Any:
+    """Call one of the stack's internal services with the service identity of the stack in data_dir."""
     env = read_stack_env(data_dir) | {k: v for k, v in os.environ.items() if k.startswith("EMETERAI_")}
-    address = env.get("EMETERAI_AUTH_ADDRESS", "127.0.0.1:50061")
+    stub_class, variable, default = _SERVICES[service]
     secret = env.get("EMETERAI_SERVICE_SECRET")
     if not secret:
         raise SystemExit(
             "no service secret: set EMETERAI_SERVICE_SECRET or point --data-dir at a running stack"
         )
-    tokens = ServiceTokenSource(address, "operator-cli", secret)
-    channel = service_channel(address, tokens)
+    tokens = ServiceTokenSource(env.get("EMETERAI_AUTH_ADDRESS", "127.0.0.1:50061"), name, secret)
+    channel = service_channel(env.get(variable, default), tokens)
     try:
-        return await getattr(auth_service_pb2_grpc.AuthServiceStub(channel), method)(request, timeout=15)
+        return await getattr(stub_class(channel), method)(request, timeout=15)
     finally:
         await channel.close()
         await tokens.close()
@@ -103,7 +112,7 @@ def _distributors(args: argparse.Namespace) -> int:
         print(f"{args.action} needs --client-id", file=sys.stderr)
         return 2
     try:
-        reply = asyncio.run(_call_auth(args.data_dir, method, request))
+        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
     except grpc.aio.AioRpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -127,7 +136,7 @@ def _operators(args: argparse.Namespace) -> int:
         method = "SetOperator"
         request = auth_service_pb2.SetOperatorRequest(phone=args.phone, operator=args.action == "add")
     try:
-        reply = asyncio.run(_call_auth(args.data_dir, method, request))
+        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
     except grpc.aio.AioRpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

@@ -27,11 +27,9 @@ from emeterai.v1 import (
     distributor_service_pb2_grpc,
     ledger_pb2,
     quota_service_pb2,
-    quota_service_pb2_grpc,
 )
 from emeterai.v1 import distributor_service_pb2 as dpb
-from services.common.clients import ServiceTokenSource, service_channel
-from services.stack import read_stack_env
+from services.cli import call_service
 from tests.conftest import free_port, require_corpus
 
 pytestmark = pytest.mark.e2e
@@ -523,14 +521,7 @@ def _account_of(user: dict[str, str]) -> str:
 
 async def _as_gateway(stack: RunningStack, method: str, request: object) -> Any:
     """Call QuotaService with the stack's service identity, as the gateway does."""
-    env = read_stack_env(stack.data_dir)
-    tokens = ServiceTokenSource(env["EMETERAI_AUTH_ADDRESS"], "gateway", env["EMETERAI_SERVICE_SECRET"])
-    channel = service_channel(env["EMETERAI_QUOTA_ADDRESS"], tokens)
-    try:
-        return await getattr(quota_service_pb2_grpc.QuotaServiceStub(channel), method)(request, timeout=15)
-    finally:
-        await channel.close()
-        await tokens.close()
+    return await call_service(stack.data_dir, "quota", method, request, name="gateway")
 
 
 def test_idempotency_keys_follow_the_ietf_draft(

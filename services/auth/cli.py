@@ -2,7 +2,8 @@
 
     emeterai keys list                      every key, when it starts to sign, which one signs now
     emeterai keys add [--signs-in 10m]      a new key, signing once its time comes
-    emeterai keys retire KID                remove a key that no longer signs
+    emeterai keys retire --kid=KID          remove a key that no longer signs (with "=": a
+                                            key id may start with "-")
 
 They work on the key folder (--key-dir, else EMETERAI_JWT_KEY_DIR, else <data dir>/jwt); running
 auth replicas reread it every RELOAD_S seconds. Rotation without downtime: add with --signs-in at
@@ -38,7 +39,7 @@ def parse_duration(text: str) -> timedelta:
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = commands.add_parser("keys", help="the keys that sign access tokens: list, add, retire")
     keys.add_argument("action", choices=["list", "add", "retire"])
-    keys.add_argument("kid", nargs="?", help="the key to retire")
+    keys.add_argument("--kid", help="the key to retire, written --kid=KID (key ids may start with -)")
     keys.add_argument(
         "--signs-in",
         default=f"{2 * RELOAD_S}s",
@@ -62,7 +63,10 @@ def run_keys(args: argparse.Namespace) -> int:
             print(json.dumps({"added": path.name, "signs_from": (now + delay).isoformat()}))
         elif args.action == "retire":
             if not args.kid:
-                print("retire needs the key id (see `emeterai keys list`)", file=sys.stderr)
+                print(
+                    "retire needs the key id: emeterai keys retire --kid=KID (see `emeterai keys list`)",
+                    file=sys.stderr,
+                )
                 return 2
             print(json.dumps({"retired": retire_key(directory, args.kid, now).name}))
         else:

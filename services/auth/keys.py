@@ -4,7 +4,7 @@ The folder may hold several keys, every one of them published, so a token verifi
 signed it. Files are named `ed25519-<UTC time>-<kid prefix>.pem`, the time being when the key
 starts to sign; of the keys whose time has come, the newest signs.
 
-Rotation without downtime (`emeterai keys add --signs-in 10m`, then `emeterai keys retire KID`):
+Rotation without downtime (`emeterai keys add --signs-in 10m`, then `emeterai keys retire --kid=KID`):
 1. a new key is added with a start time ahead. Every auth replica rereads the folder every
    RELOAD_S, and publishes the key at once; verifiers that see it named by a token fetch the JWKS
    again, so the key is known everywhere before anything is signed with it;

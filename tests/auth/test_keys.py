@@ -165,7 +165,7 @@ def test_the_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli_main(["keys", "list", "--key-dir", str(tmp_path)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [k["signing"] for k in listed] == [True, False]
-    assert cli_main(["keys", "retire", listed[0]["kid"], "--key-dir", str(tmp_path)]) == 1
+    assert cli_main(["keys", "retire", f"--kid={listed[0]['kid']}", "--key-dir", str(tmp_path)]) == 1
     assert "signs now" in capsys.readouterr().err
-    assert cli_main(["keys", "retire", listed[1]["kid"], "--key-dir", str(tmp_path)]) == 0
+    assert cli_main(["keys", "retire", f"--kid={listed[1]['kid']}", "--key-dir", str(tmp_path)]) == 0
     assert cli_main(["keys", "add", "--signs-in", "soon", "--key-dir", str(tmp_path)]) == 2

@@ -217,12 +217,14 @@ class CreateDistributorRequest(_message.Message):
     def __init__(self, display_name: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateDistributorResponse(_message.Message):
-    __slots__ = ("credential", "client_secret")
+    __slots__ = ("credential", "client_secret", "webhook_secret")
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
     credential: _accounts_pb2.DistributorCredential
     client_secret: str
-    def __init__(self, credential: _Optional[_Union[_accounts_pb2.DistributorCredential, _Mapping]] = ..., client_secret: _Optional[str] = ...) -> None: ...
+    webhook_secret: str
+    def __init__(self, credential: _Optional[_Union[_accounts_pb2.DistributorCredential, _Mapping]] = ..., client_secret: _Optional[str] = ..., webhook_secret: _Optional[str] = ...) -> None: ...
 
 class RotateDistributorSecretRequest(_message.Message):
     __slots__ = ("client_id",)
@@ -259,6 +261,30 @@ class ListDistributorsResponse(_message.Message):
     CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
     credentials: _containers.RepeatedCompositeFieldContainer[_accounts_pb2.DistributorCredential]
     def __init__(self, credentials: _Optional[_Iterable[_Union[_accounts_pb2.DistributorCredential, _Mapping]]] = ...) -> None: ...
+
+class GetWebhookSecretRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class GetWebhookSecretResponse(_message.Message):
+    __slots__ = ("webhook_secret",)
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    webhook_secret: str
+    def __init__(self, webhook_secret: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("account_id",)
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    def __init__(self, account_id: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookSecretResponse(_message.Message):
+    __slots__ = ("webhook_secret",)
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    webhook_secret: str
+    def __init__(self, webhook_secret: _Optional[str] = ...) -> None: ...
 
 class SetOperatorRequest(_message.Message):
     __slots__ = ("phone", "operator")

@@ -121,6 +121,16 @@ class AuthServiceStub:
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.FromString,
                 _registered_method=True)
+        self.GetWebhookSecret = channel.unary_unary(
+                '/emeterai.v1.AuthService/GetWebhookSecret',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/emeterai.v1.AuthService/RotateWebhookSecret',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
         self.SetOperator = channel.unary_unary(
                 '/emeterai.v1.AuthService/SetOperator',
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.SetOperatorRequest.SerializeToString,
@@ -272,6 +282,21 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWebhookSecret(self, request, context):
+        """The secret that signs the gateway's callbacks to a distributor: made with
+        its credential, kept when the client secret is rotated, replaced by
+        RotateWebhookSecret. NOT_FOUND without a live credential or a secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetOperator(self, request, context):
         """Makes the account signed in by a phone number an operator (refunds,
         distributor management, notices), or a retail account again; demoting
@@ -402,6 +427,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListDistributors,
                     request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.SerializeToString,
+            ),
+            'GetWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookSecret,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
             'SetOperator': grpc.unary_unary_rpc_method_handler(
                     servicer.SetOperator,
@@ -895,6 +930,60 @@ class AuthService:
             '/emeterai.v1.AuthService/ListDistributors',
             emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsRequest.SerializeToString,
             emeterai_dot_v1_dot_auth__service__pb2.ListDistributorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/GetWebhookSecret',
+            emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.GetWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/RotateWebhookSecret',
+            emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

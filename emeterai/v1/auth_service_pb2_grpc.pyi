@@ -65,6 +65,12 @@ class AuthServiceStub:
     RotateDistributorSecret: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RotateDistributorSecretRequest, _auth_service_pb2.RotateDistributorSecretResponse]
     RevokeDistributor: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeDistributorRequest, _auth_service_pb2.RevokeDistributorResponse]
     ListDistributors: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListDistributorsRequest, _auth_service_pb2.ListDistributorsResponse]
+    GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetWebhookSecretRequest, _auth_service_pb2.GetWebhookSecretResponse]
+    """The secret that signs the gateway's callbacks to a distributor: made with
+    its credential, kept when the client secret is rotated, replaced by
+    RotateWebhookSecret. NOT_FOUND without a live credential or a secret.
+    """
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RotateWebhookSecretRequest, _auth_service_pb2.RotateWebhookSecretResponse]
     SetOperator: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SetOperatorRequest, _auth_service_pb2.SetOperatorResponse]
     """Makes the account signed in by a phone number an operator (refunds,
     distributor management, notices), or a retail account again; demoting
@@ -119,6 +125,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     RotateDistributorSecret: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RotateDistributorSecretRequest, _auth_service_pb2.RotateDistributorSecretResponse]  # type: ignore[assignment]
     RevokeDistributor: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RevokeDistributorRequest, _auth_service_pb2.RevokeDistributorResponse]  # type: ignore[assignment]
     ListDistributors: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListDistributorsRequest, _auth_service_pb2.ListDistributorsResponse]  # type: ignore[assignment]
+    GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetWebhookSecretRequest, _auth_service_pb2.GetWebhookSecretResponse]  # type: ignore[assignment]
+    """The secret that signs the gateway's callbacks to a distributor: made with
+    its credential, kept when the client secret is rotated, replaced by
+    RotateWebhookSecret. NOT_FOUND without a live credential or a secret.
+    """
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RotateWebhookSecretRequest, _auth_service_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
     SetOperator: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SetOperatorRequest, _auth_service_pb2.SetOperatorResponse]  # type: ignore[assignment]
     """Makes the account signed in by a phone number an operator (refunds,
     distributor management, notices), or a retail account again; demoting
@@ -272,6 +284,24 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ListDistributorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ListDistributorsResponse, _abc.Awaitable[_auth_service_pb2.ListDistributorsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetWebhookSecret(
+        self,
+        request: _auth_service_pb2.GetWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.GetWebhookSecretResponse, _abc.Awaitable[_auth_service_pb2.GetWebhookSecretResponse]]:
+        """The secret that signs the gateway's callbacks to a distributor: made with
+        its credential, kept when the client secret is rotated, replaced by
+        RotateWebhookSecret. NOT_FOUND without a live credential or a secret.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _auth_service_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_auth_service_pb2.RotateWebhookSecretResponse]]: ...
 
     @_abc_1.abstractmethod
     def SetOperator(

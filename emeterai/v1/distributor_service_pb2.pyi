@@ -27,6 +27,14 @@ class StampJobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAMP_JOB_STATUS_QUEUED: _ClassVar[StampJobStatus]
     STAMP_JOB_STATUS_RUNNING: _ClassVar[StampJobStatus]
     STAMP_JOB_STATUS_DONE: _ClassVar[StampJobStatus]
+
+class CallbackState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALLBACK_STATE_UNSPECIFIED: _ClassVar[CallbackState]
+    CALLBACK_STATE_NONE: _ClassVar[CallbackState]
+    CALLBACK_STATE_PENDING: _ClassVar[CallbackState]
+    CALLBACK_STATE_DELIVERED: _ClassVar[CallbackState]
+    CALLBACK_STATE_FAILED: _ClassVar[CallbackState]
 STAMP_STATUS_UNSPECIFIED: StampStatus
 STAMP_STATUS_STAMPING: StampStatus
 STAMP_STATUS_STAMPED: StampStatus
@@ -35,6 +43,11 @@ STAMP_JOB_STATUS_UNSPECIFIED: StampJobStatus
 STAMP_JOB_STATUS_QUEUED: StampJobStatus
 STAMP_JOB_STATUS_RUNNING: StampJobStatus
 STAMP_JOB_STATUS_DONE: StampJobStatus
+CALLBACK_STATE_UNSPECIFIED: CallbackState
+CALLBACK_STATE_NONE: CallbackState
+CALLBACK_STATE_PENDING: CallbackState
+CALLBACK_STATE_DELIVERED: CallbackState
+CALLBACK_STATE_FAILED: CallbackState
 
 class StampRecord(_message.Message):
     __slots__ = ("stamp_id", "account_id", "serial", "status", "metadata", "document_sha256", "stamped_sha256", "release_reason", "created_at", "resolved_at")
@@ -256,6 +269,20 @@ class SubmitStampJobResponse(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class CallbackDelivery(_message.Message):
+    __slots__ = ("state", "attempts", "last_http_status", "last_error", "delivered_at")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    state: CallbackState
+    attempts: int
+    last_http_status: int
+    last_error: str
+    delivered_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[CallbackState, str]] = ..., attempts: _Optional[int] = ..., last_http_status: _Optional[int] = ..., last_error: _Optional[str] = ..., delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class GetStampJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -263,14 +290,32 @@ class GetStampJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class GetStampJobResponse(_message.Message):
-    __slots__ = ("job_id", "status", "results")
+    __slots__ = ("job_id", "status", "results", "total_documents", "callback", "created_at", "finished_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: StampJobStatus
     results: _containers.RepeatedCompositeFieldContainer[BatchStampResponse]
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[StampJobStatus, str]] = ..., results: _Optional[_Iterable[_Union[BatchStampResponse, _Mapping]]] = ...) -> None: ...
+    total_documents: int
+    callback: CallbackDelivery
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[StampJobStatus, str]] = ..., results: _Optional[_Iterable[_Union[BatchStampResponse, _Mapping]]] = ..., total_documents: _Optional[int] = ..., callback: _Optional[_Union[CallbackDelivery, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DistributorServiceRotateWebhookSecretRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DistributorServiceRotateWebhookSecretResponse(_message.Message):
+    __slots__ = ("webhook_secret",)
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    webhook_secret: str
+    def __init__(self, webhook_secret: _Optional[str] = ...) -> None: ...
 
 class GetStampRequest(_message.Message):
     __slots__ = ("stamp_id",)
@@ -339,3 +384,23 @@ class VerifyDocumentResponse(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     report: _verification_pb2.VerificationReport
     def __init__(self, report: _Optional[_Union[_verification_pb2.VerificationReport, _Mapping]] = ...) -> None: ...
+
+class DistributorServiceGetNoticeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DistributorServiceGetNoticeResponse(_message.Message):
+    __slots__ = ("notice",)
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    notice: OperatorNotice
+    def __init__(self, notice: _Optional[_Union[OperatorNotice, _Mapping]] = ...) -> None: ...
+
+class OperatorNotice(_message.Message):
+    __slots__ = ("text_id", "text_en", "published_at")
+    TEXT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_EN_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    text_id: str
+    text_en: str
+    published_at: _timestamp_pb2.Timestamp
+    def __init__(self, text_id: _Optional[str] = ..., text_en: _Optional[str] = ..., published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

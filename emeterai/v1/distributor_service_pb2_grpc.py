@@ -104,6 +104,11 @@ class DistributorServiceStub:
                 request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampJobRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampJobResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/emeterai.v1.DistributorService/RotateWebhookSecret',
+                request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretResponse.FromString,
+                _registered_method=True)
         self.GetStamp = channel.unary_unary(
                 '/emeterai.v1.DistributorService/GetStamp',
                 request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampRequest.SerializeToString,
@@ -128,6 +133,11 @@ class DistributorServiceStub:
                 '/emeterai.v1.DistributorService/VerifyDocument',
                 request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentResponse.FromString,
+                _registered_method=True)
+        self.GetNotice = channel.unary_unary(
+                '/emeterai.v1.DistributorService/GetNotice',
+                request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeResponse.FromString,
                 _registered_method=True)
 
 
@@ -212,14 +222,26 @@ class DistributorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitStampJob(self, request, context):
-        """Queues documents and calls back a signed webhook when each is done.
+        """Queues documents and stamps them in the background; when every document
+        has its result, POSTs the job's results to callback_url, signed with the
+        distributor's webhook secret (docs/distributor-api.md). Answers at once
+        with the job id; the same idempotency key and request give the same job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStampJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job's status and its results so far, without document bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new webhook secret, which signs every callback from now on; the
+        previous one stops being used at once. Shown only in this answer.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -251,6 +273,14 @@ class DistributorServiceServicer:
 
     def VerifyDocument(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNotice(self, request, context):
+        """The notice operators publish while the service is degraded (e.g. "pay
+        the duty by SSP while stamping is down"); unset when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -323,6 +353,11 @@ def add_DistributorServiceServicer_to_server(servicer, server):
                     request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampJobRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampJobResponse.SerializeToString,
             ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretResponse.SerializeToString,
+            ),
             'GetStamp': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStamp,
                     request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.GetStampRequest.FromString,
@@ -347,6 +382,11 @@ def add_DistributorServiceServicer_to_server(servicer, server):
                     servicer.VerifyDocument,
                     request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentResponse.SerializeToString,
+            ),
+            'GetNotice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNotice,
+                    request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -716,6 +756,33 @@ class DistributorService:
             _registered_method=True)
 
     @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.DistributorService/RotateWebhookSecret',
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretRequest.SerializeToString,
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceRotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetStamp(request,
             target,
             options=(),
@@ -840,6 +907,33 @@ class DistributorService:
             '/emeterai.v1.DistributorService/VerifyDocument',
             emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentRequest.SerializeToString,
             emeterai_dot_v1_dot_distributor__service__pb2.VerifyDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNotice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.DistributorService/GetNotice',
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeRequest.SerializeToString,
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetNoticeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,14 +58,27 @@ class DistributorServiceStub:
     order they finish, each tagged with the caller's reference.
     """
     SubmitStampJob: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.SubmitStampJobRequest, _distributor_service_pb2.SubmitStampJobResponse]
-    """Queues documents and calls back a signed webhook when each is done."""
+    """Queues documents and stamps them in the background; when every document
+    has its result, POSTs the job's results to callback_url, signed with the
+    distributor's webhook secret (docs/distributor-api.md). Answers at once
+    with the job id; the same idempotency key and request give the same job.
+    """
     GetStampJob: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampJobRequest, _distributor_service_pb2.GetStampJobResponse]
+    """A job's status and its results so far, without document bytes."""
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceRotateWebhookSecretRequest, _distributor_service_pb2.DistributorServiceRotateWebhookSecretResponse]
+    """A new webhook secret, which signs every callback from now on; the
+    previous one stops being used at once. Shown only in this answer.
+    """
     GetStamp: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampRequest, _distributor_service_pb2.GetStampResponse]
     ListStamps: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.ListStampsRequest, _distributor_service_pb2.ListStampsResponse]
     DownloadStampedDocument: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DownloadStampedDocumentRequest, _distributor_service_pb2.DownloadStampedDocumentResponse]
     """The stamped PDF of an earlier stamp, while it is retained."""
     LookupSerial: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceLookupSerialRequest, _distributor_service_pb2.DistributorServiceLookupSerialResponse]
     VerifyDocument: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.VerifyDocumentRequest, _distributor_service_pb2.VerifyDocumentResponse]
+    GetNotice: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetNoticeRequest, _distributor_service_pb2.DistributorServiceGetNoticeResponse]
+    """The notice operators publish while the service is degraded (e.g. "pay
+    the duty by SSP while stamping is down"); unset when there is none.
+    """
 
 @_typing.type_check_only
 class DistributorServiceAsyncStub(DistributorServiceStub):
@@ -97,14 +110,27 @@ class DistributorServiceAsyncStub(DistributorServiceStub):
     order they finish, each tagged with the caller's reference.
     """
     SubmitStampJob: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.SubmitStampJobRequest, _distributor_service_pb2.SubmitStampJobResponse]  # type: ignore[assignment]
-    """Queues documents and calls back a signed webhook when each is done."""
+    """Queues documents and stamps them in the background; when every document
+    has its result, POSTs the job's results to callback_url, signed with the
+    distributor's webhook secret (docs/distributor-api.md). Answers at once
+    with the job id; the same idempotency key and request give the same job.
+    """
     GetStampJob: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampJobRequest, _distributor_service_pb2.GetStampJobResponse]  # type: ignore[assignment]
+    """A job's status and its results so far, without document bytes."""
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceRotateWebhookSecretRequest, _distributor_service_pb2.DistributorServiceRotateWebhookSecretResponse]  # type: ignore[assignment]
+    """A new webhook secret, which signs every callback from now on; the
+    previous one stops being used at once. Shown only in this answer.
+    """
     GetStamp: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampRequest, _distributor_service_pb2.GetStampResponse]  # type: ignore[assignment]
     ListStamps: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.ListStampsRequest, _distributor_service_pb2.ListStampsResponse]  # type: ignore[assignment]
     DownloadStampedDocument: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DownloadStampedDocumentRequest, _distributor_service_pb2.DownloadStampedDocumentResponse]  # type: ignore[assignment]
     """The stamped PDF of an earlier stamp, while it is retained."""
     LookupSerial: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceLookupSerialRequest, _distributor_service_pb2.DistributorServiceLookupSerialResponse]  # type: ignore[assignment]
     VerifyDocument: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.VerifyDocumentRequest, _distributor_service_pb2.VerifyDocumentResponse]  # type: ignore[assignment]
+    GetNotice: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetNoticeRequest, _distributor_service_pb2.DistributorServiceGetNoticeResponse]  # type: ignore[assignment]
+    """The notice operators publish while the service is degraded (e.g. "pay
+    the duty by SSP while stamping is down"); unset when there is none.
+    """
 
 class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The public API for distributor systems, served by the gateway. Callers sign
@@ -205,14 +231,29 @@ class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _distributor_service_pb2.SubmitStampJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_distributor_service_pb2.SubmitStampJobResponse, _abc.Awaitable[_distributor_service_pb2.SubmitStampJobResponse]]:
-        """Queues documents and calls back a signed webhook when each is done."""
+        """Queues documents and stamps them in the background; when every document
+        has its result, POSTs the job's results to callback_url, signed with the
+        distributor's webhook secret (docs/distributor-api.md). Answers at once
+        with the job id; the same idempotency key and request give the same job.
+        """
 
     @_abc_1.abstractmethod
     def GetStampJob(
         self,
         request: _distributor_service_pb2.GetStampJobRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_distributor_service_pb2.GetStampJobResponse, _abc.Awaitable[_distributor_service_pb2.GetStampJobResponse]]: ...
+    ) -> _typing.Union[_distributor_service_pb2.GetStampJobResponse, _abc.Awaitable[_distributor_service_pb2.GetStampJobResponse]]:
+        """A job's status and its results so far, without document bytes."""
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _distributor_service_pb2.DistributorServiceRotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_distributor_service_pb2.DistributorServiceRotateWebhookSecretResponse, _abc.Awaitable[_distributor_service_pb2.DistributorServiceRotateWebhookSecretResponse]]:
+        """A new webhook secret, which signs every callback from now on; the
+        previous one stops being used at once. Shown only in this answer.
+        """
 
     @_abc_1.abstractmethod
     def GetStamp(
@@ -249,5 +290,15 @@ class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _distributor_service_pb2.VerifyDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_distributor_service_pb2.VerifyDocumentResponse, _abc.Awaitable[_distributor_service_pb2.VerifyDocumentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNotice(
+        self,
+        request: _distributor_service_pb2.DistributorServiceGetNoticeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_distributor_service_pb2.DistributorServiceGetNoticeResponse, _abc.Awaitable[_distributor_service_pb2.DistributorServiceGetNoticeResponse]]:
+        """The notice operators publish while the service is degraded (e.g. "pay
+        the duty by SSP while stamping is down"); unset when there is none.
+        """
 
 def add_DistributorServiceServicer_to_server(servicer: DistributorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -119,7 +119,9 @@ def _distributors(args: argparse.Namespace) -> int:
     if args.action == "list":
         out: object = [credential_json(c) for c in reply.credentials]
     else:
-        out = credential_json(reply.credential, getattr(reply, "client_secret", ""))
+        out = credential_json(
+            reply.credential, getattr(reply, "client_secret", ""), getattr(reply, "webhook_secret", "")
+        )
     print(json.dumps(out, indent=2))
     return 0
 

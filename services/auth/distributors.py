@@ -3,6 +3,11 @@
 The secret is shown once, when created or rotated, and stored only as an argon2 hash. Wrong,
 unknown and revoked clients all get the same error after the same work, so the answer tells a
 prober nothing about which client ids exist.
+
+Each credential also has a webhook secret, which signs the gateway's callbacks to the distributor.
+It is made with the credential and kept when the client secret rotates (a rotation by an operator
+must not silently break the distributor's signature checks); the distributor replaces it itself.
+Signing needs the key, so it is stored as it is.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ from sqlalchemy import Select, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from services.auth.accounts import Accounts
-from services.auth.errors import DistributorNotFound, DistributorRevoked, InvalidClientCredentials
+from services.auth.errors import (
+    DistributorNotFound,
+    DistributorRevoked,
+    InvalidClientCredentials,
+    NoWebhookSecret,
+)
 from services.auth.model import AccessToken, Clock, DistributorCredential, TokenKind, utc_now
-from services.auth.store import accounts, distributor_credentials
+from services.auth.store import accounts, distributor_credentials, distributor_webhook_secrets
 from services.auth.tokens import TokenIssuer
 from services.common.errors import InvalidInput
 
@@ -44,6 +54,10 @@ def _clean_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 def _new_secret() -> str:
     # The prefix lets secret scanners recognise a leaked one.
     return "emsec_" + secrets.token_urlsafe(32)
+
+
+def _new_webhook_secret() -> str:
+    return "emwhsec_" + secrets.token_urlsafe(32)
 
 
 class Distributors:
@@ -82,6 +96,11 @@ class Distributors:
                     created_at=self._clock(),
                 )
             )
+            conn.execute(
+                insert(distributor_webhook_secrets).values(
+                    client_id=client_id, secret=_new_webhook_secret(), created_at=self._clock()
+                )
+            )
             credential = self._find(conn, client_id)
         log.info("distributor created", extra={"client_id": client_id, "account_id": account.account_id})
         return credential, secret
@@ -116,6 +135,53 @@ class Distributors:
             credential = self._find(conn, client_id)
         log.info("distributor revoked", extra={"client_id": client_id})
         return credential
+
+    def webhook_secret(self, account_id: str) -> str:
+        """The webhook secret of the distributor account's live credential."""
+        with self._engine.connect() as conn:
+            secret = conn.execute(
+                select(distributor_webhook_secrets.c.secret)
+                .join(
+                    distributor_credentials,
+                    distributor_credentials.c.client_id == distributor_webhook_secrets.c.client_id,
+                )
+                .where(
+                    distributor_credentials.c.account_id == account_id,
+                    distributor_credentials.c.revoked_at.is_(None),
+                )
+            ).scalar_one_or_none()
+        if secret is None:
+            raise NoWebhookSecret()
+        return str(secret)
+
+    def rotate_webhook_secret(self, account_id: str) -> str:
+        """A new webhook secret for the distributor account's credential; the old one ends at once.
+
+        A credential made before webhook secrets existed gets its first one here."""
+        secret = _new_webhook_secret()
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                select(distributor_credentials.c.client_id, distributor_credentials.c.revoked_at).where(
+                    distributor_credentials.c.account_id == account_id
+                )
+            ).one_or_none()
+            if row is None:
+                raise NoWebhookSecret()
+            if row.revoked_at is not None:
+                raise DistributorRevoked(row.client_id)
+            replaced = conn.execute(
+                update(distributor_webhook_secrets)
+                .where(distributor_webhook_secrets.c.client_id == row.client_id)
+                .values(secret=secret, created_at=self._clock())
+            )
+            if replaced.rowcount == 0:
+                conn.execute(
+                    insert(distributor_webhook_secrets).values(
+                        client_id=row.client_id, secret=secret, created_at=self._clock()
+                    )
+                )
+        log.info("distributor webhook secret rotated", extra={"client_id": row.client_id})
+        return secret
 
     def list_distributors(self) -> list[DistributorCredential]:
         with self._engine.connect() as conn:

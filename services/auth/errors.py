@@ -90,6 +90,14 @@ class DistributorRevoked(PreconditionFailed):
         super().__init__(f"distributor client {client_id!r} is revoked; create a new one")
 
 
+class NoWebhookSecret(NotFound):
+    def __init__(self) -> None:
+        super().__init__(
+            "this distributor has no live credential with a webhook secret; "
+            "call RotateWebhookSecret to make one"
+        )
+
+
 class WrongPin(PermissionDenied):
     def __init__(self, attempts_left: int) -> None:
         super().__init__(f"the current PIN is wrong; {attempts_left} attempts left")

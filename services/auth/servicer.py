@@ -234,11 +234,13 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     async def CreateDistributor(
         self, request: auth_service_pb2.CreateDistributorRequest, context: grpc.aio.ServicerContext
     ) -> auth_service_pb2.CreateDistributorResponse:
+        distributors = self._domain.distributors
         credential, secret = await asyncio.to_thread(
-            self._domain.distributors.create_distributor, request.display_name, list(request.scopes)
+            distributors.create_distributor, request.display_name, list(request.scopes)
         )
+        webhook_secret = await asyncio.to_thread(distributors.webhook_secret, credential.account_id)
         return auth_service_pb2.CreateDistributorResponse(
-            credential=credential_message(credential), client_secret=secret
+            credential=credential_message(credential), client_secret=secret, webhook_secret=webhook_secret
         )
 
     async def RotateDistributorSecret(
@@ -256,6 +258,18 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     ) -> auth_service_pb2.RevokeDistributorResponse:
         credential = await asyncio.to_thread(self._domain.distributors.revoke, request.client_id)
         return auth_service_pb2.RevokeDistributorResponse(credential=credential_message(credential))
+
+    async def GetWebhookSecret(
+        self, request: auth_service_pb2.GetWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.GetWebhookSecretResponse:
+        secret = await asyncio.to_thread(self._domain.distributors.webhook_secret, request.account_id)
+        return auth_service_pb2.GetWebhookSecretResponse(webhook_secret=secret)
+
+    async def RotateWebhookSecret(
+        self, request: auth_service_pb2.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.RotateWebhookSecretResponse:
+        secret = await asyncio.to_thread(self._domain.distributors.rotate_webhook_secret, request.account_id)
+        return auth_service_pb2.RotateWebhookSecretResponse(webhook_secret=secret)
 
     async def ListDistributors(
         self, request: auth_service_pb2.ListDistributorsRequest, context: grpc.aio.ServicerContext

@@ -117,6 +117,16 @@ distributor_credentials = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
 )
 
+# The key that signs the gateway's callbacks to a distributor. Kept as it is, unlike the client
+# secret: signing needs the key itself. Its own table, so databases made before it gain it too.
+distributor_webhook_secrets = Table(
+    "distributor_webhook_secrets",
+    metadata,
+    Column("client_id", String(40), ForeignKey("distributor_credentials.client_id"), primary_key=True),
+    Column("secret", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
 dev_outbox = Table(
     "dev_outbox",
     metadata,

@@ -133,8 +133,10 @@ def refund_json(refund: ledger_pb2.Refund) -> dict[str, Any]:
     }
 
 
-def credential_json(credential: accounts_pb2.DistributorCredential, secret: str = "") -> dict[str, Any]:
-    """A distributor's credential; its secret only when just created or rotated (shown once)."""
+def credential_json(
+    credential: accounts_pb2.DistributorCredential, secret: str = "", webhook_secret: str = ""
+) -> dict[str, Any]:
+    """A distributor's credential; its secrets only when just created or rotated (shown once)."""
     out: dict[str, Any] = {
         "client_id": credential.client_id,
         "account_id": credential.account_id,
@@ -144,6 +146,8 @@ def credential_json(credential: accounts_pb2.DistributorCredential, secret: str 
     }
     if secret:
         out["client_secret"] = secret
+    if webhook_secret:
+        out["webhook_secret"] = webhook_secret
     return out
 
 

@@ -2,13 +2,18 @@ from __future__ import annotations
 
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 
 from services.auth.domain import AuthDomain
-from services.auth.errors import DistributorNotFound, DistributorRevoked, InvalidClientCredentials
+from services.auth.errors import (
+    DistributorNotFound,
+    DistributorRevoked,
+    InvalidClientCredentials,
+    NoWebhookSecret,
+)
 from services.auth.model import AccountKind
-from services.auth.store import distributor_credentials
+from services.auth.store import distributor_credentials, distributor_webhook_secrets
 from services.common.errors import InvalidInput
 from services.common.settings import AuthSettings
 
@@ -81,3 +86,43 @@ def test_list_and_unknown(domain: AuthDomain) -> None:
 def test_create_checks_its_input(domain: AuthDomain, name: str, scopes: list[str]) -> None:
     with pytest.raises(InvalidInput):
         domain.distributors.create_distributor(name, scopes)
+
+
+def test_webhook_secret_is_made_with_the_credential_and_outlives_client_secret_rotation(
+    domain: AuthDomain,
+) -> None:
+    credential, _ = domain.distributors.create_distributor("PT Contoh", [])
+    other, _ = domain.distributors.create_distributor("PT Lain", [])
+    first = domain.distributors.webhook_secret(credential.account_id)
+    assert first.startswith("emwhsec_") and len(first) > 40
+    assert first != domain.distributors.webhook_secret(other.account_id)
+    # An operator rotating the client secret must not break the distributor's signature checks.
+    domain.distributors.rotate_secret(credential.client_id)
+    assert domain.distributors.webhook_secret(credential.account_id) == first
+
+    second = domain.distributors.rotate_webhook_secret(credential.account_id)
+    assert second != first
+    assert domain.distributors.webhook_secret(credential.account_id) == second
+
+    domain.distributors.revoke(credential.client_id)
+    with pytest.raises(NoWebhookSecret):
+        domain.distributors.webhook_secret(credential.account_id)
+    with pytest.raises(DistributorRevoked):
+        domain.distributors.rotate_webhook_secret(credential.account_id)
+    for unknown in ("acc_nobody", ""):
+        with pytest.raises(NoWebhookSecret):
+            domain.distributors.webhook_secret(unknown)
+        with pytest.raises(NoWebhookSecret):
+            domain.distributors.rotate_webhook_secret(unknown)
+
+
+def test_a_credential_from_before_webhook_secrets_gets_its_first_on_rotation(
+    domain: AuthDomain, engine: Engine
+) -> None:
+    credential, _ = domain.distributors.create_distributor("PT Lama", [])
+    with engine.begin() as conn:
+        conn.execute(delete(distributor_webhook_secrets))
+    with pytest.raises(NoWebhookSecret):
+        domain.distributors.webhook_secret(credential.account_id)
+    made = domain.distributors.rotate_webhook_secret(credential.account_id)
+    assert domain.distributors.webhook_secret(credential.account_id) == made

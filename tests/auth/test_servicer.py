@@ -152,8 +152,17 @@ async def test_distributors_customers_and_pin(stub: Stub) -> None:
         auth_service_pb2.RotateDistributorSecretRequest(client_id=client_id)
     )
     assert rotated.client_secret != created.client_secret
-
+    # The webhook secret comes with the credential and only changes when rotated itself.
     parent = created.credential.account_id
+    assert created.webhook_secret
+    kept = await stub.GetWebhookSecret(auth_service_pb2.GetWebhookSecretRequest(account_id=parent))
+    assert kept.webhook_secret == created.webhook_secret
+    renewed = await stub.RotateWebhookSecret(auth_service_pb2.RotateWebhookSecretRequest(account_id=parent))
+    assert renewed.webhook_secret not in ("", created.webhook_secret)
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetWebhookSecret(auth_service_pb2.GetWebhookSecretRequest(account_id="acc_nobody"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
     request = auth_service_pb2.CreateSubAccountRequest(
         parent_account_id=parent, display_name="Toko Maju", external_ref="c-1"
     )

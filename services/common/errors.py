@@ -26,6 +26,10 @@ class NotFound(DomainError):
     """No such thing, or not one the caller may see."""
 
 
+class Gone(NotFound):
+    """It existed and is no longer kept, e.g. a stamped PDF past its retention (HTTP 410)."""
+
+
 class Conflict(DomainError):
     """The request clashes with an earlier one (e.g. same idempotency key, other payload)."""
 
@@ -83,6 +87,7 @@ RETRY_AFTER_TRAILER = "retry-after"
 BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    Gone: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
     RequestInFlight: grpc.StatusCode.ABORTED,
     PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,

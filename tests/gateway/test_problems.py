@@ -17,6 +17,7 @@ from services.gateway.problems import BodyLimit, UploadTooLarge, http_status_for
         (errors.Unauthenticated("who"), 401),
         (errors.PermissionDenied("no"), 403),
         (errors.NotFound("gone"), 404),
+        (errors.Gone("no longer kept"), 410),
         (errors.Conflict("twice"), 409),
         (errors.PreconditionFailed("not now"), 409),
         (errors.Exhausted("slow down"), 429),

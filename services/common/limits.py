@@ -14,17 +14,23 @@ guard what must not go unlimited (codes sent at our cost, guesses at codes).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+import redis.asyncio
 
 from services.common.errors import Unavailable
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "emeterai:limit:"
+BUCKET_PREFIX = "emeterai:bucket:"
 
 # KEYS[1] the window's counter; ARGV[1] the window in ms, ARGV[2] the limit. Returns 0 when the hit
 # is allowed, else the ms until the window ends.
@@ -102,3 +108,122 @@ class RedisRateLimiter:
 def rate_limiter(client: redis.Redis | None) -> RateLimiter:
     """Redis-backed given a client (EMETERAI_REDIS_URL set), else in this process."""
     return MemoryRateLimiter() if client is None else RedisRateLimiter(client)
+
+
+# Token buckets: a steady rate with room for bursts, per account, for the gateway's limits.
+#
+# KEYS[1] the bucket (a hash of tokens and the time they were counted); ARGV[1] tokens added per
+# second, ARGV[2] the bucket's size. Redis's own clock is used, so replicas with skewed clocks
+# share one bucket correctly. Returns 0 when a token was taken, else the ms until one is there.
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local size = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(held[1]) or size
+local at = tonumber(held[2]) or now
+tokens = math.min(size, tokens + math.max(0, now - at) * rate / 1000)
+local wait = 0
+if tokens >= 1 then
+    tokens = tokens - 1
+else
+    wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(size * 1000 / rate) + 1000)
+return wait
+"""
+
+
+@dataclass(frozen=True)
+class BucketRule:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    name: str
+    rate: float
+    burst: int
+
+
+class MemoryTokenBuckets:
+    """Buckets in this process: the single-node default, and the fallback while Redis is away."""
+
+    _SWEEP_AT = 50_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # Per rule: bucket -> (tokens, when counted).
+        self._buckets: dict[str, dict[str, tuple[float, float]]] = {}
+
+    async def take(self, rule: BucketRule, key: str) -> float:
+        return self.take_now(rule, key)
+
+    def take_now(self, rule: BucketRule, key: str) -> float:
+        now = self._clock()
+        buckets = self._buckets.setdefault(rule.name, {})
+        bucket = _digest(rule.name, key)
+        tokens, at = buckets.get(bucket, (float(rule.burst), now))
+        tokens = min(float(rule.burst), tokens + (now - at) * rule.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / rule.rate
+        buckets[bucket] = (tokens, now)
+        if len(buckets) > self._SWEEP_AT:
+            # A full bucket is the same as no bucket.
+            self._buckets[rule.name] = {
+                k: v for k, v in buckets.items() if v[0] + (now - v[1]) * rule.rate < rule.burst
+            }
+        return wait
+
+
+class RedisTokenBuckets:
+    """Buckets in Redis, shared by every gateway replica; one Lua script takes a token atomically.
+
+    When Redis cannot be reached the buckets fall back to this process for `fallback_s`, then
+    Redis is tried again. Open, not closed: these limits keep one account from taking more than
+    its share, while the bulkheads and the stamp gate protect capacity on their own; refusing
+    every stamp while Redis restarts would be the outage this system exists to avoid. The
+    fallback enforces each limit per replica, so an account may get up to N times its rate
+    across N replicas until Redis is back.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        fallback_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._take = client.register_script(_TAKE)
+        self._fallback_s = fallback_s
+        self._clock = clock
+        self._local = MemoryTokenBuckets(clock)
+        self._redis_back_at = 0.0
+
+    @property
+    def degraded(self) -> bool:
+        return self._clock() < self._redis_back_at
+
+    async def take(self, rule: BucketRule, key: str) -> float:
+        """Take a token for key: 0 when allowed, else the seconds until one is there."""
+        if self.degraded:
+            return self._local.take_now(rule, key)
+        try:
+            wait_ms = int(
+                await self._take(keys=[BUCKET_PREFIX + _digest(rule.name, key)], args=[rule.rate, rule.burst])
+            )
+        except redis.RedisError:
+            log.warning("token buckets fall back to this replica while Redis is away")
+            self._redis_back_at = self._clock() + self._fallback_s
+            return self._local.take_now(rule, key)
+        return wait_ms / 1000
+
+
+TokenBuckets = MemoryTokenBuckets | RedisTokenBuckets
+
+
+def token_buckets(client: redis.asyncio.Redis | None) -> TokenBuckets:
+    """Redis-backed given a client (EMETERAI_REDIS_URL set), else in this process."""
+    return MemoryTokenBuckets() if client is None else RedisTokenBuckets(client)

@@ -235,6 +235,35 @@ class GatewaySettings(CommonSettings):
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
     sign_timeout_s: float = Field(default=30.0, gt=0)
+    # Admission control (docs/gateway.md). Stamps in flight, from every channel, adapt between
+    # min and max to what the signer pool sustains; each channel has a guaranteed share of that
+    # limit and its own queue. Min and initial are kept within max (max=1 is one stamp at a time).
+    stamp_concurrency_initial: int = Field(default=8, ge=1)
+    stamp_concurrency_min: int = Field(default=2, ge=1)
+    stamp_concurrency_max: int = Field(default=256, ge=1)
+    retail_stamp_share: float = Field(default=0.5, gt=0, le=1)
+    distributor_stamp_share: float = Field(default=0.5, gt=0, le=1)
+    retail_stamp_queue: int = Field(default=64, ge=0)
+    distributor_stamp_queue: int = Field(default=64, ge=0)
+    stamp_queue_timeout_s: float = Field(default=10.0, gt=0)
+    # The other bulkheads: concurrency limit and queue size each.
+    retail_concurrency: int = Field(default=64, ge=1)
+    retail_queue: int = Field(default=256, ge=0)
+    distributor_concurrency: int = Field(default=64, ge=1)
+    distributor_queue: int = Field(default=256, ge=0)
+    purchase_concurrency: int = Field(default=64, ge=1)
+    purchase_queue: int = Field(default=256, ge=0)
+    verification_concurrency: int = Field(default=8, ge=1)
+    verification_queue: int = Field(default=64, ge=0)
+    bulkhead_queue_timeout_s: float = Field(default=5.0, gt=0)
+    # Per-account token buckets (shared in Redis when EMETERAI_REDIS_URL is set): rate a second
+    # and burst.
+    retail_stamps_per_s: float = Field(default=0.5, gt=0)
+    retail_stamp_burst: int = Field(default=10, ge=1)
+    distributor_stamps_per_s: float = Field(default=200.0, gt=0)
+    distributor_stamp_burst: int = Field(default=400, ge=1)
+    orders_per_s: float = Field(default=1.0, gt=0)
+    order_burst: int = Field(default=10, ge=1)
 
     @field_validator("signer_addresses", mode="before")
     @classmethod

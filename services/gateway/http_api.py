@@ -23,6 +23,7 @@ from services.common.tokens import KIND_OPERATOR, KIND_RETAIL, Principal, TokenV
 from services.common.webhooks import sign_webhook
 from services.gateway import problems
 from services.gateway.documents import DocumentStore
+from services.gateway.edge import PRINCIPAL_STATE, STAMP_SLOT_STATE, AdmissionControl, HttpAdmission
 from services.gateway.notices import NoticeBoard
 from services.gateway.records import (
     balance_json,
@@ -40,6 +41,7 @@ from services.gateway.records import (
 from services.gateway.stamping import StampingFlow, check_document
 from services.gateway.upstream import Backends, idempotent, upstream
 from services.gateway.verification import verify_document
+from services.gateway.waiting_room import TICKET_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Gateway:
     store: DocumentStore
     stamping: StampingFlow
     notices: NoticeBoard
+    admission: AdmissionControl
 
 
 def _gateway(request: Request) -> Gateway:
@@ -69,7 +72,10 @@ def _caller(kind: str, refusal: str) -> Callable[[Request, Gateway], Awaitable[P
     """A dependency: the verified caller, who must hold a token of `kind`."""
 
     async def caller(request: Request, gateway: GatewayDep) -> Principal:
-        principal = await gateway.verifier.verify(bearer_token(request.headers.get("authorization")))
+        # Admission may have verified the token already, before the body was read.
+        principal = getattr(request.state, PRINCIPAL_STATE, None) or await gateway.verifier.verify(
+            bearer_token(request.headers.get("authorization"))
+        )
         if principal.kind != kind:
             raise PermissionDenied(refusal)
         return principal
@@ -347,8 +353,21 @@ def _account_routes() -> APIRouter:
         )
         return balance_json(found.balance)
 
-    @router.post("/stamps", tags=["stamps"], status_code=201, summary="Stamp a PDF")
+    @router.post(
+        "/stamps",
+        tags=["stamps"],
+        status_code=201,
+        summary="Stamp a PDF",
+        responses={
+            429: {
+                "description": "Stamping is at capacity: the problem's `waiting_room` has the queue "
+                "position and a ticket; send the same request again after Retry-After with the "
+                f"ticket in the {TICKET_HEADER} header to keep the place in line."
+            }
+        },
+    )
     async def stamp(
+        request: Request,
         user: User,
         gateway: GatewayDep,
         file: Annotated[UploadFile, File(description="the PDF to stamp")],
@@ -382,6 +401,7 @@ def _account_routes() -> APIRouter:
                 value_idr=doc_value,
             ),
             channel=common_pb2.CHANNEL_RETAIL,
+            slot=getattr(request.state, STAMP_SLOT_STATE, None),
         )
         return stamp_json(stamp_record(outcome.hold))
 
@@ -610,6 +630,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     # Inside the request-id middleware that install() adds, so a refusal carries the id too.
     app.add_middleware(problems.BodyLimit, limit=gateway.settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # Outside the body limit: admission is decided before any of the body is read.
+    app.add_middleware(HttpAdmission, control=gateway.admission, verifier=gateway.verifier)
     problems.install(app)
     app.include_router(_public_routes())
     app.include_router(_account_routes())

@@ -139,6 +139,10 @@ _TITLES = {
 }
 
 
+def title_for(status: int) -> str:
+    return _TITLES.get(status, "Error")
+
+
 def install(app: FastAPI) -> None:
     @app.middleware("http")
     async def _request_id(request: Request, call_next: Any) -> Any:

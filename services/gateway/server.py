@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 from collections.abc import Iterator
 
 import uvicorn
@@ -17,10 +19,12 @@ from services.common.boot import Registration, run_service, start_grpc_server, w
 from services.common.clients import ServiceTokenSource, service_channel
 from services.common.errors import BASE_STATUS_CODES
 from services.common.interceptors import server_interceptors
+from services.common.redis_state import async_redis_client
 from services.common.settings import GatewaySettings
 from services.common.tokens import RemoteJwks, token_verifier
 from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
 from services.gateway.documents import LocalDocumentStore
+from services.gateway.edge import AdmissionControl, GrpcAdmission
 from services.gateway.http_api import Gateway, create_app
 from services.gateway.notices import NoticeBoard
 from services.gateway.signer_pool import SignerPool
@@ -51,7 +55,14 @@ async def serve(settings: GatewaySettings) -> None:
         signer=signers,
     )
     store = LocalDocumentStore(settings.resolved_document_store_dir)
-    stamping = StampingFlow(backends, store, settings.sign_timeout_s)
+    # Token buckets are shared through Redis when there is one; every replica signs waiting-room
+    # tickets with the same key, derived from the secret they share.
+    redis = async_redis_client(settings.redis_url) if settings.redis_url else None
+    ticket_key = hmac.new(
+        settings.service_secret.get_secret_value().encode(), b"waiting-room tickets", hashlib.sha256
+    ).digest()
+    admission = AdmissionControl.from_settings(settings, redis, ticket_key)
+    stamping = StampingFlow(backends, store, settings.sign_timeout_s, admission.gate)
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)
 
@@ -64,12 +75,14 @@ async def serve(settings: GatewaySettings) -> None:
                 SERVICE_NAME,
             )
         ],
-        server_interceptors(BASE_STATUS_CODES, verifier, POLICY),
+        [*server_interceptors(BASE_STATUS_CODES, verifier, POLICY), GrpcAdmission(admission)],
     )
     host, _, port = settings.gateway_http_address.rpartition(":")
     http = _HttpServer(
         uvicorn.Config(
-            create_app(Gateway(settings, backends, verifier, store, stamping, NoticeBoard(backends.auth))),
+            create_app(
+                Gateway(settings, backends, verifier, store, stamping, NoticeBoard(backends.auth), admission)
+            ),
             host=host,
             port=int(port),
             log_config=None,
@@ -100,6 +113,8 @@ async def serve(settings: GatewaySettings) -> None:
         await signers.close()
         await tokens.close()
         await jwks.close()
+        if redis is not None:
+            await redis.aclose()
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
 from services.common.errors import InvalidInput, PreconditionFailed, RequestInFlight
+from services.gateway.admission import StampGate, StampSlot
 from services.gateway.documents import DocumentStore
 from services.gateway.upstream import Backends, idempotent, upstream
 
@@ -41,12 +42,26 @@ def check_document(document: bytes, max_bytes: int) -> None:
         raise InvalidInput("the file is not a PDF")
 
 
+# Each channel's part of the stamp gate.
+GATE_PARTITIONS = {
+    common_pb2.CHANNEL_RETAIL: "retail",
+    common_pb2.CHANNEL_DISTRIBUTOR: "distributor",
+}
+
+
 class StampingFlow:
-    def __init__(self, backends: Backends, store: DocumentStore, sign_timeout_s: float) -> None:
+    """The saga, run under the stamp gate: a stamp is admitted (or refused with Overloaded) before
+    its hold exists, and keeps its slot until the hold is committed or released, so Commit and
+    Release are never shed."""
+
+    def __init__(
+        self, backends: Backends, store: DocumentStore, sign_timeout_s: float, gate: StampGate | None = None
+    ) -> None:
         self._quota = backends.quota
         self._signer = backends.signer
         self._store = store
         self._sign_timeout = sign_timeout_s
+        self._gate = gate
 
     async def stamp(
         self,
@@ -58,9 +73,32 @@ class StampingFlow:
         metadata: common_pb2.DocumentMetadata,
         channel: common_pb2.Channel.ValueType,
         document_password: str = "",
+        slot: StampSlot | None = None,
     ) -> StampOutcome:
+        """Stamp under `slot` when the caller was admitted already (the waiting room), else
+        under a slot of the channel's partition taken here."""
         if not idempotency_key:
             raise InvalidInput("an idempotency key is required")
+        if slot is None and self._gate is not None:
+            slot = await self._gate.enter(GATE_PARTITIONS.get(channel, "distributor"))
+        try:
+            return await self._stamp(
+                account_id, idempotency_key, document, placement, metadata, channel, document_password
+            )
+        finally:
+            if slot is not None:
+                slot.release()
+
+    async def _stamp(
+        self,
+        account_id: str,
+        idempotency_key: str,
+        document: bytes,
+        placement: common_pb2.StampPlacement,
+        metadata: common_pb2.DocumentMetadata,
+        channel: common_pb2.Channel.ValueType,
+        document_password: str,
+    ) -> StampOutcome:
         reserved = await idempotent(
             self._quota.Reserve(
                 quota_service_pb2.ReserveRequest(

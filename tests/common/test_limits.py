@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio
 
 from services.common.errors import Unavailable
-from services.common.limits import KEY_PREFIX, MemoryRateLimiter, RateLimiter, RedisRateLimiter, rate_limiter
+from services.common.limits import (
+    BUCKET_PREFIX,
+    KEY_PREFIX,
+    BucketRule,
+    MemoryRateLimiter,
+    MemoryTokenBuckets,
+    RateLimiter,
+    RedisRateLimiter,
+    RedisTokenBuckets,
+    rate_limiter,
+    token_buckets,
+)
 from services.common.redis_state import redis_client
 from tests.conftest import free_port
 
@@ -103,3 +116,60 @@ def test_an_unreachable_redis_refuses_instead_of_letting_everything_through() ->
     limiter = rate_limiter(redis_client(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(Unavailable):
         limiter.hit("codes", "k", 5, 60)
+
+
+RULE = BucketRule("stamps", rate=2.0, burst=3)
+
+
+async def test_memory_token_bucket_allows_a_burst_then_the_rate(ticks: Ticks) -> None:
+    buckets = MemoryTokenBuckets(ticks)
+    assert [await buckets.take(RULE, "acct") for _ in range(3)] == [0, 0, 0]
+    assert await buckets.take(RULE, "acct") == pytest.approx(0.5)
+    assert await buckets.take(RULE, "other") == 0
+    ticks.now += 0.5
+    assert await buckets.take(RULE, "acct") == 0
+    assert await buckets.take(RULE, "acct") > 0
+
+
+async def test_redis_token_buckets_are_shared_by_replicas(redis_url: str) -> None:
+    first, second = redis.asyncio.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
+    replicas = [RedisTokenBuckets(first), RedisTokenBuckets(second)]
+    rule = BucketRule(f"stamps-{secrets.token_hex(4)}", rate=0.5, burst=4)
+    account = secrets.token_hex(8)
+    waits = [await replicas[n % 2].take(rule, account) for n in range(6)]
+    # Four tokens in all, whichever replica took them; then a token every 2 s.
+    assert waits[:4] == [0, 0, 0, 0]
+    assert 1.0 < waits[4] <= 2.0 and waits[5] > 1.0
+    assert await replicas[0].take(rule, secrets.token_hex(8)) == 0
+    keys = [key async for key in first.scan_iter(match=BUCKET_PREFIX + rule.name + ":*")]
+    assert len(keys) == 2 and all(account.encode() not in key for key in keys)
+    assert await first.pttl(keys[0]) > 0
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_concurrent_takes_never_hand_out_more_than_the_bucket_holds(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    buckets = RedisTokenBuckets(client)
+    rule = BucketRule(f"orders-{secrets.token_hex(4)}", rate=0.01, burst=10)
+    waits = await asyncio.gather(*(buckets.take(rule, "acct") for _ in range(40)))
+    assert sum(1 for w in waits if w == 0) == 10
+    await client.aclose()
+
+
+async def test_token_buckets_fall_back_to_this_replica_while_redis_is_away(ticks: Ticks) -> None:
+    client = redis.asyncio.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    buckets = RedisTokenBuckets(client, fallback_s=5, clock=ticks)
+    # Open, not closed: requests go on under this replica's own buckets.
+    assert [await buckets.take(RULE, "acct") for _ in range(3)] == [0, 0, 0]
+    assert buckets.degraded
+    assert await buckets.take(RULE, "acct") > 0
+    ticks.now += 6
+    assert not buckets.degraded
+    await client.aclose()
+
+
+def test_token_buckets_choose_their_store() -> None:
+    assert isinstance(token_buckets(None), MemoryTokenBuckets)

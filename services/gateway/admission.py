@@ -1,0 +1,417 @@
+"""Admission control: what the gateway lets in when more arrives than it can serve.
+
+The national service fell over because every request was accepted and then everything waited on
+everything else. Here each kind of work has its own bulkhead (a concurrency limit and a bounded
+queue), so a stamping surge cannot starve purchases or verification, and stamping itself runs
+under an adaptive limit that follows what the signer pool can actually do:
+
+- `GradientLimit` is a gradient-style limit (as in Netflix's concurrency-limits "Gradient2" and
+  Envoy's adaptive concurrency filter): it compares the recent round-trip time of stamps with
+  the long-run one and shrinks the limit when they grow apart (requests queue somewhere behind
+  us), grows it while they stay close.
+- `Bulkhead` is a fixed concurrency limit with a bounded first-come-first-served queue.
+- `StampGate` admits stamps from every channel under one adaptive limit. Each channel (retail,
+  distributor) has its own queue and a guaranteed share of the limit, and may borrow what the
+  others leave idle. Waiters are served oldest first, by the time they first arrived, which a
+  waiting-room ticket carries across attempts.
+
+Nothing here sheds Commit or Release: admission happens once, before a hold exists, and the
+slot is kept until the stamp is committed or released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from services.common.errors import Exhausted
+
+# A queue wait never tells a client to come back sooner or later than this.
+MIN_RETRY_AFTER_S = 1
+MAX_RETRY_AFTER_S = 60
+
+
+class Overloaded(Exhausted):
+    """Over capacity: the request was not started and may be sent again after retry_after_s.
+
+    arrived_at is when the request first arrived (a waiting-room ticket's time when it came
+    with one), so a later attempt keeps its place in line.
+    """
+
+    def __init__(self, message: str, retry_after_s: int, arrived_at: float) -> None:
+        super().__init__(message, retry_after_s)
+        self.arrived_at = arrived_at
+
+
+class GradientLimit:
+    """An adaptive concurrency limit fed with the round-trip time of each finished request.
+
+    Samples are averaged over short windows. The long-run RTT follows those windows down at once
+    and up over about `long_window` of them; gradient = tolerance * long / short, clamped to
+    [0.5, 1]. While the gradient is 1 the limit grows by sqrt(limit) (not while fewer than half
+    the slots are used); below 1 it shrinks to limit * gradient. Each step is smoothed, and the
+    limit stays within [min_limit, max_limit].
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = 8,
+        min_limit: int = 2,
+        max_limit: int = 256,
+        tolerance: float = 1.5,
+        smoothing: float = 0.2,
+        long_window: int = 600,
+        window_s: float = 0.25,
+        window_samples: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= min_limit <= initial <= max_limit:
+            raise ValueError("need 1 <= min_limit <= initial <= max_limit")
+        self._limit = float(initial)
+        self.min_limit = min_limit
+        self.max_limit = max_limit
+        self._tolerance = tolerance
+        self._smoothing = smoothing
+        self._long_weight = 2.0 / (long_window + 1)
+        self._window_s = window_s
+        self._window_samples = window_samples
+        self._clock = clock
+        self._long_rtt = 0.0
+        self._window_started = clock()
+        self._window_sum = 0.0
+        self._window_count = 0
+        self._window_peak_in_flight = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self._limit)
+
+    def sample(self, rtt_s: float, in_flight: int) -> None:
+        """One finished request: its round-trip time and the requests in flight when it ended."""
+        self._window_sum += rtt_s
+        self._window_count += 1
+        self._window_peak_in_flight = max(self._window_peak_in_flight, in_flight)
+        now = self._clock()
+        if self._window_count < self._window_samples or now - self._window_started < self._window_s:
+            return
+        short_rtt = self._window_sum / self._window_count
+        peak = self._window_peak_in_flight
+        self._window_started, self._window_sum, self._window_count = now, 0.0, 0
+        self._window_peak_in_flight = 0
+        self._update(short_rtt, peak)
+
+    def _update(self, short_rtt: float, in_flight: int) -> None:
+        if short_rtt <= 0:
+            return
+        if self._long_rtt == 0 or short_rtt < self._long_rtt:
+            # Down fast, up slowly: the long RTT stays near what an unqueued stamp takes, so a
+            # queue that builds up slowly is still seen as one.
+            self._long_rtt = short_rtt if self._long_rtt == 0 else (self._long_rtt + short_rtt) / 2
+        else:
+            self._long_rtt += self._long_weight * (short_rtt - self._long_rtt)
+        gradient = max(0.5, min(1.0, self._tolerance * self._long_rtt / short_rtt))
+        if gradient >= 1.0:
+            if in_flight < self._limit / 2:
+                # An idle service says nothing about how much more it could take.
+                return
+            target = self._limit + math.sqrt(self._limit)
+        else:
+            target = self._limit * gradient
+        smoothed = self._limit * (1 - self._smoothing) + target * self._smoothing
+        self._limit = max(float(self.min_limit), min(float(self.max_limit), smoothed))
+
+
+class Throughput:
+    """Finished requests per second, as an exponential average over about `horizon_s`."""
+
+    def __init__(self, horizon_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._horizon = horizon_s
+        self._clock = clock
+        self._rate = 0.0
+        self._last = clock()
+        self._count = 0
+
+    def add(self) -> None:
+        self._count += 1
+        self._fold()
+
+    def _fold(self) -> None:
+        now = self._clock()
+        elapsed = now - self._last
+        if elapsed < 0.1:
+            return
+        weight = 1 - math.exp(-elapsed / self._horizon)
+        self._rate += weight * (self._count / elapsed - self._rate)
+        self._last, self._count = now, 0
+
+    @property
+    def per_second(self) -> float:
+        self._fold()
+        return self._rate
+
+
+def retry_after_for(ahead: int, per_second: float) -> int:
+    """Seconds until about `ahead` requests have been served at the recent rate."""
+    if per_second <= 0:
+        return MAX_RETRY_AFTER_S if ahead else MIN_RETRY_AFTER_S
+    return max(MIN_RETRY_AFTER_S, min(MAX_RETRY_AFTER_S, math.ceil(ahead / per_second)))
+
+
+@dataclass
+class BulkheadStats:
+    admitted: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+
+
+class Bulkhead:
+    """At most `limit` requests at once; up to `queue_size` more wait, first come first served,
+    for at most `queue_timeout_s`. Beyond that a request is refused at once with Overloaded."""
+
+    def __init__(self, name: str, limit: int, queue_size: int, queue_timeout_s: float) -> None:
+        if limit < 1 or queue_size < 0 or queue_timeout_s <= 0:
+            raise ValueError(f"bulkhead {name}: need limit >= 1, queue_size >= 0, a positive timeout")
+        self.name = name
+        self.limit = limit
+        self.queue_size = queue_size
+        self._queue_timeout = queue_timeout_s
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._done = Throughput()
+        self.stats = BulkheadStats()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            self.stats.admitted += 1
+            return
+        if len(self._waiters) >= self.queue_size:
+            self.stats.rejected += 1
+            raise self._refusal()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was handed over just as the wait ended: pass it on.
+                self._release()
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                self.stats.timed_out += 1
+                raise self._refusal() from None
+            raise
+        self.stats.admitted += 1
+
+    def _release(self) -> None:
+        self._done.add()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                # The slot passes straight to the waiter: in_flight stays as it is.
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    def _refusal(self) -> Overloaded:
+        wait = retry_after_for(len(self._waiters) + 1, self._done.per_second)
+        return Overloaded(f"too busy right now ({self.name}); try again shortly", wait, time.time())
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One channel's part of the stamp gate."""
+
+    name: str
+    # The part of the limit this channel can always have; it may borrow more when others idle.
+    share: float
+    queue_size: int
+    queue_timeout_s: float
+
+
+@dataclass(order=True)
+class _Waiter:
+    arrived_at: float
+    seq: int
+    partition: str = field(compare=False)
+    future: asyncio.Future[None] = field(compare=False)
+
+
+@dataclass
+class GateStats:
+    admitted: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+    evicted: int = 0
+
+
+class StampSlot:
+    """A stamp's place in the gate, from admission until its hold is committed or released."""
+
+    def __init__(self, gate: StampGate, partition: str) -> None:
+        self._gate = gate
+        self.partition = partition
+        self._started = time.monotonic()
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._gate._finish(self.partition, time.monotonic() - self._started)
+
+
+class StampGate:
+    """Stamps in flight from every channel under one adaptive limit; see the module docstring.
+
+    `arrived_at` orders the queues: a request that comes back with a waiting-room ticket keeps
+    the time it first arrived, and may take the place of a later arrival in a full queue (which
+    is then refused, to come back in turn).
+    """
+
+    def __init__(self, limit: GradientLimit, partitions: list[Partition]) -> None:
+        self.limit = limit
+        self.partitions = {p.name: p for p in partitions}
+        self.in_flight = 0
+        self._in_flight: dict[str, int] = {p.name: 0 for p in partitions}
+        self._queues: dict[str, list[_Waiter]] = {p.name: [] for p in partitions}
+        self._seq = itertools.count()
+        self._done = Throughput()
+        self.stats = {p.name: GateStats() for p in partitions}
+
+    def queued(self, partition: str) -> int:
+        return sum(1 for w in self._queues[partition] if not w.future.done())
+
+    def queued_before(self, partition: str, arrived_at: float) -> int:
+        return sum(1 for w in self._queues[partition] if w.arrived_at < arrived_at and not w.future.done())
+
+    @property
+    def per_second(self) -> float:
+        return self._done.per_second
+
+    def retry_after(self, ahead: int) -> int:
+        return retry_after_for(ahead, self._done.per_second)
+
+    def would_wait(self, partition: str) -> bool:
+        """Whether a request arriving now would have to queue."""
+        return bool(self._queues[partition]) or not self._may_start(partition)
+
+    def _guaranteed(self, partition: str) -> int:
+        return max(1, math.floor(self.limit.limit * self.partitions[partition].share))
+
+    def _may_start(self, partition: str) -> bool:
+        if self.in_flight >= self.limit.limit:
+            return False
+        if self._in_flight[partition] < self._guaranteed(partition):
+            return True
+        # Borrowing: only what no other channel is waiting for within its own share.
+        return not any(
+            self._queues[other] and self._in_flight[other] < self._guaranteed(other)
+            for other in self._queues
+            if other != partition
+        )
+
+    async def enter(self, partition: str, arrived_at: float | None = None) -> StampSlot:
+        """A slot for one stamp, now or after a wait in the partition's queue; Overloaded when the
+        queue is full of earlier arrivals or the wait runs out."""
+        arrived = time.time() if arrived_at is None else arrived_at
+        settings = self.partitions[partition]
+        queue = self._queues[partition]
+        stats = self.stats[partition]
+        if not self.would_wait(partition):
+            return self._start(partition)
+        if len(queue) >= settings.queue_size:
+            newest = max(queue) if queue else None
+            if newest is None or newest.arrived_at <= arrived:
+                stats.rejected += 1
+                raise self._refusal(partition, arrived)
+            # An earlier arrival takes the newest one's place; that one comes back in turn.
+            queue.remove(newest)
+            heapq.heapify(queue)
+            stats.evicted += 1
+            newest.future.set_exception(self._refusal(partition, newest.arrived_at))
+        waiter = _Waiter(arrived, next(self._seq), partition, asyncio.get_running_loop().create_future())
+        heapq.heappush(queue, waiter)
+        try:
+            async with asyncio.timeout(settings.queue_timeout_s):
+                await waiter.future
+        except Overloaded:
+            raise
+        except BaseException as exc:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Admitted just as the wait ended: the slot goes to the next in line.
+                self._finish(partition, None)
+            elif not future.done():
+                future.cancel()
+                with contextlib.suppress(ValueError):
+                    queue.remove(waiter)
+                    heapq.heapify(queue)
+            if isinstance(exc, TimeoutError):
+                stats.timed_out += 1
+                raise self._refusal(partition, arrived) from None
+            raise
+        return StampSlot(self, partition)
+
+    def _start(self, partition: str) -> StampSlot:
+        self.in_flight += 1
+        self._in_flight[partition] += 1
+        self.stats[partition].admitted += 1
+        return StampSlot(self, partition)
+
+    def _finish(self, partition: str, rtt_s: float | None) -> None:
+        self.in_flight -= 1
+        self._in_flight[partition] -= 1
+        if rtt_s is not None:
+            self._done.add()
+            self.limit.sample(rtt_s, self.in_flight + 1)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while True:
+            candidates = [
+                (queue[0], name) for name, queue in self._queues.items() if queue and self._may_start(name)
+            ]
+            if not candidates:
+                return
+            # Channels under their guaranteed share first, then the earliest arrival.
+            waiter, name = min(
+                candidates, key=lambda c: (self._in_flight[c[1]] >= self._guaranteed(c[1]), c[0])
+            )
+            heapq.heappop(self._queues[name])
+            if waiter.future.done():
+                continue
+            self.in_flight += 1
+            self._in_flight[name] += 1
+            self.stats[name].admitted += 1
+            waiter.future.set_result(None)
+
+    def _refusal(self, partition: str, arrived_at: float) -> Overloaded:
+        ahead = self.queued_before(partition, arrived_at) + 1
+        return Overloaded(
+            "stamping is at capacity; your place is kept: try again after the wait",
+            self.retry_after(ahead),
+            arrived_at,
+        )

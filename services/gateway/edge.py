@@ -1,0 +1,254 @@
+"""Admission at the edge: the bulkhead each HTTP route and distributor RPC goes through, the
+per-account token buckets, and the waiting room in front of retail stamping.
+
+Decisions are made before a request body is read: a refusal costs a token check and a few
+hundred bytes, not a parsed upload. Operator routes, the notice, health and the page itself pass
+without a bulkhead, so operators can always get in and users can always read what is going on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import redis.asyncio
+from fastapi import Request
+
+from services.common.errors import DomainError, Exhausted
+from services.common.interceptors import current_principal
+from services.common.limits import BucketRule, TokenBuckets, token_buckets
+from services.common.settings import GatewaySettings
+from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
+from services.gateway import problems
+from services.gateway.admission import Bulkhead, GradientLimit, Partition, StampGate
+from services.gateway.waiting_room import TICKET_HEADER, TicketSigner, TurnedAway, WaitingRoom
+
+RETAIL = "retail"
+DISTRIBUTOR = "distributor"
+PURCHASES = "purchases"
+VERIFICATION = "verification"
+# Not a bulkhead: retail stamps go through the waiting room and the stamp gate.
+RETAIL_STAMPS = "retail-stamps"
+
+RETAIL_STAMP_RULE = "retail-stamps"
+DISTRIBUTOR_STAMP_RULE = "distributor-stamps"
+ORDER_RULE = "orders"
+
+
+@dataclass(frozen=True)
+class AdmissionControl:
+    gate: StampGate
+    room: WaitingRoom
+    bulkheads: dict[str, Bulkhead]
+    buckets: TokenBuckets
+    rules: dict[str, BucketRule]
+
+    @classmethod
+    def from_settings(
+        cls, settings: GatewaySettings, redis_client: redis.asyncio.Redis | None, ticket_key: bytes
+    ) -> AdmissionControl:
+        s = settings
+        most = s.stamp_concurrency_max
+        least = min(s.stamp_concurrency_min, most)
+        limit = GradientLimit(
+            initial=max(least, min(s.stamp_concurrency_initial, most)), min_limit=least, max_limit=most
+        )
+        gate = StampGate(
+            limit,
+            [
+                Partition(RETAIL, s.retail_stamp_share, s.retail_stamp_queue, s.stamp_queue_timeout_s),
+                Partition(
+                    DISTRIBUTOR, s.distributor_stamp_share, s.distributor_stamp_queue, s.stamp_queue_timeout_s
+                ),
+            ],
+        )
+        timeout = s.bulkhead_queue_timeout_s
+        return cls(
+            gate=gate,
+            room=WaitingRoom(gate, TicketSigner(ticket_key), RETAIL),
+            bulkheads={
+                RETAIL: Bulkhead(RETAIL, s.retail_concurrency, s.retail_queue, timeout),
+                DISTRIBUTOR: Bulkhead(DISTRIBUTOR, s.distributor_concurrency, s.distributor_queue, timeout),
+                PURCHASES: Bulkhead(PURCHASES, s.purchase_concurrency, s.purchase_queue, timeout),
+                VERIFICATION: Bulkhead(
+                    VERIFICATION, s.verification_concurrency, s.verification_queue, timeout
+                ),
+            },
+            buckets=token_buckets(redis_client),
+            rules={
+                RETAIL_STAMP_RULE: BucketRule(RETAIL_STAMP_RULE, s.retail_stamps_per_s, s.retail_stamp_burst),
+                DISTRIBUTOR_STAMP_RULE: BucketRule(
+                    DISTRIBUTOR_STAMP_RULE, s.distributor_stamps_per_s, s.distributor_stamp_burst
+                ),
+                ORDER_RULE: BucketRule(ORDER_RULE, s.orders_per_s, s.order_burst),
+            },
+        )
+
+    async def take_token(self, rule: str, account_id: str) -> None:
+        """Exhausted when the account has used up its bucket for `rule`."""
+        wait = await self.buckets.take(self.rules[rule], account_id)
+        if wait > 0:
+            raise Exhausted(
+                "this account is sending requests faster than allowed; slow down",
+                max(1, math.ceil(wait)),
+            )
+
+
+def http_bulkhead(method: str, path: str) -> str | None:
+    """Which bulkhead an HTTP request goes through; None for what always passes."""
+    if not path.startswith("/v1/") or path == "/v1/notice" or path.startswith("/v1/admin/"):
+        return None
+    if method == "POST":
+        if path == "/v1/stamps":
+            return RETAIL_STAMPS
+        if path.startswith(("/v1/orders", "/v1/payments/", "/v1/dev/payments/")):
+            return PURCHASES
+        if path in ("/v1/verify", "/v1/previews"):
+            return VERIFICATION
+    if path.startswith("/v1/serials/"):
+        return VERIFICATION
+    return RETAIL
+
+
+PRINCIPAL_STATE = "verified_principal"
+STAMP_SLOT_STATE = "stamp_slot"
+
+
+class HttpAdmission:
+    """ASGI middleware: each request through its bulkhead; retail stamps through the account's
+    token bucket and the waiting room. The verified caller and the stamp's slot are left in the
+    request's state for the route."""
+
+    def __init__(self, app: Any, control: AdmissionControl, verifier: TokenVerifier) -> None:
+        self._app = app
+        self._control = control
+        self._verifier = verifier
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        kind = http_bulkhead(scope["method"], scope["path"])
+        if kind is None:
+            await self._app(scope, receive, send)
+        elif kind == RETAIL_STAMPS:
+            await self._stamp(scope, receive, send)
+        else:
+            await self._through_bulkhead(kind, scope, receive, send)
+
+    async def _through_bulkhead(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            if kind == PURCHASES and scope["path"] == "/v1/orders":
+                principal = await self._retail_caller(scope)
+                if principal is not None:
+                    await self._control.take_token(ORDER_RULE, principal.account_id)
+            slot = self._control.bulkheads[kind].slot()
+            await slot.__aenter__()
+        except DomainError as refused:
+            await _refuse(scope, receive, send, refused)
+            return
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            await slot.__aexit__(None, None, None)
+
+    async def _stamp(self, scope: Any, receive: Any, send: Any) -> None:
+        principal = await self._retail_caller(scope)
+        if principal is None:
+            # The route answers for the missing or wrong token.
+            await self._app(scope, receive, send)
+            return
+        ticket = Request(scope).headers.get(TICKET_HEADER, "")
+        try:
+            await self._control.take_token(RETAIL_STAMP_RULE, principal.account_id)
+            stamp_slot = await self._control.room.enter(principal.account_id, ticket)
+        except DomainError as refused:
+            await _refuse(scope, receive, send, refused)
+            return
+        scope.setdefault("state", {})[STAMP_SLOT_STATE] = stamp_slot
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            stamp_slot.release()
+
+    async def _retail_caller(self, scope: Any) -> Principal | None:
+        try:
+            principal = await self._verifier.verify(bearer_token(Request(scope).headers.get("authorization")))
+        except DomainError:
+            return None
+        if principal.kind != KIND_RETAIL:
+            return None
+        scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
+        return principal
+
+
+async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> None:
+    request = Request(scope)
+    status = problems.http_status_for(refused)
+    wait = refused.retry_after_s if isinstance(refused, Exhausted) else 0
+    extra: dict[str, Any] = {}
+    if isinstance(refused, TurnedAway):
+        extra["waiting_room"] = {
+            "ticket": refused.ticket,
+            "position": refused.position,
+            "retry_after": refused.retry_after_s,
+        }
+    response = problems.problem(
+        request, status, problems.title_for(status), refused.message, retry_after_s=wait, **extra
+    )
+    await response(scope, receive, send)
+
+
+# Distributor RPCs by bulkhead; the stamping RPCs are admitted by the stamp gate in StampingFlow.
+_PURCHASE_METHODS = frozenset({"CreateOrder", "CancelOrder", "RefundOrder", "TransferQuota"})
+_VERIFICATION_METHODS = frozenset({"VerifyDocument", "LookupSerial"})
+_GATED_METHODS = frozenset({"StampDocument", "BatchStamp", "SubmitStampJob"})
+
+
+class GrpcAdmission(grpc.aio.ServerInterceptor):
+    """Distributor RPCs through their bulkheads and token buckets. Installed after the auth
+    interceptor, so the caller is known; refusals are Overloaded / Exhausted, which the error
+    interceptor sends as RESOURCE_EXHAUSTED with the wait."""
+
+    def __init__(self, control: AdmissionControl) -> None:
+        self._control = control
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        service, _, method = details.method.rpartition("/")
+        if not service.endswith("DistributorService"):
+            return handler
+        rule = None
+        if method in _GATED_METHODS:
+            kind = None
+            rule = DISTRIBUTOR_STAMP_RULE
+        elif method in _PURCHASE_METHODS:
+            kind = PURCHASES
+            rule = ORDER_RULE if method == "CreateOrder" else None
+        elif method in _VERIFICATION_METHODS:
+            kind = VERIFICATION
+        else:
+            kind = DISTRIBUTOR
+        return self._limited(handler, kind, rule)
+
+    def _limited(self, handler: grpc.RpcMethodHandler, kind: str | None, rule: str | None) -> Any:
+        behaviour = handler.unary_unary
+        control = self._control
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if rule is not None:
+                await control.take_token(rule, current_principal().account_id)
+            if kind is None:
+                return await behaviour(request, context)
+            async with control.bulkheads[kind].slot():
+                return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

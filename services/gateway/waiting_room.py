@@ -1,0 +1,156 @@
+"""The waiting room for retail stamping: over capacity, a user is told their place in line and
+when to come back, and keeps that place with a signed, expiring ticket.
+
+A ticket carries the time its holder first arrived. Coming back with it, they are served before
+anyone who arrived later: in the stamp gate's queue, ahead of later arrivals (and in place of the
+latest one when the queue is full), and newcomers are sent to the back while tickets are out.
+Tickets are bound to the account (a ticket cannot be passed on) and signed with a key every
+gateway replica shares, so any replica honours any replica's ticket; the count of tickets out,
+and so the position a user is shown, is each replica's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import heapq
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.gateway.admission import Overloaded, StampGate, StampSlot
+
+TICKET_HEADER = "Waiting-Room-Ticket"
+# How long after its Retry-After a ticket still holds its place.
+GRACE_S = 30.0
+
+
+class TurnedAway(Overloaded):
+    """Over capacity: come back after retry_after_s with `ticket`; `position` people are ahead,
+    counting this one."""
+
+    def __init__(self, retry_after_s: int, arrived_at: float, ticket: str, position: int) -> None:
+        super().__init__(
+            f"many people are stamping right now; you are number {position} in line. "
+            f"Your place is kept: try again in {retry_after_s} s with the waiting-room ticket",
+            retry_after_s,
+            arrived_at,
+        )
+        self.ticket = ticket
+        self.position = position
+
+
+@dataclass(frozen=True)
+class Ticket:
+    arrived_at: float
+    expires_at: float
+    nonce: str
+
+
+class TicketSigner:
+    """`<arrived ms>.<expires s>.<nonce>.<mac>`; the MAC covers the account it was issued to."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, account_id: str, body: str) -> str:
+        digest = hmac.new(self._key, f"{account_id}|{body}".encode(), hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def issue(self, account_id: str, ticket: Ticket) -> str:
+        body = f"{round(ticket.arrived_at * 1000)}.{int(ticket.expires_at)}.{ticket.nonce}"
+        return f"{body}.{self._mac(account_id, body)}"
+
+    def read(self, account_id: str, text: str, now: float) -> Ticket | None:
+        """The ticket, if it is well formed, issued to this account and not expired; else None."""
+        if len(text) > 200:
+            return None
+        body, _, mac = text.rpartition(".")
+        parts = body.split(".")
+        if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+            return None
+        if not hmac.compare_digest(self._mac(account_id, body), mac):
+            return None
+        ticket = Ticket(int(parts[0]) / 1000, float(parts[1]), parts[2])
+        return ticket if ticket.expires_at >= now else None
+
+
+class WaitingRoom:
+    """Admits retail stamps through the gate's `partition`, turning the rest away with tickets."""
+
+    def __init__(
+        self,
+        gate: StampGate,
+        signer: TicketSigner,
+        partition: str = "retail",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._gate = gate
+        self._signer = signer
+        self._partition = partition
+        self._queue_size = gate.partitions[partition].queue_size
+        self._clock = clock
+        # Tickets out: sorted by arrival, for positions; by expiry, to forget no-shows.
+        self._by_arrival: list[tuple[float, str]] = []
+        self._by_expiry: list[tuple[float, float, str]] = []
+        self._out: dict[str, float] = {}
+        self.turned_away = 0
+
+    @property
+    def tickets_out(self) -> int:
+        self._forget_expired()
+        return len(self._out)
+
+    async def enter(self, account_id: str, ticket_text: str = "") -> StampSlot:
+        now = self._clock()
+        self._forget_expired()
+        ticket = self._signer.read(account_id, ticket_text, now) if ticket_text else None
+        if ticket is None:
+            arrived = now
+            # A newcomer goes to the back: behind the queue and every ticket still out.
+            if self._gate.would_wait(self._partition) and (
+                self._gate.queued(self._partition) + len(self._out) >= self._queue_size
+            ):
+                raise self._turn_away(account_id, arrived)
+        else:
+            arrived = ticket.arrived_at
+            self._redeem(ticket.nonce)
+        try:
+            return await self._gate.enter(self._partition, arrived)
+        except Overloaded as refused:
+            raise self._turn_away(account_id, refused.arrived_at) from None
+
+    def _turn_away(self, account_id: str, arrived: float) -> TurnedAway:
+        now = self._clock()
+        ahead = self._gate.queued_before(self._partition, arrived) + bisect.bisect_left(
+            self._by_arrival, (arrived, "")
+        )
+        position = ahead + 1
+        # Come back about when the queue will have room for this place in line.
+        wait = self._gate.retry_after(max(1, position - self._queue_size))
+        ticket = Ticket(arrived, now + wait + GRACE_S, secrets.token_urlsafe(9))
+        bisect.insort(self._by_arrival, (arrived, ticket.nonce))
+        heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
+        self._out[ticket.nonce] = arrived
+        self.turned_away += 1
+        return TurnedAway(wait, arrived, self._signer.issue(account_id, ticket), position)
+
+    def _redeem(self, nonce: str) -> None:
+        arrived = self._out.pop(nonce, None)
+        if arrived is not None:
+            self._drop(arrived, nonce)
+
+    def _drop(self, arrived: float, nonce: str) -> None:
+        at = bisect.bisect_left(self._by_arrival, (arrived, nonce))
+        if at < len(self._by_arrival) and self._by_arrival[at] == (arrived, nonce):
+            del self._by_arrival[at]
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        while self._by_expiry and self._by_expiry[0][0] < now:
+            _, arrived, nonce = heapq.heappop(self._by_expiry)
+            if self._out.pop(nonce, None) is not None:
+                self._drop(arrived, nonce)

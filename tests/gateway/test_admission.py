@@ -1,0 +1,255 @@
+"""Admission control: the adaptive limit, bulkheads, the stamp gate and the waiting room."""
+
+import asyncio
+import time
+
+import pytest
+
+from services.gateway.admission import (
+    Bulkhead,
+    GradientLimit,
+    Overloaded,
+    Partition,
+    StampGate,
+    retry_after_for,
+)
+from services.gateway.waiting_room import Ticket, TicketSigner, TurnedAway, WaitingRoom
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def feed(
+    limit: GradientLimit, clock: Clock, rtt_s: float, windows: int, in_flight: int | None = None
+) -> None:
+    for _ in range(windows):
+        for _ in range(8):
+            limit.sample(rtt_s, limit.limit if in_flight is None else in_flight)
+        clock.now += 0.3
+
+
+def test_gradient_limit_grows_while_latency_holds_and_shrinks_when_it_climbs() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=8, min_limit=2, max_limit=64, clock=clock)
+    feed(limit, clock, 0.010, windows=40)
+    grown = limit.limit
+    assert grown > 8
+    # Requests now queue behind us: round trips triple, and the limit backs off.
+    feed(limit, clock, 0.030, windows=40)
+    assert limit.limit < grown
+    assert limit.limit >= 2
+
+
+def test_gradient_limit_does_not_grow_when_the_service_is_mostly_idle() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=8, min_limit=2, max_limit=64, clock=clock)
+    feed(limit, clock, 0.010, windows=40, in_flight=1)
+    assert limit.limit == 8
+
+
+def test_gradient_limit_stays_within_its_bounds() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=4, min_limit=3, max_limit=6, clock=clock)
+    feed(limit, clock, 0.010, windows=100)
+    assert limit.limit == 6
+    feed(limit, clock, 1.0, windows=100)
+    assert limit.limit == 3
+    with pytest.raises(ValueError):
+        GradientLimit(initial=1, min_limit=2, max_limit=4)
+
+
+def test_retry_after_follows_the_recent_rate() -> None:
+    assert retry_after_for(100, 50.0) == 2
+    assert retry_after_for(1, 1000.0) == 1
+    assert retry_after_for(10_000, 1.0) == 60
+    assert retry_after_for(5, 0.0) == 60
+
+
+async def test_bulkhead_queues_first_come_first_served_then_refuses() -> None:
+    bulkhead = Bulkhead("purchases", limit=2, queue_size=2, queue_timeout_s=5)
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def request(n: int) -> None:
+        async with bulkhead.slot():
+            order.append(n)
+            await release.wait()
+
+    running = [asyncio.create_task(request(n)) for n in range(4)]
+    await asyncio.sleep(0.01)
+    assert bulkhead.in_flight == 2 and bulkhead.queued == 2
+    with pytest.raises(Overloaded) as refused:
+        async with bulkhead.slot():
+            pass
+    assert refused.value.retry_after_s >= 1
+    assert bulkhead.stats.rejected == 1
+    release.set()
+    await asyncio.gather(*running)
+    assert order == [0, 1, 2, 3]
+    assert bulkhead.in_flight == 0 and bulkhead.queued == 0
+
+
+async def test_bulkhead_wait_runs_out_and_a_cancelled_waiter_leaks_nothing() -> None:
+    bulkhead = Bulkhead("verification", limit=1, queue_size=5, queue_timeout_s=0.05)
+    hold = asyncio.Event()
+
+    async def busy() -> None:
+        async with bulkhead.slot():
+            await hold.wait()
+
+    holder = asyncio.create_task(busy())
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        async with bulkhead.slot():
+            pass
+    assert bulkhead.stats.timed_out == 1
+
+    async def waiter() -> None:
+        async with bulkhead.slot():
+            pass
+
+    cancelled = asyncio.create_task(waiter())
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    hold.set()
+    await holder
+    assert bulkhead.in_flight == 0 and bulkhead.queued == 0
+    async with bulkhead.slot():
+        assert bulkhead.in_flight == 1
+
+
+def fixed_gate(
+    limit: int, retail_queue: int = 4, distributor_queue: int = 4, timeout: float = 5
+) -> StampGate:
+    return StampGate(
+        GradientLimit(initial=limit, min_limit=limit, max_limit=limit),
+        [
+            Partition("retail", 0.5, retail_queue, timeout),
+            Partition("distributor", 0.5, distributor_queue, timeout),
+        ],
+    )
+
+
+async def test_stamp_gate_lends_idle_capacity_and_takes_it_back_for_the_guaranteed_share() -> None:
+    gate = fixed_gate(4)
+    # A distributor batch borrows the whole limit while retail is quiet.
+    batch = [await gate.enter("distributor") for _ in range(4)]
+    assert gate.in_flight == 4
+    queued_batch = asyncio.create_task(gate.enter("distributor"))
+    await asyncio.sleep(0)
+    retail = asyncio.create_task(gate.enter("retail", arrived_at=time.time() + 1))
+    await asyncio.sleep(0)
+    # The next free slot goes to retail, which is under its share, though the batch item came first.
+    batch.pop().release()
+    await asyncio.sleep(0)
+    assert retail.done() and not queued_batch.done()
+    batch.pop().release()
+    await asyncio.sleep(0)
+    assert queued_batch.done()
+    for slot in [*batch, retail.result(), queued_batch.result()]:
+        slot.release()
+    assert gate.in_flight == 0
+
+
+async def test_stamp_gate_serves_the_earliest_arrival_and_an_earlier_one_takes_a_later_ones_place() -> None:
+    gate = fixed_gate(1, retail_queue=2)
+    first = await gate.enter("retail")
+    now = time.time()
+    late = asyncio.create_task(gate.enter("retail", arrived_at=now + 20))
+    later = asyncio.create_task(gate.enter("retail", arrived_at=now + 30))
+    await asyncio.sleep(0)
+    # Queue full; a ticket holder who arrived before both comes back and takes the latest's place.
+    early = asyncio.create_task(gate.enter("retail", arrived_at=now + 10))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded) as evicted:
+        await later
+    assert evicted.value.arrived_at == now + 30
+    # And a newcomer arriving after everyone is refused at once.
+    with pytest.raises(Overloaded):
+        await gate.enter("retail", arrived_at=now + 40)
+    first.release()
+    await asyncio.sleep(0)
+    assert early.done() and not late.done()
+    early.result().release()
+    await asyncio.sleep(0)
+    late.result().release()
+    assert gate.in_flight == 0 and gate.stats["retail"].evicted == 1
+
+
+def test_tickets_are_bound_to_their_account_and_expire() -> None:
+    signer = TicketSigner(b"k" * 32)
+    text = signer.issue("acct-1", Ticket(arrived_at=100.25, expires_at=200, nonce="abc"))
+    read = signer.read("acct-1", text, now=150)
+    assert read is not None and read.arrived_at == 100.25
+    assert signer.read("acct-2", text, now=150) is None
+    assert signer.read("acct-1", text, now=201) is None
+    assert signer.read("acct-1", text.replace("100250", "100000"), now=150) is None
+    assert TicketSigner(b"x" * 32).read("acct-1", text, now=150) is None
+    assert signer.read("acct-1", "garbage", now=150) is None
+
+
+async def test_waiting_room_gives_places_in_line_and_keeps_them() -> None:
+    clock = Clock(time.time())
+    gate = fixed_gate(1, retail_queue=1, timeout=5)
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=clock)
+    inside = await room.enter("a")
+    queued = asyncio.create_task(room.enter("b"))
+    await asyncio.sleep(0)
+    turned_away: list[TurnedAway] = []
+    for account in ("c", "d", "e"):
+        clock.now += 1
+        with pytest.raises(TurnedAway) as refused:
+            await room.enter(account)
+        turned_away.append(refused.value)
+    assert [t.position for t in turned_away] == [2, 3, 4]
+    assert all(t.retry_after_s >= 1 for t in turned_away)
+    assert room.tickets_out == 3
+
+    # "d" comes back first, but "c" arrived earlier and still holds a ticket.
+    inside.release()
+    await asyncio.sleep(0)
+    queued.result().release()
+    clock.now += 1
+    slot_d = await room.enter("d", turned_away[1].ticket)
+    # A newcomer now goes behind the tickets still out.
+    with pytest.raises(TurnedAway) as newcomer:
+        await room.enter("f")
+    assert newcomer.value.position == 3
+    # "c" comes back while "d" stamps: queued ahead of "e" and the newcomer.
+    waiting_c = asyncio.create_task(room.enter("c", turned_away[0].ticket))
+    await asyncio.sleep(0)
+    with pytest.raises(TurnedAway) as later:
+        await room.enter("e", turned_away[2].ticket)
+    assert later.value.position == 2
+    slot_d.release()
+    await asyncio.sleep(0)
+    assert waiting_c.done()
+    waiting_c.result().release()
+    # Someone else's ticket does not hold a place.
+    with pytest.raises(TurnedAway) as borrowed:
+        gate_busy = await room.enter("g")
+        await room.enter("h", later.value.ticket)
+    assert borrowed.value.position >= 2
+    gate_busy.release()
+
+
+async def test_waiting_room_forgets_tickets_nobody_came_back_with() -> None:
+    clock = Clock(time.time())
+    gate = fixed_gate(1, retail_queue=0)
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=clock)
+    inside = await room.enter("a")
+    with pytest.raises(TurnedAway) as refused:
+        await room.enter("b")
+    assert room.tickets_out == 1
+    clock.now += refused.value.retry_after_s + 31
+    assert room.tickets_out == 0
+    inside.release()
+    # With capacity free, a newcomer walks straight in.
+    (await room.enter("c")).release()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from services.common.errors import (
     RETRY_AFTER_TRAILER,
@@ -94,6 +96,17 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard | None, on_error: ErrorHa
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
 
 
+# Where gRPC's rich error model carries a google.rpc.Status with details.
+STATUS_DETAILS_TRAILER = "grpc-status-details-bin"
+
+
+def _retry_status(code: grpc.StatusCode, exc: Exhausted) -> status_pb2.Status:
+    """The wait as google.rpc.RetryInfo, which gRPC clients in every language can read."""
+    retry = any_pb2.Any()
+    retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=exc.retry_after_s)))
+    return status_pb2.Status(code=code.value[0], message=exc.message, details=[retry])
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Domain errors become their mapped status; anything unexpected becomes a bare INTERNAL.
 
@@ -105,10 +118,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def _on_error(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         if isinstance(exc, DomainError):
-            trailers: tuple[tuple[str, str], ...] = ()
+            code = status_code_for(exc, self._table)
+            trailers: tuple[tuple[str, str | bytes], ...] = ()
             if isinstance(exc, Exhausted) and exc.retry_after_s > 0:
-                trailers = ((RETRY_AFTER_TRAILER, str(exc.retry_after_s)),)
-            await context.abort(status_code_for(exc, self._table), exc.message, trailers)
+                trailers = (
+                    (RETRY_AFTER_TRAILER, str(exc.retry_after_s)),
+                    (STATUS_DETAILS_TRAILER, _retry_status(code, exc).SerializeToString()),
+                )
+            await context.abort(code, exc.message, trailers)
         log.exception("unexpected error in handler", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

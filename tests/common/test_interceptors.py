@@ -10,11 +10,19 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
 from services.common.boot import Registration, start_grpc_server
-from services.common.errors import BASE_STATUS_CODES, InvalidInput, Unauthenticated
+from services.common.errors import (
+    BASE_STATUS_CODES,
+    RETRY_AFTER_TRAILER,
+    Exhausted,
+    InvalidInput,
+    Unauthenticated,
+)
 from services.common.interceptors import AccessPolicy, current_principal, server_interceptors
 from services.common.tokens import StaticKeys, TokenVerifier
 
@@ -32,6 +40,8 @@ class EchoSigner(signer_service_pb2_grpc.SignerServiceServicer):
     async def Verify(self, request, context):
         if request.document == b"bad":
             raise InvalidInput("this is not a PDF")
+        if request.document == b"busy":
+            raise Exhausted("too busy right now", 7)
         raise RuntimeError("database at db-7.internal:5432 is down")
 
 
@@ -156,6 +166,19 @@ async def test_domain_error_maps_to_its_status_with_its_message(stub, signing_ke
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == "this is not a PDF"
+
+
+async def test_exhausted_carries_the_wait_as_retry_info_and_a_trailer(stub, signing_key) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Verify(
+            signer_service_pb2.VerifyRequest(document=b"busy"), metadata=_auth(_token(signing_key))
+        )
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(caught.value)
+    assert status is not None and status.message == "too busy right now"
+    retry = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry) and retry.retry_delay.seconds == 7
+    assert (RETRY_AFTER_TRAILER, "7") in tuple(caught.value.trailing_metadata())
 
 
 async def test_unexpected_error_is_internal_and_leaks_nothing(stub, signing_key) -> None:

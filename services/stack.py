@@ -125,7 +125,9 @@ class Stack:
         shared = stack_environment(self.layout)
         (data_dir / STACK_ENV_FILE).write_text("".join(f"{k}={v}\n" for k, v in shared.items()))
         (data_dir / STACK_ENV_FILE).chmod(0o600)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")} | shared
+        # Other EMETERAI_* settings in the caller's environment (admission limits, say) reach
+        # every process; the stack's own addresses, paths and secrets always win.
+        base = dict(os.environ) | shared
         plan = [("auth", self.layout.auth_address, {}), ("quota", self.layout.quota_address, {})]
         for index, address in enumerate(self.layout.signer_addresses):
             # One worker per replica: each replica is one core's worth, and the gateway spreads over them.

@@ -26,7 +26,7 @@ from services.auth.notifiers import (
 )
 from services.auth.operators import Operators
 from services.auth.otp import OtpService
-from services.auth.pins import StampingPins
+from services.auth.pins import PinHasher, StampingPins
 from services.auth.tokens import ServiceIdentity, Sessions, TokenIssuer
 from services.common.limits import RateLimiter, rate_limiter
 from services.common.redis_state import redis_client
@@ -34,6 +34,7 @@ from services.common.settings import AuthSettings, SettingsError
 
 # Next to the signing keys, since it is protected the same way.
 CODE_KEY_FILE = "otp-code.key"
+PIN_KEY_FILE = "stamping-pin.key"
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ def build_auth_domain(
     # One client for everything auth keeps in Redis: limits, codes, signed-out tokens.
     shared = redis_client(settings.redis_url) if settings.redis_url else None
     sessions = Sessions(engine, issuer, settings, clock, shared)
-    pins = StampingPins(engine, clock, hasher)
+    # Auth's own key, beside its token keys: PINs are an HMAC under it (see pins.py).
+    pins = StampingPins(
+        engine, PinHasher(load_or_create_secret(settings.resolved_jwt_key_dir / PIN_KEY_FILE), hasher), clock
+    )
     return AuthDomain(
         settings=settings,
         keyring=keyring,

@@ -3,10 +3,18 @@
 Six digits are a million guesses, so the lock-out carries the security, not the hash: every check
 (including the "current PIN" of a change) spends an attempt before the hash is compared, and the
 fifth wrong one locks the PIN until it is reset.
+
+For the same reason a slow password hash protects nothing here: a million argon2 guesses take an
+afternoon, while costing ~50 ms of CPU on every stamp. PINs are kept as HMAC-SHA256 under a key
+only the auth service holds (PinHasher): a copy of the database alone cannot be searched at all,
+and a check costs microseconds. PINs stored as argon2 hashes still verify, and are rewritten
+under the key on their next correct use.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
 
@@ -38,11 +46,37 @@ def _check_new_pin(pin: str) -> None:
         raise InvalidInput("the PIN is too easy to guess (repeated or consecutive digits); choose another")
 
 
+class PinHasher:
+    """`hmac-sha256$<hex>` under the auth service's PIN key; argon2 hashes of older PINs verify too."""
+
+    PREFIX = "hmac-sha256$"
+
+    def __init__(self, key: bytes, legacy: PasswordHasher | None = None) -> None:
+        if len(key) < 32:
+            raise ValueError("the PIN key must be at least 32 bytes")
+        self._key = key
+        self._legacy = legacy or PasswordHasher()
+
+    def hash(self, pin: str) -> str:
+        return self.PREFIX + hmac.new(self._key, pin.encode(), hashlib.sha256).hexdigest()
+
+    def verify(self, pin_hash: str, pin: str) -> bool:
+        if pin_hash.startswith(self.PREFIX):
+            return hmac.compare_digest(pin_hash, self.hash(pin))
+        try:
+            return self._legacy.verify(pin_hash, pin)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def check_needs_rehash(self, pin_hash: str) -> bool:
+        return not pin_hash.startswith(self.PREFIX)
+
+
 class StampingPins:
-    def __init__(self, engine: Engine, clock: Clock = utc_now, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, engine: Engine, hasher: PinHasher, clock: Clock = utc_now) -> None:
         self._engine = engine
         self._clock = clock
-        self._hasher = hasher or PasswordHasher()
+        self._hasher = hasher
 
     def set_stamping_pin(self, account_id: str, pin: str, current_pin: str = "") -> None:
         """Set the PIN; changing an existing one requires `current_pin`, which spends an attempt."""
@@ -146,10 +180,7 @@ class StampingPins:
         return PinCheck(valid=True, attempts_left=MAX_PIN_ATTEMPTS)
 
     def _matches(self, pin_hash: str, pin: str) -> bool:
-        try:
-            return self._hasher.verify(pin_hash, pin)
-        except (VerificationError, InvalidHashError):
-            return False
+        return self._hasher.verify(pin_hash, pin)
 
     def _require_account(self, account_id: str) -> None:
         with self._engine.connect() as conn:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from argon2 import PasswordHasher
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from services.auth.domain import AuthDomain
 from services.auth.errors import AccountNotFound, NoPendingCode, PinLocked, WrongCode, WrongPin
 from services.auth.model import PinCheck
+from services.auth.pins import PinHasher
 from services.auth.store import stamping_pins
 from services.common.errors import InvalidInput, PreconditionFailed
 from tests.conftest import FakeClock
@@ -74,11 +76,30 @@ def test_pin_needs_an_account_and_a_pin(domain: AuthDomain, account_id: str) -> 
         domain.pins.verify_stamping_pin(account_id, PIN)
 
 
-def test_pin_is_stored_as_an_argon2_hash(domain: AuthDomain, engine: Engine, account_id: str) -> None:
+def test_pin_is_stored_as_a_keyed_hash(domain: AuthDomain, engine: Engine, account_id: str) -> None:
     domain.pins.set_stamping_pin(account_id, PIN)
     with engine.connect() as conn:
         stored = conn.execute(select(stamping_pins.c.pin_hash)).scalar_one()
-    assert stored.startswith("$argon2id$") and PIN not in stored
+    assert stored.startswith(PinHasher.PREFIX) and PIN not in stored
+    # Without the auth service's key the hash says nothing: the same PIN under another key differs.
+    assert stored != PinHasher(b"k" * 32).hash(PIN)
+    assert PinHasher(b"k" * 32).hash(PIN) == PinHasher(b"k" * 32).hash(PIN)
+
+
+def test_an_argon2_pin_still_verifies_and_is_rewritten_under_the_key(
+    domain: AuthDomain, engine: Engine, account_id: str
+) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    legacy = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PIN)
+    with engine.begin() as conn:
+        conn.execute(update(stamping_pins).values(pin_hash=legacy))
+    assert domain.pins.verify_stamping_pin(account_id, "000000") == PinCheck(False, 4)
+    with engine.connect() as conn:
+        assert conn.execute(select(stamping_pins.c.pin_hash)).scalar_one() == legacy
+    assert domain.pins.verify_stamping_pin(account_id, PIN) == PinCheck(True, 5)
+    with engine.connect() as conn:
+        assert conn.execute(select(stamping_pins.c.pin_hash)).scalar_one().startswith(PinHasher.PREFIX)
+    assert domain.pins.verify_stamping_pin(account_id, PIN) == PinCheck(True, 5)
 
 
 def test_a_locked_pin_is_reset_with_a_fresh_code_sent_to_the_phone(

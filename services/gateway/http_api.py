@@ -42,6 +42,7 @@ from services.gateway.stamping import StampingFlow, check_document
 from services.gateway.upstream import Backends, idempotent, upstream
 from services.gateway.verification import verify_document
 from services.gateway.waiting_room import TICKET_HEADER
+from services.gateway.web import web_routes
 
 log = logging.getLogger(__name__)
 
@@ -636,6 +637,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(_public_routes())
     app.include_router(_account_routes())
     app.include_router(_operator_routes())
+    app.include_router(web_routes(_retail_user))
     if gateway.settings.is_dev:
         app.include_router(_dev_routes())
 

@@ -7,6 +7,9 @@ import redis
 import redis.asyncio
 
 _TIMEOUTS = {"socket_timeout": 2, "socket_connect_timeout": 2}
+# An asyncio process may have thousands of requests asking at once: they share this many
+# connections, waiting up to the timeout for a free one, instead of failing when the pool is out.
+ASYNC_MAX_CONNECTIONS = 32
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -14,4 +17,7 @@ def redis_client(url: str) -> redis.Redis:
 
 
 def async_redis_client(url: str) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(url, **_TIMEOUTS)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=2, **_TIMEOUTS
+    )
+    return redis.asyncio.Redis(connection_pool=pool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -42,17 +43,32 @@ def _verifier(key: Ed25519PrivateKey, revoked: RevokedTokens) -> TokenVerifier:
 async def test_a_revoked_token_is_refused_by_every_replica_even_once_cached(redis_url: str) -> None:
     key = Ed25519PrivateKey.generate()
     signed_out = redis_client(redis_url)
-    replicas = [_verifier(key, RevokedTokens(redis_url)) for _ in range(2)]
+    replicas = [_verifier(key, RevokedTokens(redis_url, fresh_s=0.5)) for _ in range(2)]
     token, jti, expires = _token(key)
     other, _, _ = _token(key)
     for replica in replicas:
         assert (await replica.verify(token)).token_id == jti
     revoke_token(signed_out, jti, expires)
+    # Within the freshness window a replica still goes by Redis's last answer; after it, never.
+    assert (await replicas[0].verify(token)).token_id == jti
+    await asyncio.sleep(0.6)
     for replica in replicas:
         with pytest.raises(Unauthenticated, match="revoked"):
             await replica.verify(token)
         assert (await replica.verify(other)).subject == "acc_1"
     signed_out.close()
+
+
+async def test_many_requests_with_one_token_ask_redis_once(redis_url: str) -> None:
+    revoked = RevokedTokens(redis_url)
+    jti = uuid.uuid4().hex
+    before = redis.Redis.from_url(redis_url).info("commandstats").get("cmdstat_exists", {}).get("calls", 0)
+    answers = await asyncio.gather(*(revoked.is_revoked(jti) for _ in range(200)))
+    after = redis.Redis.from_url(redis_url).info("commandstats").get("cmdstat_exists", {}).get("calls", 0)
+    assert answers == [False] * 200
+    # Other tests may share the server: a handful of their calls, not 200 of ours.
+    assert after - before < 20
+    await revoked.close()
 
 
 async def test_the_list_forgets_a_token_once_it_would_have_expired(redis_url: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors
@@ -143,21 +144,45 @@ def title_for(status: int) -> str:
     return _TITLES.get(status, "Error")
 
 
-def install(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Any:
-        incoming = request.headers.get("x-request-id", "")
-        # Accept a caller's id only when it is short and plain, so logs cannot be forged through it.
-        request.state.request_id = (
-            incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
-        )
+class RequestIds:
+    """Every answer carries X-Request-Id (the caller's, when short and plain, so logs cannot be
+    forged through it); an unexpected error becomes a bare 500 problem. Plain ASGI rather than
+    Starlette's BaseHTTPMiddleware, which costs a task and a body copy per request."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)["X-Request-Id"] = rid
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self._app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", extra={"request_id": request.state.request_id})
-            response = problem(request, 500, _TITLES[500], "something went wrong on our side; try again")
-        response.headers["X-Request-Id"] = request.state.request_id
-        return response
+            log.exception("unhandled error", extra={"request_id": rid})
+            if started:
+                raise
+            response = problem(
+                Request(scope), 500, _TITLES[500], "something went wrong on our side; try again"
+            )
+            await response(scope, receive, send_with_id)
+
+
+def install(app: FastAPI) -> None:
+    # Outermost of the application's middleware, so every refusal carries the id too.
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(errors.DomainError)
     async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:

@@ -80,3 +80,26 @@ def test_a_body_over_the_limit_is_413_whether_or_not_its_length_is_declared() ->
     assert "content-length" not in chunked.request.headers
     assert chunked.status_code == 413, chunked.text
     assert chunked.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_answer_carries_a_request_id_and_a_crash_leaks_nothing() -> None:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("database at db-7.internal:5432 is down")
+
+    @app.get("/fine")
+    async def fine() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    client = TestClient(app, raise_server_exceptions=False)
+    crashed = client.get("/crash", headers={"X-Request-Id": "abc123"})
+    assert crashed.status_code == 500 and crashed.headers["content-type"] == "application/problem+json"
+    assert crashed.headers["x-request-id"] == "abc123" and crashed.json()["request_id"] == "abc123"
+    assert "db-7" not in crashed.text and "Traceback" not in crashed.text
+    # A caller's id that could forge log lines is replaced by one of ours.
+    forged = client.get("/fine", headers={"X-Request-Id": "x\" level=ERROR"})
+    assert forged.status_code == 200 and len(forged.headers["x-request-id"]) == 32
+    assert client.get("/fine").headers["x-request-id"] != forged.headers["x-request-id"]

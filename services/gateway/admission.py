@@ -132,7 +132,7 @@ class GradientLimit:
 class Throughput:
     """Finished requests per second, as an exponential average over about `horizon_s`."""
 
-    def __init__(self, horizon_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, horizon_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._horizon = horizon_s
         self._clock = clock
         self._rate = 0.0

@@ -162,9 +162,16 @@ class HttpAdmission:
             return
         ticket = Request(scope).headers.get(TICKET_HEADER, "")
         try:
-            await self._control.take_token(RETAIL_STAMP_RULE, principal.account_id)
             stamp_slot = await self._control.room.enter(principal.account_id, ticket)
         except DomainError as refused:
+            await _refuse(scope, receive, send, refused)
+            return
+        try:
+            # After the waiting room: in a surge most requests are turned away there, locally,
+            # without a round trip to Redis.
+            await self._control.take_token(RETAIL_STAMP_RULE, principal.account_id)
+        except DomainError as refused:
+            stamp_slot.release()
             await _refuse(scope, receive, send, refused)
             return
         scope.setdefault("state", {})[STAMP_SLOT_STATE] = stamp_slot

@@ -1,0 +1,542 @@
+"""A deadline surge on loopback: is stamping admitted at the pool's pace, do purchases stay fast, is
+anything lost?
+
+    .venv/bin/python bench/surge.py [--quick] [--surge-s S] [--postgres-url URL] [--redis-url URL]
+
+The stack runs as in production, each service its own process: auth, quota on a throwaway
+PostgreSQL database, one signer with one worker (the pool: one core of this 2-core machine, the
+other left to everything else), and the gateway with Redis for its token buckets.
+
+1. The pool's standalone capacity: stamps/s of the signer called directly over gRPC, nothing else
+   running. This is the reference: the gateway cannot admit more than the pool does.
+2. Purchase latency unloaded: steady POST /v1/orders from a few accounts, nothing else running.
+3. The surge: retail stamp requests arrive at 10x the pool's capacity for --surge-s seconds, each
+   following the waiting-room protocol as the web page does (on 429 wait Retry-After, come back
+   with the ticket, same Idempotency-Key); steady purchases go on beside them, and a distributor
+   streams a batch through BatchStamp. Admitted stamps/s is counted from the first arrival until
+   the last stamp of the surge is done.
+4. The books: every account's balance (purchased = available + held + consumed + refunded, and
+   consumed = stamps answered 201) and `emeterai audit reconcile` on the ledger's database.
+
+It ends with `RESULT admitted_per_s=N pool_capacity_per_s=N stamp_p50_ms=N stamp_p99_ms=N
+purchase_p99_ms=N purchase_p99_unloaded_ms=N http_5xx=N lost_quota=N gateway_cpu_ms_per_stamp=N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+from ledger_stack import CpuSample, Services, _free_address, throwaway_database  # noqa: E402
+
+from emeterai.v1 import (  # noqa: E402
+    auth_service_pb2,
+    auth_service_pb2_grpc,
+    common_pb2,
+    distributor_service_pb2,
+    distributor_service_pb2_grpc,
+    signer_service_pb2,
+    signer_service_pb2_grpc,
+)
+from services.common.clients import ServiceTokenSource, service_channel  # noqa: E402
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DOCUMENT = REPO.parent / "shared/corpus/pdf/sf-001-minimal-document.pdf"
+PIN = "482915"
+SURGE_FACTOR = 10
+STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+RESULT_NAMES = (
+    "admitted_per_s",
+    "pool_capacity_per_s",
+    "stamp_p50_ms",
+    "stamp_p99_ms",
+    "purchase_p99_ms",
+    "purchase_p99_unloaded_ms",
+    "http_5xx",
+    "lost_quota",
+    "gateway_cpu_ms_per_stamp",
+)
+
+
+@dataclass
+class Options:
+    quick: bool
+    surge_s: float
+    postgres_url: str
+    redis_url: str
+    pool_s: float = 6.0
+    purchase_s: float = 6.0
+    retail_accounts: int = 60
+    purchase_accounts: int = 8
+    purchases_per_s: float = 20.0
+    batch_documents: int = 60
+    # How long after the last arrival a user still waits for their stamp.
+    drain_s: float = 120.0
+
+
+@dataclass
+class Tally:
+    statuses: Counter[int] = field(default_factory=Counter)
+    stamp_ms: list[float] = field(default_factory=list)
+    purchase_ms: list[float] = field(default_factory=list)
+    stamped: Counter[str] = field(default_factory=Counter)
+    turned_away: int = 0
+    gave_up: int = 0
+    first_arrival: float = 0.0
+    last_stamp: float = 0.0
+    batch_ok: int = 0
+    batch_failed: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def http_5xx(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+
+@dataclass
+class Account:
+    headers: dict[str, str]
+    funded: int = 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(fraction * 1000) - 1]
+
+
+class Stack:
+    """The four services as separate processes, on free loopback ports."""
+
+    def __init__(self, services: Services, database_url: str, redis_url: str) -> None:
+        self.services = services
+        self.database_url = database_url
+        self.signer = _free_address()
+        self.http = _free_address()
+        self.grpc = _free_address()
+        services.start(
+            "auth",
+            "auth",
+            services.auth_address,
+            {
+                # The benchmark signs in many accounts from one address.
+                "EMETERAI_OTP_REQUESTS_PER_ADDRESS": "100000",
+                "EMETERAI_OTP_VERIFIES_PER_ADDRESS": "100000",
+            },
+        )
+        self.quota = services.start_quota("quota", database_url)
+        services.start(
+            "signer",
+            "signer",
+            self.signer,
+            {"EMETERAI_SIGNER_ADDRESS": self.signer, "EMETERAI_SIGNER_WORKERS": "1"},
+        )
+        self.gateway = services.start(
+            "gateway",
+            "gateway",
+            self.grpc,
+            {
+                "EMETERAI_QUOTA_ADDRESS": self.quota.address,
+                "EMETERAI_SIGNER_ADDRESSES": self.signer,
+                "EMETERAI_GATEWAY_HTTP_ADDRESS": self.http,
+                "EMETERAI_GATEWAY_GRPC_ADDRESS": self.grpc,
+                "EMETERAI_REDIS_URL": redis_url,
+                # An account here sends several documents at once; the per-account bucket is not
+                # what is measured.
+                "EMETERAI_RETAIL_STAMPS_PER_S": "50",
+                "EMETERAI_RETAIL_STAMP_BURST": "100",
+                "EMETERAI_ORDERS_PER_S": "50",
+                "EMETERAI_ORDER_BURST": "100",
+            },
+        )
+
+    def tokens(self) -> ServiceTokenSource:
+        return ServiceTokenSource(self.services.auth_address, "gateway", self.services.service_secret)
+
+
+async def pool_capacity(stack: Stack, document: bytes, seconds: float) -> float:
+    """Stamps/s of the signer alone, called as the gateway calls it, enough of them in flight."""
+    tokens = stack.tokens()
+    channel = service_channel(stack.signer, tokens)
+    signer = signer_service_pb2_grpc.SignerServiceStub(channel)
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def worker(n: int) -> None:
+        nonlocal done
+        for i in itertools.count():
+            if time.monotonic() >= stop:
+                return
+            serial = f"PL{n:02d}{i:018d}"[:22]
+            await signer.Stamp(signer_service_pb2.StampRequest(document=document, serial=serial), timeout=30)
+            done += 1
+
+    # Warm the worker (keys loaded, code paths hot) before the clock starts.
+    await signer.Stamp(signer_service_pb2.StampRequest(document=document, serial="W" * 22), timeout=60)
+    started = time.monotonic()
+    stop = started + seconds
+    await asyncio.gather(*(worker(n) for n in range(4)))
+    rate = done / (time.monotonic() - started)
+    await channel.close()
+    await tokens.close()
+    return rate
+
+
+class StampClient:
+    """POST /v1/stamps as bytes built once, over plain asyncio streams with kept-alive connections.
+
+    The load must cost far less CPU than what it measures: httpx spends about a millisecond of
+    CPU on a request, as much as the gateway's whole share of a stamp.
+    """
+
+    BOUNDARY = "surge7MA4YWxkTrZu0gW"
+
+    def __init__(self, address: str, document: bytes) -> None:
+        self._host, _, port = address.rpartition(":")
+        self._port = int(port)
+        field = f"--{self.BOUNDARY}\r\nContent-Disposition: form-data; name="
+        parts = [
+            f'{field}"pin"\r\n\r\n{PIN}\r\n'.encode(),
+            f'{field}"doc_name"\r\n\r\nlamaran\r\n'.encode(),
+            (
+                f'--{self.BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="lamaran.pdf"'
+                "\r\nContent-Type: application/pdf\r\n\r\n"
+            ).encode()
+            + document
+            + f"\r\n--{self.BOUNDARY}--\r\n".encode(),
+        ]
+        self._body = b"".join(parts)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        head = (
+            f"POST /v1/stamps HTTP/1.1\r\nHost: {self._host}\r\n"
+            f"Content-Type: multipart/form-data; boundary={self.BOUNDARY}\r\n"
+            f"Content-Length: {len(self._body)}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            + "\r\n"
+        ).encode()
+        reader, writer = (
+            self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
+        )
+        try:
+            writer.write(head + self._body)
+            status = int((await reader.readline()).split()[1])
+            answer_headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                answer_headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(answer_headers.get("content-length", "0")))
+        except (OSError, IndexError, ValueError, asyncio.IncompleteReadError):
+            writer.close()
+            raise httpx.TransportError("connection lost") from None
+        # A refusal comes before the server reads the body, which then cannot go on that connection.
+        if status >= 400 or answer_headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return status, answer_headers, body
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+
+
+async def sign_in(http: httpx.AsyncClient, tally: Tally) -> Account:
+    phone = "0813" + "".join(secrets.choice("0123456789") for _ in range(8))
+    sent = await http.post("/v1/auth/otp", json={"phone": phone})
+    sent.raise_for_status()
+    e164 = sent.json()["phone"]
+    outbox = (await http.get("/v1/dev/outbox", params={"phone": e164})).json()["messages"]
+    code = re.search(r"\b(\d{6})\b", outbox[-1]["body"]).group(1)
+    tokens = await http.post("/v1/auth/token", json={"phone": phone, "code": code})
+    tokens.raise_for_status()
+    headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    pin = await http.put("/v1/account/pin", json={"pin": PIN}, headers=headers)
+    pin.raise_for_status()
+    return Account(headers)
+
+
+async def buy(http: httpx.AsyncClient, account: Account, quantity: int, tally: Tally, *, pay: bool) -> float:
+    """One purchase: the order (timed), then, when asked, its sandbox payment."""
+    started = time.perf_counter()
+    order = await http.post(
+        "/v1/orders",
+        json={"quantity": quantity},
+        headers=account.headers | {"Idempotency-Key": secrets.token_hex(12)},
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    tally.statuses[order.status_code] += 1
+    if order.status_code != 201:
+        raise RuntimeError(f"order refused: {order.status_code} {order.text}")
+    if pay:
+        paid = await http.post(f"/v1/dev/payments/{order.json()['id']}/pay")
+        tally.statuses[paid.status_code] += 1
+        paid.raise_for_status()
+        account.funded += quantity
+    return elapsed
+
+
+async def stamp_like_the_page(
+    client: StampClient, account: Account, name: str, tally: Tally, deadline: float
+) -> None:
+    """One document, retried through the waiting room until stamped or the deadline."""
+    key = secrets.token_hex(12)
+    ticket = ""
+    while time.monotonic() < deadline:
+        headers = account.headers | {"Idempotency-Key": key}
+        if ticket:
+            headers["Waiting-Room-Ticket"] = ticket
+        started = time.perf_counter()
+        try:
+            status, answer_headers, body = await client.post(headers)
+        except httpx.TransportError:
+            tally.statuses[0] += 1
+            await asyncio.sleep(1)
+            continue
+        tally.statuses[status] += 1
+        if status == 201:
+            tally.stamp_ms.append((time.perf_counter() - started) * 1000)
+            tally.stamped[name] += 1
+            tally.last_stamp = time.monotonic()
+            return
+        if status == 429:
+            tally.turned_away += 1
+            room = json.loads(body).get("waiting_room") or {}
+            ticket = room.get("ticket", ticket)
+            wait = float(answer_headers.get("retry-after", "1"))
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            continue
+        if status == 409:
+            # The first attempt with this key is still being stamped.
+            await asyncio.sleep(float(answer_headers.get("retry-after", "1")))
+            continue
+        raise RuntimeError(f"stamp failed: {status} {body[:300]!r}")
+    tally.gave_up += 1
+
+
+async def distributor_batch(
+    stack: Stack, http: httpx.AsyncClient, document: bytes, count: int, tally: Tally
+) -> int:
+    """A distributor funds itself and streams `count` documents through BatchStamp; returns the
+    units it bought."""
+    tokens = stack.tokens()
+    internal = service_channel(stack.services.auth_address, tokens)
+    auth = auth_service_pb2_grpc.AuthServiceStub(internal)
+    created = await auth.CreateDistributor(
+        auth_service_pb2.CreateDistributorRequest(display_name="Distributor surge"), timeout=30
+    )
+    await internal.close()
+    await tokens.close()
+    async with grpc.aio.insecure_channel(stack.grpc) as channel:
+        api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
+        issued = await api.IssueToken(
+            distributor_service_pb2.IssueTokenRequest(
+                client_id=created.credential.client_id, client_secret=created.client_secret
+            )
+        )
+        metadata = (("authorization", f"Bearer {issued.access_token}"),)
+        order = await api.CreateOrder(
+            distributor_service_pb2.DistributorServiceCreateOrderRequest(
+                quantity=count, idempotency_key=secrets.token_hex(8)
+            ),
+            metadata=metadata,
+        )
+        paid = await http.post(f"/v1/dev/payments/{order.order.order_id}/pay")
+        paid.raise_for_status()
+
+        async def documents():
+            for n in range(count):
+                yield distributor_service_pb2.BatchStampRequest(
+                    client_ref=f"doc-{n}",
+                    document=distributor_service_pb2.StampDocumentRequest(
+                        document=document,
+                        idempotency_key=f"batch-{secrets.token_hex(6)}-{n}",
+                        metadata=common_pb2.DocumentMetadata(name=f"kontrak {n}"),
+                    ),
+                )
+
+        async for result in api.BatchStamp(documents(), metadata=metadata, timeout=600):
+            if result.code == 0:
+                tally.batch_ok += 1
+                tally.last_stamp = max(tally.last_stamp, time.monotonic())
+            else:
+                tally.batch_failed[STATUS_NAMES.get(result.code, str(result.code))] += 1
+        balance = await api.GetBalance(
+            distributor_service_pb2.DistributorServiceGetBalanceRequest(), metadata=metadata
+        )
+    books = balance.balance
+    lost = count - (books.available + books.held + books.consumed + books.refunded)
+    double = books.consumed - tally.batch_ok
+    return abs(lost) + abs(double)
+
+
+async def steady_purchases(
+    http: httpx.AsyncClient, accounts: list[Account], per_s: float, seconds: float, tally: Tally
+) -> list[float]:
+    latencies: list[float] = []
+    interval = 1 / per_s
+    start = time.monotonic()
+    tasks = []
+
+    async def one(account: Account) -> None:
+        latencies.append(await buy(http, account, 1, tally, pay=False))
+
+    for n in itertools.count():
+        due = start + n * interval
+        if due >= start + seconds:
+            break
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        tasks.append(asyncio.create_task(one(accounts[n % len(accounts)])))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def run(options: Options, stack: Stack, document: bytes) -> dict[str, float]:
+    capacity = await pool_capacity(stack, document, options.pool_s)
+    print(f"pool: one signer, one worker: {capacity:.1f} stamps/s standalone")
+    tally = Tally()
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(base_url=f"http://{stack.http}", timeout=120, limits=limits) as http:
+        accounts: list[Account] = []
+        while len(accounts) < options.retail_accounts + options.purchase_accounts:
+            accounts.extend(await asyncio.gather(*(sign_in(http, tally) for _ in range(8))))
+        retail, buyers = accounts[: options.retail_accounts], accounts[options.retail_accounts :]
+        arrivals = round(SURGE_FACTOR * capacity * options.surge_s)
+        per_account = arrivals // len(retail) + 1
+        for first in range(0, len(retail), 16):
+            await asyncio.gather(
+                *(buy(http, a, per_account, tally, pay=True) for a in retail[first : first + 16])
+            )
+        print(f"{len(retail)} retail accounts with {per_account} stamps each; {len(buyers)} buyers")
+
+        unloaded = await steady_purchases(http, buyers, options.purchases_per_s, options.purchase_s, tally)
+        p50, p99 = percentile(unloaded, 0.5), percentile(unloaded, 0.99)
+        print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+        stamper = StampClient(stack.http, document)
+        before = CpuSample.take()
+        deadline = time.monotonic() + options.surge_s + options.drain_s
+        tally.first_arrival = time.monotonic()
+        arrival_rate = SURGE_FACTOR * capacity
+        users = []
+        batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
+        purchases = asyncio.create_task(
+            steady_purchases(http, buyers, options.purchases_per_s, options.surge_s, tally)
+        )
+        for n in range(arrivals):
+            await asyncio.sleep(max(0.0, tally.first_arrival + n / arrival_rate - time.monotonic()))
+            account = retail[n % len(retail)]
+            users.append(
+                asyncio.create_task(
+                    stamp_like_the_page(stamper, account, str(n % len(retail)), tally, deadline)
+                )
+            )
+        offered_s = time.monotonic() - tally.first_arrival
+        await asyncio.gather(*users)
+        stamper.close()
+        loaded = await purchases
+        distributor_lost = await batch
+        after = CpuSample.take()
+        window = tally.last_stamp - tally.first_arrival
+        admitted = len(tally.stamp_ms) + tally.batch_ok
+        print(
+            f"surge: {arrivals} retail stamp requests offered in {offered_s:.1f} s "
+            f"({arrivals / offered_s:.0f}/s, {SURGE_FACTOR}x the pool), {tally.turned_away} answers "
+            f"429, {tally.gave_up} gave up; distributor batch {tally.batch_ok} stamped, "
+            f"failed {dict(tally.batch_failed)}"
+        )
+        print(f"statuses: {dict(sorted(tally.statuses.items()))}")
+
+        lost = distributor_lost
+        for n, account in enumerate(retail):
+            books = (await http.get("/v1/balance", headers=account.headers)).json()
+            held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
+            lost += abs(account.funded - held) + abs(books["consumed"] - tally.stamped[str(n)])
+    reconcile = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "emeterai"),
+            "audit",
+            "reconcile",
+            "--database-url",
+            stack.database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    print(f"emeterai audit reconcile: exit {reconcile.returncode}: {reconcile.stdout.strip()[-300:]}")
+    if reconcile.returncode != 0:
+        lost += max(1, reconcile.stdout.count("\n"))
+    gateway_cpu_ms = 0.0
+    if before is not None and after is not None:
+        pid = stack.gateway.pid
+        gateway_cpu_ms = (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
+    return {
+        "admitted_per_s": admitted / window if window > 0 else 0.0,
+        "pool_capacity_per_s": capacity,
+        "stamp_p50_ms": percentile(tally.stamp_ms, 0.5),
+        "stamp_p99_ms": percentile(tally.stamp_ms, 0.99),
+        "purchase_p99_ms": percentile(loaded, 0.99),
+        "purchase_p99_unloaded_ms": percentile(unloaded, 0.99),
+        "http_5xx": float(tally.http_5xx),
+        "lost_quota": float(lost),
+        "gateway_cpu_ms_per_stamp": gateway_cpu_ms / admitted if admitted else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run, for the smoke test")
+    parser.add_argument("--surge-s", type=float, default=10.0, help="seconds of 10x arrivals")
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("EMETERAI_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("EMETERAI_TEST_REDIS_URL", DEFAULT_REDIS))
+    args = parser.parse_args()
+    options = Options(args.quick, args.surge_s, args.postgres_url, args.redis_url)
+    if args.quick:
+        options.surge_s = min(options.surge_s, 1.0)
+        options.pool_s = options.purchase_s = 2.0
+        options.drain_s = 90.0
+        options.retail_accounts, options.purchase_accounts, options.batch_documents = 20, 4, 10
+    document = DOCUMENT.read_bytes()
+    with (
+        tempfile.TemporaryDirectory(prefix="emeterai-surge-") as directory,
+        throwaway_database(options.postgres_url) as database_url,
+        Services(Path(directory)) as services,
+    ):
+        stack = Stack(services, database_url, options.redis_url)
+        results = asyncio.run(run(options, stack, document))
+    share = results["admitted_per_s"] / max(results["pool_capacity_per_s"], 1e-9)
+    slowdown = results["purchase_p99_ms"] / max(results["purchase_p99_unloaded_ms"], 1e-9)
+    print(
+        f"targets: admitted >= 90% of the pool ({share:.0%}), purchase p99 <= 2x unloaded "
+        f"({slowdown:.1f}x), 0 5xx, 0 lost quota, gateway CPU <= 2 ms per stamp"
+    )
+    print("RESULT " + " ".join(f"{name}={results[name]:.1f}" for name in RESULT_NAMES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""bench/surge.py runs end to end in its quick mode: the whole stack, PostgreSQL, Redis, a RESULT.
+
+Only that it works, that nothing was lost and no answer was a 5xx are checked here, and that the
+surge really met the waiting room; its figures are for the benchmark's readers, never for a
+timed test.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, require_postgres, require_redis
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+
+RESULT = re.compile(
+    r"RESULT admitted_per_s=(?P<admitted>[\d.]+) pool_capacity_per_s=(?P<pool>[\d.]+)"
+    r" stamp_p50_ms=[\d.]+ stamp_p99_ms=[\d.]+ purchase_p99_ms=[\d.]+ purchase_p99_unloaded_ms=[\d.]+"
+    r" http_5xx=(?P<http_5xx>[\d.]+) lost_quota=(?P<lost>[\d.]+) gateway_cpu_ms_per_stamp=[\d.]+"
+)
+
+
+def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away() -> None:
+    server = require_postgres("surge benchmark smoke test")
+    redis_url = require_redis("surge benchmark smoke test")
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "surge.py"),
+            "--quick",
+            "--postgres-url",
+            server.render_as_string(hide_password=False),
+            "--redis-url",
+            redis_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    found = RESULT.fullmatch(run.stdout.strip().splitlines()[-1])
+    assert found, f"the last line is not the RESULT line:\n{output}"
+    assert float(found["http_5xx"]) == 0 and float(found["lost"]) == 0, output
+    assert float(found["admitted"]) > 0 and float(found["pool"]) > 0, output
+    assert re.search(r"statuses: \{.*429: [1-9]", output), f"no request met the waiting room:\n{output}"
+    assert "emeterai audit reconcile: exit 0" in output, output

@@ -1,0 +1,513 @@
+"""Stamp jobs against real parts: the ledger (QuotaService on SQLite), the auth service (webhook
+secrets) and a signer with the development PKI, each a grpc.aio server on 127.0.0.1; real PDFs;
+and a real HTTP server on 127.0.0.1 that receives the callbacks and checks their signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import pytest_asyncio
+from argon2 import PasswordHasher
+
+from emeterai.v1 import (
+    auth_service_pb2_grpc,
+    common_pb2,
+    ledger_pb2,
+    quota_service_pb2,
+    quota_service_pb2_grpc,
+    signer_service_pb2_grpc,
+)
+from services.auth.domain import build_auth_domain
+from services.auth.keys import Keyring
+from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
+from services.auth.store import create_auth_engine
+from services.common.errors import IdempotencyKeyReused, InvalidInput, NotFound, PreconditionFailed
+from services.common.interceptors import ErrorInterceptor
+from services.common.settings import AuthSettings
+from services.common.webhooks import verify_webhook
+from services.gateway.callbacks import (
+    DELIVERY_ID_HEADER,
+    SIGNATURE_HEADER,
+    AuthWebhookSecrets,
+    CallbackClient,
+)
+from services.gateway.documents import LocalDocumentStore
+from services.gateway.job_store import LocalJobStore
+from services.gateway.jobs import (
+    Backoff,
+    CallbackState,
+    JobDocument,
+    JobItem,
+    JobLimits,
+    JobStatus,
+    StampJob,
+    StampJobs,
+    encode_documents,
+    item_key,
+    job_id_for,
+)
+from services.gateway.stamping import StampingFlow
+from services.gateway.upstream import Backends
+from services.quota.db import create_ledger_engine
+from services.quota.ledger import Ledger
+from services.quota.payments import SandboxProvider
+from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
+from services.signer.pki import ensure_dev_pki, load_signing_identity
+from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
+from services.signer.workers import WorkerConfig, WorkerPool
+from tests.conftest import require_corpus
+
+# One event loop for the module, so the signer's worker process starts once for all its tests.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+T = TypeVar("T")
+PAGE_ONE = common_pb2.StampPlacement(page=1)
+
+
+async def eventually(check: Callable[[], T | None], timeout_s: float = 60.0) -> T:
+    """Poll check until it returns something truthy, for at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A distributor's callback endpoint: a real HTTP server on 127.0.0.1 recording every request
+    and answering with the statuses it is told, then 200."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/stolen")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/callbacks") -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Path:
+    return require_corpus()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def signer_address(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    pki = ensure_dev_pki(tmp_path_factory.mktemp("pki"))
+    config = WorkerConfig(
+        load_identity=functools.partial(load_signing_identity, pki.signer_key_path, pki.signer_chain_path),
+        trust_roots_der=WorkerConfig.trust_roots_to_der(pki.load_trust_roots()),
+        public_url="https://meterai.example.id",
+        location="Jakarta",
+    )
+    workers = WorkerPool(config, size=1, time_limit_s=60)
+    await workers.start()
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(SIGNER_STATUS_CODES)])
+    signer_service_pb2_grpc.add_SignerServiceServicer_to_server(
+        SignerServicer(workers, pki.load_identity()), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+    await workers.close()
+
+
+@dataclass
+class Parts:
+    """Everything a StampJobs needs, on real services; `runner()` makes one over the job folder."""
+
+    jobs_dir: Path
+    stamping: StampingFlow
+    quota: Any
+    secrets: AuthWebhookSecrets
+    receiver: Receiver
+    distributor: str
+    webhook_secret: bytes
+    ledger: Ledger
+    runners: list[tuple[StampJobs, CallbackClient]] = field(default_factory=list)
+
+    def runner(self, **options: Any) -> StampJobs:
+        callbacks = CallbackClient(timeout_s=5)
+        settings: dict[str, Any] = {
+            "dev": True,
+            "workers": 2,
+            "documents_at_once": 2,
+            "document_retries": Backoff(attempts=4, first_s=0.05, max_s=0.2),
+            "callback_retries": Backoff(attempts=3, first_s=0.05, max_s=0.1),
+        }
+        jobs = StampJobs(
+            LocalJobStore(self.jobs_dir),
+            self.stamping,
+            self.secrets,
+            callbacks,
+            JobLimits(max_documents=5, max_bytes=2 * 1024 * 1024, max_document_bytes=1024 * 1024),
+            **(settings | options),
+        )
+        self.runners.append((jobs, callbacks))
+        return jobs
+
+    async def balance(self, account_id: str = "") -> ledger_pb2.Balance:
+        answer = await self.quota.GetBalance(
+            quota_service_pb2.GetBalanceRequest(account_id=account_id or self.distributor)
+        )
+        return answer.balance
+
+    async def buy(self, quantity: int) -> None:
+        created = await self.quota.CreateOrder(
+            quota_service_pb2.CreateOrderRequest(
+                account_id=self.distributor,
+                quantity=quantity,
+                idempotency_key=f"buy-{quantity}",
+                channel=common_pb2.CHANNEL_DISTRIBUTOR,
+            )
+        )
+        provider = self.ledger.payment_provider
+        assert isinstance(provider, SandboxProvider)
+        payload, signature = provider.pay(self.ledger.get_order(created.order.order_id))
+        await self.quota.ConfirmPayment(
+            quota_service_pb2.ConfirmPaymentRequest(provider="sandbox", payload=payload, signature=signature)
+        )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def parts(tmp_path: Path, signer_address: str, receiver: Receiver) -> AsyncIterator[Parts]:
+    ledger = Ledger(
+        create_ledger_engine(f"sqlite:///{tmp_path / 'quota.db'}"),
+        payment_provider=SandboxProvider(b"test-payment-secret"),
+    )
+    quota_server = grpc.aio.server(interceptors=[ErrorInterceptor(QUOTA_STATUS_CODES)])
+    quota_service_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(ledger), quota_server)
+    quota_port = quota_server.add_insecure_port("127.0.0.1:0")
+    await quota_server.start()
+
+    settings = AuthSettings(mode="dev", data_dir=tmp_path, service_secret="test-service-secret-0123456789")
+    auth_engine = create_auth_engine(settings.resolved_database_url)
+    domain = build_auth_domain(
+        settings,
+        auth_engine,
+        Keyring.load(settings.resolved_jwt_key_dir),
+        password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
+    )
+    auth_server = grpc.aio.server(interceptors=[ErrorInterceptor(AUTH_STATUS_CODES)])
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(domain), auth_server)
+    auth_port = auth_server.add_insecure_port("127.0.0.1:0")
+    await auth_server.start()
+    credential, _ = domain.distributors.create_distributor("PT Uji Coba", [])
+
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in (auth_port, quota_port)]
+    signer_channel = grpc.aio.insecure_channel(signer_address)
+    backends = Backends(
+        auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
+        quota=quota_service_pb2_grpc.QuotaServiceStub(channels[1]),
+        signer=signer_service_pb2_grpc.SignerServiceStub(signer_channel),
+    )
+    built = Parts(
+        jobs_dir=tmp_path / "jobs",
+        stamping=StampingFlow(backends, LocalDocumentStore(tmp_path / "documents"), sign_timeout_s=60),
+        quota=backends.quota,
+        secrets=AuthWebhookSecrets(backends.auth),
+        receiver=receiver,
+        distributor=credential.account_id,
+        webhook_secret=domain.distributors.webhook_secret(credential.account_id).encode(),
+        ledger=ledger,
+    )
+    await built.buy(10)
+    yield built
+    for jobs, callbacks in built.runners:
+        await jobs.shutdown(30)
+        await callbacks.close()
+    for channel in [*channels, signer_channel]:
+        await channel.close()
+    await quota_server.stop(None)
+    await auth_server.stop(None)
+    ledger.close()
+    auth_engine.dispose()
+
+
+def _documents(corpus: Path, *names: str) -> list[JobDocument]:
+    """A job's documents: corpus files by name, or the raw bytes given for a name not in it."""
+    documents = []
+    for i, name in enumerate(names):
+        path = corpus / name
+        content = path.read_bytes() if path.suffix == ".pdf" else name.encode()
+        documents.append(JobDocument(client_ref=f"ref-{i}", document=content, placement=PAGE_ONE))
+    return documents
+
+
+async def _done(jobs: StampJobs, owner: str, job_id: str) -> StampJob:
+    async def check() -> StampJob | None:
+        job = await jobs.get(owner, job_id)
+        return job if job.status == JobStatus.DONE and job.callback.state != CallbackState.PENDING else None
+
+    deadline = time.monotonic() + 120
+    while (job := await check()) is None:
+        assert time.monotonic() < deadline, "the job did not finish"
+        await asyncio.sleep(0.05)
+    return job
+
+
+async def test_a_job_stamps_its_documents_and_calls_back_signed(parts: Parts, corpus: Path) -> None:
+    jobs = parts.runner()
+    documents = _documents(
+        corpus, "sf-001-minimal-document.pdf", "not a pdf at all", "sf-002-libreoffice-writer.pdf"
+    )
+    job = await jobs.submit(parts.distributor, "job-1", documents, parts.receiver.url())
+    assert job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+    done = await _done(jobs, parts.distributor, job.job_id)
+    codes = [item.result.code for item in done.items if item.result]
+    assert codes == ["OK", "INVALID_ARGUMENT", "OK"]
+    assert done.items[1].result and "not a PDF" in done.items[1].result.message
+    stamps = [item.result.stamp for item in done.items if item.result and item.result.stamp]
+    assert len({s.serial for s in stamps}) == 2
+    assert done.callback.state == CallbackState.DELIVERED and done.callback.attempts == 1
+    assert done.callback.last_http_status == 200 and done.callback.delivered_at is not None
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held, balance.available) == (2, 0, 8)
+    # The documents (and any document passwords) are gone once the job is done; the record stays.
+    await eventually(lambda: sorted(p.name for p in parts.jobs_dir.iterdir()) == [f"{job.job_id}.json"])
+
+    (callback,) = parts.receiver.received
+    assert callback.path == "/callbacks" and callback.headers["Content-Type"] == "application/json"
+    verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER])
+    assert callback.headers[DELIVERY_ID_HEADER] == job.job_id
+    body = json.loads(callback.body)
+    assert (body["type"], body["job_id"], body["status"]) == ("stamp_job.done", job.job_id, "done")
+    assert (body["documents"], body["stamped"], body["failed"]) == (3, 2, 1)
+    assert [(r["index"], r["client_ref"], r["code"]) for r in body["results"]] == [
+        (0, "ref-0", "OK"),
+        (1, "ref-1", "INVALID_ARGUMENT"),
+        (2, "ref-2", "OK"),
+    ]
+    first = body["results"][0]["stamp"]
+    assert first["serial"] == stamps[0].serial and first["status"] == "stamped"
+    assert first["document_sha256"] == hashlib.sha256(documents[0].document).hexdigest()
+    assert body["results"][1]["stamp"] is None
+
+
+async def test_the_same_key_is_the_same_job_and_only_its_owner_sees_it(parts: Parts, corpus: Path) -> None:
+    jobs = parts.runner()
+    documents = _documents(corpus, "sf-001-minimal-document.pdf")
+    job = await jobs.submit(parts.distributor, "job-2", documents, "")
+    again = await jobs.submit(parts.distributor, "job-2", documents, "")
+    assert again.job_id == job.job_id
+    for other_documents, url in [
+        (_documents(corpus, "sf-002-libreoffice-writer.pdf"), ""),
+        (documents, parts.receiver.url()),
+    ]:
+        with pytest.raises(IdempotencyKeyReused):
+            await jobs.submit(parts.distributor, "job-2", other_documents, url)
+    # Another distributor's key names another job; this one is not found by anyone else.
+    assert job_id_for("acc_other", "job-2") != job.job_id
+    for owner, job_id in [
+        ("acc_other", job.job_id),
+        (parts.distributor, "job_nope"),
+        (parts.distributor, "../x"),
+    ]:
+        with pytest.raises(NotFound):
+            await jobs.get(owner, job_id)
+
+    done = await _done(jobs, parts.distributor, job.job_id)
+    assert done.callback.state == CallbackState.NONE and not parts.receiver.received
+    # After it is done, the same request still answers with the same job, and charged once.
+    assert (await jobs.submit(parts.distributor, "job-2", documents, "")).job_id == job.job_id
+    assert (await parts.balance()).consumed == 1
+
+
+async def test_a_job_is_bounded_and_checked_before_it_is_kept(parts: Parts, corpus: Path) -> None:
+    jobs = parts.runner()
+    one = _documents(corpus, "sf-001-minimal-document.pdf")
+    big = JobDocument("big", b"%PDF-1.7\n" + b"0" * (1024 * 1024 - 100), PAGE_ONE)
+    refused: list[tuple[str, list[JobDocument], str]] = [
+        ("", one, ""),
+        ("k" * 129, one, ""),
+        ("too-few", [], ""),
+        ("too-many", one * 6, ""),
+        ("too-big", [big, big, big], ""),
+        ("bad-url", one, "ftp://example.com/x"),
+        ("credentials", one, "http://user:pw@127.0.0.1:9/"),
+    ]
+    for key, documents, url in refused:
+        with pytest.raises(InvalidInput):
+            await jobs.submit(parts.distributor, key, documents, url)
+    # A callback needs a webhook secret to sign it with.
+    with pytest.raises(PreconditionFailed) as no_secret:
+        await jobs.submit("acc_without_credential", "k", one, parts.receiver.url())
+    assert "RotateWebhookSecret" in no_secret.value.message
+    assert not parts.jobs_dir.exists() or not list(parts.jobs_dir.iterdir())
+
+
+async def test_a_stopped_runner_leaves_work_the_next_start_finishes_charging_once(
+    parts: Parts, corpus: Path
+) -> None:
+    first = parts.runner(workers=1, documents_at_once=1)
+    documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 5)
+    job = await first.submit(parts.distributor, "job-3", documents, parts.receiver.url())
+    store = LocalJobStore(parts.jobs_dir)
+
+    def some_done() -> bool:
+        found = store.find(job.job_id)
+        return found is not None and any(item.result for item in found.items)
+
+    await eventually(some_done)
+    # A clean stop: the document being stamped finishes within the grace, no other one starts.
+    await first.shutdown(30)
+    stopped = store.find(job.job_id)
+    assert stopped is not None and stopped.status == JobStatus.RUNNING
+    assert 1 <= sum(1 for item in stopped.items if item.result) < 5
+    assert not parts.receiver.received
+
+    second = parts.runner()
+    assert await second.start() == 1
+    done = await _done(second, parts.distributor, job.job_id)
+    assert [item.result.code for item in done.items if item.result] == ["OK"] * 5
+    assert len({item.result.stamp.serial for item in done.items if item.result and item.result.stamp}) == 5
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held) == (5, 0), "a resumed job charges each document once"
+    assert len(parts.receiver.received) == 1
+
+
+async def _resumable(parts: Parts, documents: list[JobDocument], key: str) -> StampJob:
+    """A job as a gateway that died left it: every document's first key already sent."""
+    job = StampJob(
+        job_id=job_id_for(parts.distributor, key),
+        owner=parts.distributor,
+        fingerprint="left-by-an-earlier-run",
+        callback_url="",
+        created_at=datetime.now(UTC),
+        items=[JobItem(d.client_ref, sent=True) for d in documents],
+        status=JobStatus.RUNNING,
+    )
+    LocalJobStore(parts.jobs_dir).create(job, encode_documents(documents))
+    return job
+
+
+async def test_a_resumed_document_replays_its_stamp_or_starts_a_new_attempt(
+    parts: Parts, corpus: Path
+) -> None:
+    documents = _documents(corpus, "sf-001-minimal-document.pdf", "sf-002-libreoffice-writer.pdf")
+    job = await _resumable(parts, documents, "job-4")
+    # Document 0 was stamped and committed before the gateway died, not yet recorded in the job.
+    stamped = await parts.stamping.stamp(
+        account_id=parts.distributor,
+        idempotency_key=item_key(job.job_id, 0, 0),
+        document=documents[0].document,
+        placement=PAGE_ONE,
+        metadata=common_pb2.DocumentMetadata(),
+        channel=common_pb2.CHANNEL_DISTRIBUTOR,
+    )
+    # Document 1's hold was reserved, then released when its signing failed.
+    reserved = await parts.quota.Reserve(
+        quota_service_pb2.ReserveRequest(
+            account_id=parts.distributor,
+            idempotency_key=item_key(job.job_id, 1, 0),
+            document_sha256=hashlib.sha256(documents[1].document).digest(),
+            channel=common_pb2.CHANNEL_DISTRIBUTOR,
+        )
+    )
+    await parts.quota.Release(
+        quota_service_pb2.ReleaseRequest(
+            hold_id=reserved.hold.hold_id, reason=ledger_pb2.RELEASE_REASON_SIGNING_FAILED
+        )
+    )
+
+    jobs = parts.runner()
+    assert await jobs.start() == 1
+    done = await _done(jobs, parts.distributor, job.job_id)
+    first, second = done.items
+    assert first.result and first.result.code == "OK" and first.attempt == 0
+    assert first.result.stamp and first.result.stamp.serial == stamped.hold.serial
+    assert second.result and second.result.code == "OK" and second.attempt == 1
+    assert second.result.stamp and second.result.stamp.serial != reserved.hold.serial
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held) == (2, 0)
+
+
+async def test_a_callback_is_retried_with_backoff_and_redirects_are_not_followed(
+    parts: Parts, corpus: Path
+) -> None:
+    jobs = parts.runner()
+    documents = _documents(corpus, "not a pdf")
+    parts.receiver.answers = [500, 503]
+    retried = await jobs.submit(parts.distributor, "job-5", documents, parts.receiver.url())
+    done = await _done(jobs, parts.distributor, retried.job_id)
+    assert (done.callback.state, done.callback.attempts) == (CallbackState.DELIVERED, 3)
+    assert len(parts.receiver.received) == 3
+    bodies = {r.body for r in parts.receiver.received}
+    assert len(bodies) == 1, "every attempt carries the same body"
+    for attempt in parts.receiver.received:
+        verify_webhook(parts.webhook_secret, attempt.body, attempt.headers[SIGNATURE_HEADER])
+
+    parts.receiver.received.clear()
+    parts.receiver.answers = [302, 302, 302]
+    redirected = await jobs.submit(parts.distributor, "job-6", documents, parts.receiver.url())
+    failed = await _done(jobs, parts.distributor, redirected.job_id)
+    assert (failed.callback.state, failed.callback.attempts) == (CallbackState.FAILED, 3)
+    assert failed.callback.last_http_status == 302 and "redirect" in failed.callback.last_error
+    assert [r.path for r in parts.receiver.received] == ["/callbacks"] * 3, "never /stolen"
+
+
+async def test_a_rotated_webhook_secret_signs_the_next_callback(parts: Parts, corpus: Path) -> None:
+    rotated = (await parts.secrets.rotate(parts.distributor)).encode()
+    assert rotated != parts.webhook_secret
+    jobs = parts.runner()
+    job = await jobs.submit(parts.distributor, "job-7", _documents(corpus, "no pdf"), parts.receiver.url())
+    await _done(jobs, parts.distributor, job.job_id)
+    (callback,) = parts.receiver.received
+    verify_webhook(rotated, callback.body, callback.headers[SIGNATURE_HEADER])
+    with pytest.raises(Exception, match="does not match"):
+        verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER])

@@ -11,9 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,8 @@ from emeterai.v1 import (
 )
 from emeterai.v1 import distributor_service_pb2 as dpb
 from services.cli import call_service
-from tests.conftest import free_port, require_corpus
+from tests.conftest import require_corpus
+from tests.e2e.local_stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -38,79 +37,10 @@ PHONE = "0812-3456-7890"
 PIN = "482915"
 
 
-@dataclass
-class RunningStack:
-    process: subprocess.Popen[str]
-    data_dir: Path
-    http: str
-    grpc_address: str
-
-    def emeterai(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [_emeterai(), *args, "--data-dir", str(self.data_dir)], capture_output=True, text=True, timeout=60
-        )
-
-
-def _emeterai() -> str:
-    found = shutil.which("emeterai", path=str(Path(sys.executable).parent))
-    assert found, "the emeterai console script is not installed (pip install -e .)"
-    return found
-
-
-def _logs(data_dir: Path) -> str:
-    return "\n".join(
-        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((data_dir / "logs").glob("*.log"))
-    )
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    data_dir = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in ("http", "grpc", "auth", "quota", "signer1", "signer2")}
-    process = subprocess.Popen(
-        [
-            _emeterai(),
-            "up",
-            "--signers",
-            "2",
-            "--data-dir",
-            str(data_dir),
-            "--http-address",
-            f"127.0.0.1:{ports['http']}",
-            "--grpc-address",
-            f"127.0.0.1:{ports['grpc']}",
-            "--auth-address",
-            f"127.0.0.1:{ports['auth']}",
-            "--quota-address",
-            f"127.0.0.1:{ports['quota']}",
-            "--signer-addresses",
-            f"127.0.0.1:{ports['signer1']},127.0.0.1:{ports['signer2']}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    banner = ""
-    deadline = time.monotonic() + 90
-    while "Press Ctrl-C" not in banner and time.monotonic() < deadline and process.poll() is None:
-        banner += process.stdout.readline()
-    if "Press Ctrl-C" not in banner:
-        process.kill()
-        pytest.fail(f"the stack did not start:\n{banner}\n{_logs(data_dir)}")
-    assert f"http://127.0.0.1:{ports['http']}" in banner
-    running = RunningStack(
-        process, data_dir, f"http://127.0.0.1:{ports['http']}", f"127.0.0.1:{ports['grpc']}"
-    )
-    try:
+    with running_stack(tmp_path_factory.mktemp("stack"), signers=2) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture(scope="module")

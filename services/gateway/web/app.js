@@ -1029,6 +1029,7 @@ async function start() {
   applyLanguage();
   renderSignedIn();
   show(location.hash.slice(1));
+  if (session() && state.view !== "stamp") loadBalance();
   await Promise.all([loadConfig(), loadNotice()]);
   setInterval(loadNotice, NOTICE_REFRESH_MS);
   renderOrder();

@@ -231,6 +231,16 @@ class GatewaySettings(CommonSettings):
     # Comma-separated signer replicas.
     signer_addresses: Annotated[list[str], NoDecode] = ["127.0.0.1:50071"]
     document_store_dir: Path | None = None
+    # Days stamped PDFs (and finished stamp jobs' records) are kept for owners to download again;
+    # 0 keeps them for ever.
+    document_retention_days: int = Field(default=90, ge=0, le=36500)
+    # Stamp jobs waiting or running, kept across restarts; beside the documents when unset.
+    job_store_dir: Path | None = None
+    # One stamp job's documents, in number and in bytes; under gRPC's 64 MiB message limit.
+    job_max_documents: int = Field(default=100, ge=1, le=10_000)
+    job_max_bytes: int = Field(default=48 * 1024 * 1024, gt=0, le=60 * 1024 * 1024)
+    # Stamp jobs run at once by one gateway.
+    job_workers: int = Field(default=2, ge=1, le=64)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
@@ -287,6 +297,10 @@ class GatewaySettings(CommonSettings):
     @property
     def resolved_document_store_dir(self) -> Path:
         return self.document_store_dir or self.data_dir / "documents"
+
+    @property
+    def resolved_job_store_dir(self) -> Path:
+        return self.job_store_dir or self.resolved_document_store_dir.parent / "jobs"
 
 
 S = TypeVar("S", bound=CommonSettings)

@@ -15,11 +15,14 @@ from services.common.errors import (
     BASE_STATUS_CODES,
     DomainError,
     NotFound,
-    NotImplementedYet,
     status_code_for,
 )
 from services.common.interceptors import AccessPolicy, current_principal
+from services.common.protos import to_timestamp
 from services.common.tokens import KIND_DISTRIBUTOR
+from services.gateway.callbacks import AuthWebhookSecrets
+from services.gateway.jobs import CallbackState, JobDocument, JobStatus, StampJob, StampJobs
+from services.gateway.notices import NoticeBoard
 from services.gateway.records import stamp_record
 from services.gateway.stamping import StampingFlow, check_document
 from services.gateway.upstream import Backends, idempotent, upstream
@@ -37,10 +40,58 @@ POLICY = AccessPolicy(
 # Documents of one batch stream stamped at the same time; the signer pool does the real work.
 BATCH_CONCURRENCY = 4
 
+_JOB_STATUS = {
+    JobStatus.QUEUED: pb.STAMP_JOB_STATUS_QUEUED,
+    JobStatus.RUNNING: pb.STAMP_JOB_STATUS_RUNNING,
+    JobStatus.DONE: pb.STAMP_JOB_STATUS_DONE,
+}
+_CALLBACK_STATE = {
+    CallbackState.NONE: pb.CALLBACK_STATE_NONE,
+    CallbackState.PENDING: pb.CALLBACK_STATE_PENDING,
+    CallbackState.DELIVERED: pb.CALLBACK_STATE_DELIVERED,
+    CallbackState.FAILED: pb.CALLBACK_STATE_FAILED,
+}
+
+
+def stamp_job_message(job: StampJob) -> pb.GetStampJobResponse:
+    results = [
+        pb.BatchStampResponse(
+            client_ref=item.client_ref,
+            code=grpc.StatusCode[item.result.code].value[0],
+            message=item.result.message,
+            stamp=item.result.stamp,
+        )
+        for item in job.items
+        if item.result is not None
+    ]
+    delivery = job.callback
+    return pb.GetStampJobResponse(
+        job_id=job.job_id,
+        status=_JOB_STATUS[job.status],
+        results=results,
+        total_documents=len(job.items),
+        callback=pb.CallbackDelivery(
+            state=_CALLBACK_STATE[delivery.state],
+            attempts=delivery.attempts,
+            last_http_status=delivery.last_http_status,
+            last_error=delivery.last_error,
+            delivered_at=to_timestamp(delivery.delivered_at),
+        ),
+        created_at=to_timestamp(job.created_at),
+        finished_at=to_timestamp(job.finished_at),
+    )
+
 
 class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceServicer):
     def __init__(
-        self, backends: Backends, stamping: StampingFlow, store: Any, max_document_bytes: int
+        self,
+        backends: Backends,
+        stamping: StampingFlow,
+        store: Any,
+        max_document_bytes: int,
+        *,
+        jobs: StampJobs,
+        notices: NoticeBoard,
     ) -> None:
         self._auth = backends.auth
         self._quota = backends.quota
@@ -48,6 +99,9 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         self._stamping = stamping
         self._store = store
         self._max_bytes = max_document_bytes
+        self._jobs = jobs
+        self._notices = notices
+        self._webhook_secrets = AuthWebhookSecrets(backends.auth)
 
     async def _acting_account(self, account_id: str) -> str:
         """The distributor's own account, or one of its customers; anyone else's is NOT_FOUND."""
@@ -248,11 +302,48 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         finally:
             feeder.cancel()
 
-    async def SubmitStampJob(self, request: Any, context: Any) -> pb.SubmitStampJobResponse:
-        raise NotImplementedYet("asynchronous stamp jobs are not offered yet; use BatchStamp")
+    async def SubmitStampJob(
+        self, request: pb.SubmitStampJobRequest, context: Any
+    ) -> pb.SubmitStampJobResponse:
+        # Customers are checked once, now: the job stamps for the accounts it was accepted for.
+        for account_id in {item.document.account_id for item in request.documents}:
+            await self._acting_account(account_id)
+        documents = [
+            JobDocument(
+                client_ref=item.client_ref,
+                document=item.document.document,
+                placement=item.document.placement,
+                metadata=item.document.metadata,
+                account_id=item.document.account_id,
+                document_password=item.document.document_password,
+            )
+            for item in request.documents
+        ]
+        job = await self._jobs.submit(
+            current_principal().account_id, request.idempotency_key, documents, request.callback_url
+        )
+        return pb.SubmitStampJobResponse(job_id=job.job_id)
 
-    async def GetStampJob(self, request: Any, context: Any) -> pb.GetStampJobResponse:
-        raise NotImplementedYet("asynchronous stamp jobs are not offered yet; use BatchStamp")
+    async def GetStampJob(self, request: pb.GetStampJobRequest, context: Any) -> pb.GetStampJobResponse:
+        return stamp_job_message(await self._jobs.get(current_principal().account_id, request.job_id))
+
+    async def RotateWebhookSecret(
+        self, request: pb.DistributorServiceRotateWebhookSecretRequest, context: Any
+    ) -> pb.DistributorServiceRotateWebhookSecretResponse:
+        secret = await self._webhook_secrets.rotate(current_principal().account_id)
+        return pb.DistributorServiceRotateWebhookSecretResponse(webhook_secret=secret)
+
+    async def GetNotice(
+        self, request: pb.DistributorServiceGetNoticeRequest, context: Any
+    ) -> pb.DistributorServiceGetNoticeResponse:
+        notice = await self._notices.current()
+        if notice is None:
+            return pb.DistributorServiceGetNoticeResponse()
+        return pb.DistributorServiceGetNoticeResponse(
+            notice=pb.OperatorNotice(
+                text_id=notice.text_id, text_en=notice.text_en, published_at=notice.published_at
+            )
+        )
 
     async def _own_hold(self, stamp_id: str) -> Any:
         # Stamps of the distributor's customers are reachable too.

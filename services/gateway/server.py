@@ -22,11 +22,15 @@ from services.common.interceptors import server_interceptors
 from services.common.redis_state import async_redis_client
 from services.common.settings import GatewaySettings
 from services.common.tokens import RemoteJwks, token_verifier
+from services.gateway.callbacks import AuthWebhookSecrets, CallbackClient
 from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
-from services.gateway.documents import LocalDocumentStore
+from services.gateway.documents import LocalDocumentStore, retention_from_days
 from services.gateway.edge import AdmissionControl, GrpcAdmission
 from services.gateway.http_api import Gateway, create_app
+from services.gateway.job_store import LocalJobStore
+from services.gateway.jobs import JobLimits, StampJobs
 from services.gateway.notices import NoticeBoard
+from services.gateway.retention import sweep_periodically
 from services.gateway.signer_pool import SignerPool
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
@@ -54,7 +58,8 @@ async def serve(settings: GatewaySettings) -> None:
         quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1])),
         signer=signers,
     )
-    store = LocalDocumentStore(settings.resolved_document_store_dir)
+    retention = retention_from_days(settings.document_retention_days)
+    store = LocalDocumentStore(settings.resolved_document_store_dir, retention)
     # Token buckets are shared through Redis when there is one; every replica signs waiting-room
     # tickets with the same key, derived from the secret they share.
     redis = async_redis_client(settings.redis_url) if settings.redis_url else None
@@ -63,6 +68,18 @@ async def serve(settings: GatewaySettings) -> None:
     ).digest()
     admission = AdmissionControl.from_settings(settings, redis, ticket_key)
     stamping = StampingFlow(backends, store, settings.sign_timeout_s, admission.gate)
+    notices = NoticeBoard(backends.auth)
+    job_store = LocalJobStore(settings.resolved_job_store_dir, retention)
+    callbacks = CallbackClient()
+    jobs = StampJobs(
+        job_store,
+        stamping,
+        AuthWebhookSecrets(backends.auth),
+        callbacks,
+        JobLimits(settings.job_max_documents, settings.job_max_bytes, settings.max_upload_bytes),
+        dev=settings.is_dev,
+        workers=settings.job_workers,
+    )
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)
 
@@ -71,7 +88,9 @@ async def serve(settings: GatewaySettings) -> None:
         [
             Registration(
                 distributor_service_pb2_grpc.add_DistributorServiceServicer_to_server,
-                DistributorServicer(backends, stamping, store, settings.max_upload_bytes),
+                DistributorServicer(
+                    backends, stamping, store, settings.max_upload_bytes, jobs=jobs, notices=notices
+                ),
                 SERVICE_NAME,
             )
         ],
@@ -80,9 +99,7 @@ async def serve(settings: GatewaySettings) -> None:
     host, _, port = settings.gateway_http_address.rpartition(":")
     http = _HttpServer(
         uvicorn.Config(
-            create_app(
-                Gateway(settings, backends, verifier, store, stamping, NoticeBoard(backends.auth), admission)
-            ),
+            create_app(Gateway(settings, backends, verifier, store, stamping, notices, admission)),
             host=host,
             port=int(port),
             log_config=None,
@@ -92,13 +109,17 @@ async def serve(settings: GatewaySettings) -> None:
     )
     http_task = asyncio.create_task(http.serve())
     stop_task = asyncio.create_task(wait_for_termination())
+    sweeping = asyncio.create_task(sweep_periodically([store.delete_expired, job_store.delete_expired]))
     try:
+        # Jobs a previous run left unfinished go on where they stopped.
+        await jobs.start()
         # The HTTP server only returns early when it could not start (e.g. its port is taken).
         await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if http_task.done() and not stop_task.done():
             raise SystemExit(f"HTTP server could not listen on {settings.gateway_http_address}")
     finally:
         stop_task.cancel()
+        sweeping.cancel()
 
         async def stop_http() -> None:
             await asyncio.sleep(settings.shutdown_notice_s)
@@ -106,8 +127,11 @@ async def serve(settings: GatewaySettings) -> None:
             await http_task
 
         await asyncio.gather(
-            grpc_server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s), stop_http()
+            grpc_server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s),
+            stop_http(),
+            jobs.shutdown(settings.shutdown_grace_s),
         )
+        await callbacks.close()
         for channel in channels:
             await channel.close()
         await signers.close()

@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # Tools the tests call: pdfsig (poppler) and qpdf check stamped PDFs, zbarimg decodes the QR code,
-# SoftHSM2 is the real PKCS#11 token the hardware-key tests sign with.
-SYSTEM_TOOLS := pdfsig pdftoppm zbarimg qpdf softhsm2-util
-SYSTEM_PACKAGES := poppler-utils zbar-tools qpdf softhsm2
+# SoftHSM2 is the real PKCS#11 token the hardware-key tests sign with, and Playwright drives
+# Debian's Chromium through the web page.
+SYSTEM_TOOLS := pdfsig pdftoppm zbarimg qpdf softhsm2-util chromium
+SYSTEM_PACKAGES := poppler-utils zbar-tools qpdf softhsm2 chromium
 
 .PHONY: run test lint protos system-tools clean
 

@@ -28,8 +28,10 @@ from emeterai.v1 import (
 )
 from emeterai.v1 import distributor_service_pb2 as dpb
 from services.cli import call_service
+from services.common.webhooks import verify_webhook
 from tests.conftest import require_corpus
 from tests.e2e.local_stack import RunningStack, running_stack
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -510,6 +512,92 @@ def test_idempotency_keys_follow_the_ietf_draft(
     failed = stamp("in-flight")
     assert failed.status_code == 409 and "new key" in failed.json()["detail"], failed.text
     assert _balance(client, user) == before
+
+
+def test_distributor_stamp_job_is_called_back_signed_and_sees_the_notice(
+    stack: RunningStack, client: httpx.Client, corpus: Path
+) -> None:
+    created = stack.emeterai("distributors", "create", "--name", "PT Meterai Massal")
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+    webhook_secret = credential["webhook_secret"].encode()
+    channel = grpc.insecure_channel(stack.grpc_address)
+    api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
+    token = api.IssueToken(
+        dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
+    ).access_token
+    auth = (("authorization", f"Bearer {token}"),)
+    order = api.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=3, idempotency_key="job-stock"), metadata=auth
+    ).order
+    assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+    before = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+    assert (before.available, before.consumed) == (3, 0)
+
+    contents = [
+        (corpus / "sf-001-minimal-document.pdf").read_bytes(),
+        # Past the cheap checks, refused by the signer: its unit goes back.
+        b"%PDF-1.7\n" + b"\x00broken" * 100,
+        (corpus / "sf-002-libreoffice-writer.pdf").read_bytes(),
+    ]
+    receiver = WebhookReceiver()
+    page_one = common_pb2.StampPlacement(page=1)
+    submit = dpb.SubmitStampJobRequest(
+        documents=[
+            dpb.BatchStampRequest(
+                client_ref=f"kontrak-{i}",
+                document=dpb.StampDocumentRequest(document=content, placement=page_one),
+            )
+            for i, content in enumerate(contents)
+        ],
+        callback_url=receiver.url(),
+        idempotency_key="massal-1",
+    )
+    try:
+        job_id = api.SubmitStampJob(submit, metadata=auth, timeout=30).job_id
+        retried = api.SubmitStampJob(submit, metadata=auth, timeout=30)
+        assert retried.job_id == job_id, "a retry is the same job"
+        (callback,) = receiver.wait_for(1, timeout_s=180)
+    finally:
+        receiver.close()
+
+    verify_webhook(webhook_secret, callback.body, callback.headers["webhook-signature"])
+    body = json.loads(callback.body)
+    assert (body["job_id"], body["status"], body["stamped"], body["failed"]) == (job_id, "done", 2, 1)
+    job = api.GetStampJob(dpb.GetStampJobRequest(job_id=job_id), metadata=auth)
+    assert job.status == dpb.STAMP_JOB_STATUS_DONE and job.total_documents == 3
+    assert [(r.client_ref, r.code) for r in job.results] == [
+        ("kontrak-0", grpc.StatusCode.OK.value[0]),
+        ("kontrak-1", grpc.StatusCode.INVALID_ARGUMENT.value[0]),
+        ("kontrak-2", grpc.StatusCode.OK.value[0]),
+    ]
+    assert all(not r.stamped_document for r in job.results)
+    assert job.callback.state in (dpb.CALLBACK_STATE_DELIVERED, dpb.CALLBACK_STATE_PENDING)
+    after = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+    assert (after.available, after.consumed, after.held) == (1, 2, 0), "charged for the two stamped only"
+    downloaded = api.DownloadStampedDocument(
+        dpb.DownloadStampedDocumentRequest(stamp_id=job.results[0].stamp.stamp_id), metadata=auth
+    )
+    assert downloaded.stamped_document.startswith(contents[0])
+    other, other_auth = _distributor(stack, "PT Bukan Pemilik")
+    assert (
+        _grpc_code(lambda: other.GetStampJob(dpb.GetStampJobRequest(job_id=job_id), metadata=other_auth))
+        == grpc.StatusCode.NOT_FOUND
+    )
+
+    # The operators' degraded-mode notice reaches the distributor API as it reaches GET /v1/notice.
+    assert not api.GetNotice(dpb.DistributorServiceGetNoticeRequest(), metadata=auth).HasField("notice")
+    assert stack.emeterai("operators", "add", "0815-0000-3333").returncode == 0
+    operator = _sign_in(client, "0815-0000-3333", "+6281500003333")
+    notice = {"text_id": "Penandaan sedang lambat.", "text_en": "Stamping is slow right now."}
+    assert client.put("/v1/admin/notice", json=notice, headers=operator).status_code == 200
+    shown = api.GetNotice(dpb.DistributorServiceGetNoticeRequest(), metadata=auth).notice
+    assert (shown.text_id, shown.text_en) == (notice["text_id"], notice["text_en"])
+    assert shown.published_at.seconds > 0
+    assert client.delete("/v1/admin/notice", headers=operator).status_code == 204
+    assert not api.GetNotice(dpb.DistributorServiceGetNoticeRequest(), metadata=auth).HasField("notice")
+    assert stack.emeterai("operators", "remove", "0815-0000-3333").returncode == 0
+    channel.close()
 
 
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:

@@ -8,12 +8,10 @@ import asyncio
 import functools
 import hashlib
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +67,7 @@ from services.signer.pki import ensure_dev_pki, load_signing_identity
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
 from services.signer.workers import WorkerConfig, WorkerPool
 from tests.conftest import require_corpus
+from tests.webhook_receiver import WebhookReceiver
 
 # One event loop for the module, so the signer's worker process starts once for all its tests.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -86,50 +85,6 @@ async def eventually(check: Callable[[], T | None], timeout_s: float = 60.0) -> 
             return value
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.05)
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A distributor's callback endpoint: a real HTTP server on 127.0.0.1 recording every request
-    and answering with the statuses it is told, then 200."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.answers: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.received.append(Received(self.path, dict(self.headers.items()), body))
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", "/stolen")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "/callbacks") -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +122,7 @@ class Parts:
     stamping: StampingFlow
     quota: Any
     secrets: AuthWebhookSecrets
-    receiver: Receiver
+    receiver: WebhookReceiver
     distributor: str
     webhook_secret: bytes
     ledger: Ledger
@@ -217,14 +172,14 @@ class Parts:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    running = WebhookReceiver()
     yield running
     running.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def parts(tmp_path: Path, signer_address: str, receiver: Receiver) -> AsyncIterator[Parts]:
+async def parts(tmp_path: Path, signer_address: str, receiver: WebhookReceiver) -> AsyncIterator[Parts]:
     ledger = Ledger(
         create_ledger_engine(f"sqlite:///{tmp_path / 'quota.db'}"),
         payment_provider=SandboxProvider(b"test-payment-secret"),
@@ -322,9 +277,9 @@ async def test_a_job_stamps_its_documents_and_calls_back_signed(parts: Parts, co
     await eventually(lambda: sorted(p.name for p in parts.jobs_dir.iterdir()) == [f"{job.job_id}.json"])
 
     (callback,) = parts.receiver.received
-    assert callback.path == "/callbacks" and callback.headers["Content-Type"] == "application/json"
-    verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER])
-    assert callback.headers[DELIVERY_ID_HEADER] == job.job_id
+    assert callback.path == "/callbacks" and callback.headers["content-type"] == "application/json"
+    verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER.lower()])
+    assert callback.headers[DELIVERY_ID_HEADER.lower()] == job.job_id
     body = json.loads(callback.body)
     assert (body["type"], body["job_id"], body["status"]) == ("stamp_job.done", job.job_id, "done")
     assert (body["documents"], body["stamped"], body["failed"]) == (3, 2, 1)
@@ -490,7 +445,7 @@ async def test_a_callback_is_retried_with_backoff_and_redirects_are_not_followed
     bodies = {r.body for r in parts.receiver.received}
     assert len(bodies) == 1, "every attempt carries the same body"
     for attempt in parts.receiver.received:
-        verify_webhook(parts.webhook_secret, attempt.body, attempt.headers[SIGNATURE_HEADER])
+        verify_webhook(parts.webhook_secret, attempt.body, attempt.headers[SIGNATURE_HEADER.lower()])
 
     parts.receiver.received.clear()
     parts.receiver.answers = [302, 302, 302]
@@ -508,6 +463,6 @@ async def test_a_rotated_webhook_secret_signs_the_next_callback(parts: Parts, co
     job = await jobs.submit(parts.distributor, "job-7", _documents(corpus, "no pdf"), parts.receiver.url())
     await _done(jobs, parts.distributor, job.job_id)
     (callback,) = parts.receiver.received
-    verify_webhook(rotated, callback.body, callback.headers[SIGNATURE_HEADER])
+    verify_webhook(rotated, callback.body, callback.headers[SIGNATURE_HEADER.lower()])
     with pytest.raises(Exception, match="does not match"):
-        verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER])
+        verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER.lower()])

@@ -94,6 +94,11 @@ class GradientLimit:
     def limit(self) -> int:
         return int(self._limit)
 
+    @property
+    def capacity_per_s(self) -> float:
+        """Stamps a second the limit allows at the long-run round-trip time; 0 before any sample."""
+        return self._limit / self._long_rtt if self._long_rtt > 0 else 0.0
+
     def sample(self, rtt_s: float, in_flight: int) -> None:
         """One finished request: its round-trip time and the requests in flight when it ended."""
         self._window_sum += rtt_s
@@ -312,7 +317,9 @@ class StampGate:
         return self._done.per_second
 
     def retry_after(self, ahead: int) -> int:
-        return retry_after_for(ahead, self._done.per_second)
+        # Not the recent rate alone: while everyone is away waiting it falls towards zero, and the
+        # waits it gives would keep them away while the signers idle.
+        return retry_after_for(ahead, max(self._done.per_second, self.limit.capacity_per_s))
 
     def would_wait(self, partition: str) -> bool:
         """Whether a request arriving now would have to queue."""

@@ -253,3 +253,14 @@ async def test_waiting_room_forgets_tickets_nobody_came_back_with() -> None:
     inside.release()
     # With capacity free, a newcomer walks straight in.
     (await room.enter("c")).release()
+
+
+def test_the_wait_given_follows_capacity_even_when_nobody_is_being_served() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=10, min_limit=10, max_limit=10, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4, 5)])
+    assert gate.retry_after(100) == 60
+    # Stamps take 50 ms at a limit of 10: about 200 a second, so 1000 people ahead wait ~5 s.
+    feed(limit, clock, 0.050, windows=3)
+    assert limit.capacity_per_s == pytest.approx(200)
+    assert gate.retry_after(1000) == 5

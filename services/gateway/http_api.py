@@ -549,7 +549,7 @@ def _operator_routes() -> APIRouter:
             )
         )
         log.info("operator created a distributor", extra={"operator": operator.account_id})
-        return credential_json(created.credential, created.client_secret)
+        return credential_json(created.credential, created.client_secret, created.webhook_secret)
 
     @router.post("/distributors/{client_id}/rotate", summary="A new secret for a distributor, shown once")
     async def rotate_distributor(client_id: str, operator: Operator, gateway: GatewayDep) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import jwt
@@ -12,6 +13,7 @@ from services.auth.errors import InvalidRefreshToken, InvalidServiceCredentials,
 from services.auth.keys import Keyring
 from services.auth.model import TokenKind, TokenPair
 from services.common.errors import InvalidInput, Unauthenticated
+from services.common.revocations import FRESH_S
 from services.common.settings import AuthSettings
 from services.common.tokens import StaticKeys, token_verifier
 from tests.conftest import FakeClock
@@ -141,5 +143,7 @@ async def test_sign_out_reaches_every_service_through_redis(
     gateway = token_verifier(shared, StaticKeys(keyring.jwks()))
     assert (await gateway.verify(tokens.access_token)).kind == "retail"
     domain.sessions.revoke(tokens.refresh_token, tokens.access_token)
+    # A verifier goes by Redis's last "not revoked" for at most FRESH_S.
+    await asyncio.sleep(FRESH_S)
     with pytest.raises(Unauthenticated, match="revoked"):
         await gateway.verify(tokens.access_token)

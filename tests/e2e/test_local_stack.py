@@ -383,7 +383,7 @@ def test_operators_refund_and_manage_distributors_and_nobody_else_can(
     # Operators manage distributors; a retail user cannot, and an operator is not a retail user.
     created = client.post("/v1/admin/distributors", json={"name": "PT Tiga"}, headers=operator)
     assert created.status_code == 201, created.text
-    assert created.json()["client_secret"]
+    assert created.json()["client_secret"] and created.json()["webhook_secret"].startswith("emwhsec_")
     listed = client.get("/v1/admin/distributors", headers=operator).json()["distributors"]
     assert created.json()["client_id"] in [d["client_id"] for d in listed]
     assert all("client_secret" not in d for d in listed)

@@ -54,7 +54,9 @@ def require_chromium() -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(tmp_path_factory.mktemp("web-stack")) as running:
+    # A new code may be asked for at once: resetting the PIN right after signing in needs one.
+    quick_codes = {"EMETERAI_OTP_RESEND_AFTER_S": "0"}
+    with running_stack(tmp_path_factory.mktemp("web-stack"), environment=quick_codes) as running:
         yield running
 
 
@@ -461,6 +463,31 @@ def test_a_retail_user_stamps_a_document_through_the_page(
     assert page.evaluate(f"sessionStorage.getItem('{SESSION_KEY}')") is None
     refused = client.post("/v1/auth/refresh", json={"refresh_token": renewed["refresh_token"]})
     assert refused.status_code == 401, refused.text
+
+
+def test_a_forgotten_pin_is_reset_with_a_fresh_code(
+    page: Page, stack: RunningStack, client: httpx.Client
+) -> None:
+    tokens = ready_user(client, "0812-7000-0007", "+6281270000007", quantity=1)
+    open_signed_in(page, stack, tokens, "+6281270000007")
+    nav(page, "PIN")
+    pin_view = page.locator("#view-pin")
+    pin_view.get_by_role("button", name="Kirim kode").click()
+    code_box = pin_view.get_by_role("textbox", name="Kode sekali pakai")
+    expect(code_box).to_be_visible()
+    expect(page.locator("#info")).to_contain_text("+6281270000007")
+    code_box.fill(one_time_code(client, "+6281270000007"))
+    pin_view.locator("#reset-pin").fill("604218")
+    pin_view.get_by_role("button", name="Atur ulang PIN").click()
+    expect(page.locator("#info")).to_have_text("PIN baru disimpan.")
+    expect(code_box).to_be_hidden()
+    # The new PIN is the one the account now has: changing it needs it as the current one.
+    wrong = client.put("/v1/account/pin", json={"pin": "135790", "current_pin": PIN}, headers=bearer(tokens))
+    assert wrong.status_code in (400, 403), wrong.text
+    changed = client.put(
+        "/v1/account/pin", json={"pin": "135790", "current_pin": "604218"}, headers=bearer(tokens)
+    )
+    assert changed.status_code == 204, changed.text
 
 
 # ---- the waiting room, by the contract ---------------------------------------------------------------

@@ -202,13 +202,6 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise problems.UploadTooLarge(f"the file is larger than the {limit} byte limit")
-    return data
-
-
 def _public_routes() -> APIRouter:
     router = APIRouter(prefix="/v1")
 
@@ -275,7 +268,7 @@ def _public_routes() -> APIRouter:
 
     @router.post("/verify", tags=["verification"], summary="Verify the e-meterai in a PDF")
     async def verify(file: Annotated[UploadFile, File()], gateway: GatewayDep) -> dict[str, Any]:
-        document = await _read_upload(file, gateway.settings.max_upload_bytes)
+        document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
         return verification_json(await verify_document(gateway.backends, document))
 
@@ -385,7 +378,7 @@ def _account_routes() -> APIRouter:
         idempotency_key = _require_key(key)
         if not pin:
             raise InvalidInput("the stamping PIN is required to stamp (field pin)")
-        document = await _read_upload(file, gateway.settings.max_upload_bytes)
+        document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
         # Before any quota is held: a wrong PIN costs nothing.
         await _check_stamping_pin(gateway, user.account_id, pin)

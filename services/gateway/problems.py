@@ -9,7 +9,7 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
@@ -42,6 +42,14 @@ class UploadTooLarge(errors.InvalidInput):
 
 
 HTTP_STATUS[UploadTooLarge] = 413
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """An uploaded file's bytes; UploadTooLarge past `limit`, without reading more than one byte over."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLarge(f"the file is larger than the {limit} byte limit")
+    return data
 
 
 class BodyLimit:

@@ -75,13 +75,6 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise problems.UploadTooLarge(f"the file is larger than the {limit} byte limit")
-    return data
-
-
 def preview_json(preview: PagePreview) -> dict[str, Any]:
     return {
         "page": preview.page,
@@ -158,7 +151,7 @@ def web_routes(retail_user: Callable[..., Awaitable[Any]]) -> APIRouter:
         page: Annotated[int, Form(ge=0, le=100_000, description="1-based page; 0 = last page")] = 0,
     ) -> dict[str, Any]:
         limit = _gateway(request).settings.max_upload_bytes
-        document = await _read_upload(file, limit)
+        document = await problems.read_upload(file, limit)
         check_document(document, limit)
         return preview_json(await renders.render(document, page))
 

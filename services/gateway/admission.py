@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 
 from services.common.errors import Exhausted
 
+# The stamp gate's partitions: one per channel that stamps.
+RETAIL = "retail"
+DISTRIBUTOR = "distributor"
+
 # A queue wait never tells a client to come back sooner or later than this.
 MIN_RETRY_AFTER_S = 1
 MAX_RETRY_AFTER_S = 60
@@ -199,13 +203,15 @@ class Bulkhead:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        await self._acquire()
+        await self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self) -> None:
+    async def acquire(self) -> None:
+        """A slot, now or after a wait in the queue; Overloaded when there is none. Pair with
+        release(), or use `slot()`."""
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             self.stats.admitted += 1
@@ -221,7 +227,7 @@ class Bulkhead:
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed over just as the wait ended: pass it on.
-                self._release()
+                self.release()
             else:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
@@ -231,7 +237,7 @@ class Bulkhead:
             raise
         self.stats.admitted += 1
 
-    def _release(self) -> None:
+    def release(self) -> None:
         self._done.add()
         while self._waiters:
             waiter = self._waiters.popleft()

@@ -22,11 +22,9 @@ from services.common.limits import BucketRule, TokenBuckets, token_buckets
 from services.common.settings import GatewaySettings
 from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
 from services.gateway import problems
-from services.gateway.admission import Bulkhead, GradientLimit, Partition, StampGate
+from services.gateway.admission import DISTRIBUTOR, RETAIL, Bulkhead, GradientLimit, Partition, StampGate
 from services.gateway.waiting_room import TICKET_HEADER, TicketSigner, TurnedAway, WaitingRoom
 
-RETAIL = "retail"
-DISTRIBUTOR = "distributor"
 PURCHASES = "purchases"
 VERIFICATION = "verification"
 # Not a bulkhead: retail stamps go through the waiting room and the stamp gate.
@@ -139,20 +137,20 @@ class HttpAdmission:
             await self._through_bulkhead(kind, scope, receive, send)
 
     async def _through_bulkhead(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
+        bulkhead = self._control.bulkheads[kind]
         try:
             if kind == PURCHASES and scope["path"] == "/v1/orders":
                 principal = await self._retail_caller(scope)
                 if principal is not None:
                     await self._control.take_token(ORDER_RULE, principal.account_id)
-            slot = self._control.bulkheads[kind].slot()
-            await slot.__aenter__()
+            await bulkhead.acquire()
         except DomainError as refused:
             await _refuse(scope, receive, send, refused)
             return
         try:
             await self._app(scope, receive, send)
         finally:
-            await slot.__aexit__(None, None, None)
+            bulkhead.release()
 
     async def _stamp(self, scope: Any, receive: Any, send: Any) -> None:
         principal = await self._retail_caller(scope)

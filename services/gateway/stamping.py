@@ -8,13 +8,15 @@ is answered from the document store, a reserved one is signed again under the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
 from services.common.errors import InvalidInput, PreconditionFailed, RequestInFlight
-from services.gateway.admission import StampGate, StampSlot
+from services.gateway.admission import DISTRIBUTOR, RETAIL, StampGate, StampSlot
 from services.gateway.documents import DocumentStore
 from services.gateway.upstream import Backends, idempotent, upstream
 
@@ -44,8 +46,8 @@ def check_document(document: bytes, max_bytes: int) -> None:
 
 # Each channel's part of the stamp gate.
 GATE_PARTITIONS = {
-    common_pb2.CHANNEL_RETAIL: "retail",
-    common_pb2.CHANNEL_DISTRIBUTOR: "distributor",
+    common_pb2.CHANNEL_RETAIL: RETAIL,
+    common_pb2.CHANNEL_DISTRIBUTOR: DISTRIBUTOR,
 }
 
 
@@ -79,54 +81,48 @@ class StampingFlow:
         under a slot of the channel's partition taken here."""
         if not idempotency_key:
             raise InvalidInput("an idempotency key is required")
-        if slot is None and self._gate is not None:
-            slot = await self._gate.enter(GATE_PARTITIONS.get(channel, "distributor"))
-        try:
-            return await self._stamp(
-                account_id, idempotency_key, document, placement, metadata, channel, document_password
+        async with self._admitted(channel, slot):
+            reserved = await idempotent(
+                self._quota.Reserve(
+                    quota_service_pb2.ReserveRequest(
+                        account_id=account_id,
+                        idempotency_key=idempotency_key,
+                        document_sha256=hashlib.sha256(document).digest(),
+                        metadata=metadata,
+                        channel=channel,
+                    ),
+                    timeout=10,
+                )
             )
+            hold = reserved.hold
+            if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
+                # The first request with this key is still signing (or died, and its hold will expire):
+                # signing again would race it for the same serial.
+                raise RequestInFlight(
+                    "a request with this idempotency key is still being processed; retry in a moment"
+                )
+            if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
+                stored = await asyncio.to_thread(self._store.get, hold.hold_id)
+                return StampOutcome(hold, stored, replayed=True)
+            if hold.status == ledger_pb2.HOLD_STATUS_RELEASED:
+                raise PreconditionFailed(
+                    "an earlier attempt with this idempotency key failed and its quota was returned; "
+                    "send the document again with a new key"
+                )
+            return await self._sign_and_commit(hold, document, placement, metadata, document_password)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(
+        self, channel: common_pb2.Channel.ValueType, slot: StampSlot | None
+    ) -> AsyncIterator[None]:
+        """Under `slot`, or under one of the channel's partition taken here; released either way."""
+        if slot is None and self._gate is not None:
+            slot = await self._gate.enter(GATE_PARTITIONS.get(channel, DISTRIBUTOR))
+        try:
+            yield
         finally:
             if slot is not None:
                 slot.release()
-
-    async def _stamp(
-        self,
-        account_id: str,
-        idempotency_key: str,
-        document: bytes,
-        placement: common_pb2.StampPlacement,
-        metadata: common_pb2.DocumentMetadata,
-        channel: common_pb2.Channel.ValueType,
-        document_password: str,
-    ) -> StampOutcome:
-        reserved = await idempotent(
-            self._quota.Reserve(
-                quota_service_pb2.ReserveRequest(
-                    account_id=account_id,
-                    idempotency_key=idempotency_key,
-                    document_sha256=hashlib.sha256(document).digest(),
-                    metadata=metadata,
-                    channel=channel,
-                ),
-                timeout=10,
-            )
-        )
-        hold = reserved.hold
-        if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
-            # The first request with this key is still signing (or died, and its hold will expire):
-            # signing again would race it for the same serial.
-            raise RequestInFlight(
-                "a request with this idempotency key is still being processed; retry in a moment"
-            )
-        if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
-            stored = await asyncio.to_thread(self._store.get, hold.hold_id)
-            return StampOutcome(hold, stored, replayed=True)
-        if hold.status == ledger_pb2.HOLD_STATUS_RELEASED:
-            raise PreconditionFailed(
-                "an earlier attempt with this idempotency key failed and its quota was returned; "
-                "send the document again with a new key"
-            )
-        return await self._sign_and_commit(hold, document, placement, metadata, document_password)
 
     async def _sign_and_commit(
         self,

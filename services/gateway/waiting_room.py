@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.gateway.admission import Overloaded, StampGate, StampSlot
+from services.gateway.admission import RETAIL, Overloaded, StampGate, StampSlot
 
 TICKET_HEADER = "Waiting-Room-Ticket"
 # How long after its Retry-After a ticket still holds its place.
@@ -85,7 +85,7 @@ class WaitingRoom:
         self,
         gate: StampGate,
         signer: TicketSigner,
-        partition: str = "retail",
+        partition: str = RETAIL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gate = gate

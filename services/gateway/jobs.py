@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from emeterai.v1 import common_pb2, distributor_service_pb2
 from services.common.errors import (
@@ -43,7 +43,7 @@ from services.common.errors import (
 from services.gateway.callbacks import Attempt, CallbackClient, WebhookSecrets, check_callback_url
 from services.gateway.documents import utc_now
 from services.gateway.records import enum_word, stamp_record
-from services.gateway.stamping import check_document
+from services.gateway.stamping import StampingFlow, check_document
 
 if TYPE_CHECKING:
     from services.gateway.job_store import JobStore
@@ -217,22 +217,6 @@ def callback_body(job: StampJob) -> bytes:
     ).encode()
 
 
-class Stamper(Protocol):
-    """StampingFlow.stamp, as jobs call it."""
-
-    async def stamp(
-        self,
-        *,
-        account_id: str,
-        idempotency_key: str,
-        document: bytes,
-        placement: common_pb2.StampPlacement,
-        metadata: common_pb2.DocumentMetadata,
-        channel: common_pb2.Channel.ValueType,
-        document_password: str = "",
-    ) -> Any: ...
-
-
 @dataclass(frozen=True)
 class JobLimits:
     max_documents: int
@@ -277,7 +261,7 @@ class StampJobs:
     def __init__(
         self,
         store: JobStore,
-        stamper: Stamper,
+        stamper: StampingFlow,
         secrets: WebhookSecrets,
         callbacks: CallbackClient,
         limits: JobLimits,

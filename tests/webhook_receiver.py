@@ -44,7 +44,7 @@ class WebhookReceiver:
             do_GET = do_POST
 
             def log_message(self, *args: Any) -> None:
-                pass
+                """Quiet: the test reads what was received, not the server's access log."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

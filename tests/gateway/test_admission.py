@@ -84,8 +84,7 @@ async def test_bulkhead_queues_first_come_first_served_then_refuses() -> None:
     await asyncio.sleep(0.01)
     assert bulkhead.in_flight == 2 and bulkhead.queued == 2
     with pytest.raises(Overloaded) as refused:
-        async with bulkhead.slot():
-            pass
+        await bulkhead.acquire()
     assert refused.value.retry_after_s >= 1
     assert bulkhead.stats.rejected == 1
     release.set()
@@ -105,15 +104,10 @@ async def test_bulkhead_wait_runs_out_and_a_cancelled_waiter_leaks_nothing() -> 
     holder = asyncio.create_task(busy())
     await asyncio.sleep(0)
     with pytest.raises(Overloaded):
-        async with bulkhead.slot():
-            pass
+        await bulkhead.acquire()
     assert bulkhead.stats.timed_out == 1
 
-    async def waiter() -> None:
-        async with bulkhead.slot():
-            pass
-
-    cancelled = asyncio.create_task(waiter())
+    cancelled = asyncio.create_task(bulkhead.acquire())
     await asyncio.sleep(0.01)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -119,10 +119,17 @@ class WorkerPool:
         self._time_limit_s = time_limit_s
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
+        # Jobs on a worker right now, each in a task of its own (see _run).
+        self._exchanges: set[asyncio.Future[Any]] = set()
 
     @property
     def workers(self) -> list[BaseProcess]:
         return [worker.process for worker in self._all]
+
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a job."""
+        return self._idle.qsize()
 
     async def start(self) -> None:
         await asyncio.gather(*(self._add_worker() for _ in range(self._size)))
@@ -149,9 +156,48 @@ class WorkerPool:
         await self._add_worker()
 
     async def _run(self, kind: str, payload: object) -> Any:
-        worker = await self._take_live_worker(kind, payload)
+        while True:
+            # Waiting for a worker may be cancelled freely: nothing is taken until get() returns.
+            worker = await self._idle.get()
+            # From here the worker is in use whatever happens to the caller. A caller that gives up
+            # (its deadline passed, its client went away) must not take the worker with it: the
+            # exchange runs on in its own task, which hands the worker back, or replaces it, once
+            # the document is done.
+            exchange = asyncio.ensure_future(self._exchange(worker, kind, payload))
+            self._exchanges.add(exchange)
+            exchange.add_done_callback(self._exchange_done)
+            reply = await asyncio.shield(exchange)
+            if reply is not None:
+                break
+        status, value = reply
+        if status == "ok":
+            return value
+        if status == "refused":
+            error_type, message = value
+            raise error_type(message)
+        log.error("stamping worker failed", extra={"error": value})
+        raise UnsupportedPdf(_UNPROCESSABLE)
+
+    def _exchange_done(self, exchange: asyncio.Future[Any]) -> None:
+        self._exchanges.discard(exchange)
+        # A caller that went away never reads the outcome; reading it here keeps asyncio quiet.
+        if not exchange.cancelled():
+            exchange.exception()
+
+    async def _exchange(self, worker: _Worker, kind: str, payload: object) -> tuple[str, Any] | None:
+        """One job on `worker`, which goes back to the idle workers afterwards or is replaced.
+        None when the worker turned out to have died while idle (the job never reached it)."""
         try:
-            status, value = await asyncio.wait_for(asyncio.to_thread(worker.conn.recv), self._time_limit_s)
+            await asyncio.to_thread(worker.conn.send, (kind, payload))
+        except (OSError, ValueError):
+            # It died while idle (killed, out of memory).
+            log.error("a stamping worker died while idle; replacing it")
+            await self._replace(worker)
+            return None
+        try:
+            reply: tuple[str, Any] = await asyncio.wait_for(
+                asyncio.to_thread(worker.conn.recv), self._time_limit_s
+            )
         except TimeoutError:
             log.warning("document took too long; replacing its worker", extra={"limit_s": self._time_limit_s})
             await self._replace(worker)
@@ -164,25 +210,7 @@ class WorkerPool:
             await self._replace(worker)
             raise UnsupportedPdf(_UNPROCESSABLE) from None
         self._idle.put_nowait(worker)
-        if status == "ok":
-            return value
-        if status == "refused":
-            error_type, message = value
-            raise error_type(message)
-        log.error("stamping worker failed", extra={"error": value})
-        raise UnsupportedPdf(_UNPROCESSABLE)
-
-    async def _take_live_worker(self, kind: str, payload: object) -> _Worker:
-        """An idle worker that accepted the job; one found dead meanwhile is replaced first."""
-        while True:
-            worker = await self._idle.get()
-            try:
-                await asyncio.to_thread(worker.conn.send, (kind, payload))
-                return worker
-            except (OSError, ValueError):
-                # It died while idle (killed, out of memory): the job never reached it.
-                log.error("a stamping worker died while idle; replacing it")
-                await self._replace(worker)
+        return reply
 
     async def stamp(self, job: StampJob) -> StampResult:
         return await self._run("stamp", job)
@@ -191,6 +219,8 @@ class WorkerPool:
         return await self._run("verify", document)
 
     async def close(self) -> None:
+        for exchange in list(self._exchanges):
+            exchange.cancel()
         for worker in list(self._all):
             with contextlib.suppress(Exception):
                 worker.conn.close()

@@ -212,3 +212,41 @@ async def test_a_worker_that_died_while_idle_is_replaced_before_it_is_given_work
         assert [p.pid for p in pool.workers] != [dead.pid]
     finally:
         await pool.close()
+
+
+async def test_callers_that_give_up_mid_document_leave_every_worker_in_the_pool(dev_pki: DevPki) -> None:
+    pool = WorkerPool(worker_config(dev_pki), size=2, time_limit_s=60)
+    await pool.start()
+    document = corpus_pdf()
+    try:
+        # Callers whose deadline passes while their document is on a worker, over and over: more
+        # of them than there are workers, so a worker lost each time would leave none. The
+        # workers are held still meanwhile, so every document is mid-work when its caller leaves.
+        for round_ in range(3):
+            for process in pool.workers:
+                os.kill(process.pid, signal.SIGSTOP)
+            calls = [
+                asyncio.ensure_future(
+                    pool.stamp(StampJob(document, serial=f"{SERIAL[:-2]}{round_}{n}", placement=Placement()))
+                )
+                for n in range(3)
+            ]
+            await asyncio.sleep(0.2)
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            for process in pool.workers:
+                os.kill(process.pid, signal.SIGCONT)
+        # The abandoned documents finish and their workers come back.
+        for _ in range(600):
+            if pool.idle == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.idle == 2
+        assert len(pool.workers) == 2
+        results = await asyncio.gather(
+            *(pool.stamp(StampJob(document, serial=SERIAL, placement=Placement())) for _ in range(4))
+        )
+        assert all(r.stamped_document.startswith(document) for r in results)
+    finally:
+        await pool.close()

@@ -253,7 +253,9 @@ class GatewaySettings(CommonSettings):
     stamp_concurrency_max: int = Field(default=256, ge=1)
     retail_stamp_share: float = Field(default=0.5, gt=0, le=1)
     distributor_stamp_share: float = Field(default=0.5, gt=0, le=1)
-    retail_stamp_queue: int = Field(default=64, ge=0)
+    # Retail's queue takes the waiting room's returning ticket holders: at least a few seconds of
+    # what the pool stamps (docs/gateway.md).
+    retail_stamp_queue: int = Field(default=4096, ge=0)
     distributor_stamp_queue: int = Field(default=64, ge=0)
     stamp_queue_timeout_s: float = Field(default=10.0, gt=0)
     # The other bulkheads: concurrency limit and queue size each.

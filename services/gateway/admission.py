@@ -22,8 +22,8 @@ slot is kept until the stamp is committed or released.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
-import heapq
 import itertools
 import math
 import time
@@ -271,6 +271,10 @@ class _Waiter:
     future: asyncio.Future[None] = field(compare=False)
 
 
+def _arrival(waiter: _Waiter) -> float:
+    return waiter.arrived_at
+
+
 @dataclass
 class GateStats:
     admitted: int = 0
@@ -307,25 +311,36 @@ class StampGate:
         self.partitions = {p.name: p for p in partitions}
         self.in_flight = 0
         self._in_flight: dict[str, int] = {p.name: 0 for p in partitions}
+        # Each partition's waiters, earliest arrival first; only those still waiting.
         self._queues: dict[str, list[_Waiter]] = {p.name: [] for p in partitions}
         self._seq = itertools.count()
         self._done = Throughput()
         self.stats = {p.name: GateStats() for p in partitions}
 
     def queued(self, partition: str) -> int:
-        return sum(1 for w in self._queues[partition] if not w.future.done())
+        return len(self._queues[partition])
 
     def queued_before(self, partition: str, arrived_at: float) -> int:
-        return sum(1 for w in self._queues[partition] if w.arrived_at < arrived_at and not w.future.done())
+        return bisect.bisect_left(self._queues[partition], arrived_at, key=_arrival)
 
     @property
     def per_second(self) -> float:
         return self._done.per_second
 
+    @property
+    def capacity_per_s(self) -> float:
+        """Stamps a second the gate can pass; 0 until the first stamps are done.
+
+        Not the recent rate alone: while everyone is away waiting it falls towards zero, and the
+        waits it gives would keep them away while the signers idle. Erring high only brings people
+        back a little early, to wait in the queue.
+        """
+        estimate = self.limit.capacity_per_s
+        # Until the limit has its first round trips, the rate counted so far means nothing either.
+        return max(self._done.per_second, estimate) if estimate > 0 else 0.0
+
     def retry_after(self, ahead: int) -> int:
-        # Not the recent rate alone: while everyone is away waiting it falls towards zero, and the
-        # waits it gives would keep them away while the signers idle.
-        return retry_after_for(ahead, max(self._done.per_second, self.limit.capacity_per_s))
+        return retry_after_for(ahead, self.capacity_per_s)
 
     def would_wait(self, partition: str) -> bool:
         """Whether a request arriving now would have to queue."""
@@ -356,17 +371,15 @@ class StampGate:
         if not self.would_wait(partition):
             return self._start(partition)
         if len(queue) >= settings.queue_size:
-            newest = max(queue) if queue else None
-            if newest is None or newest.arrived_at <= arrived:
+            if not queue or queue[-1].arrived_at <= arrived:
                 stats.rejected += 1
                 raise self._refusal(partition, arrived)
             # An earlier arrival takes the newest one's place; that one comes back in turn.
-            queue.remove(newest)
-            heapq.heapify(queue)
+            newest = queue.pop()
             stats.evicted += 1
             newest.future.set_exception(self._refusal(partition, newest.arrived_at))
         waiter = _Waiter(arrived, next(self._seq), partition, asyncio.get_running_loop().create_future())
-        heapq.heappush(queue, waiter)
+        bisect.insort(queue, waiter)
         try:
             async with asyncio.timeout(settings.queue_timeout_s):
                 await waiter.future
@@ -377,11 +390,12 @@ class StampGate:
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Admitted just as the wait ended: the slot goes to the next in line.
                 self._finish(partition, None)
-            elif not future.done():
+            else:
+                # Timed out or cancelled (which cancels the future too), or evicted meanwhile.
                 future.cancel()
-                with contextlib.suppress(ValueError):
-                    queue.remove(waiter)
-                    heapq.heapify(queue)
+                at = bisect.bisect_left(queue, waiter)
+                if at < len(queue) and queue[at] is waiter:
+                    del queue[at]
             if isinstance(exc, TimeoutError):
                 stats.timed_out += 1
                 raise self._refusal(partition, arrived) from None
@@ -413,9 +427,7 @@ class StampGate:
             waiter, name = min(
                 candidates, key=lambda c: (self._in_flight[c[1]] >= self._guaranteed(c[1]), c[0])
             )
-            heapq.heappop(self._queues[name])
-            if waiter.future.done():
-                continue
+            del self._queues[name][0]
             self.in_flight += 1
             self._in_flight[name] += 1
             self.stats[name].admitted += 1

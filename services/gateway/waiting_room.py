@@ -16,6 +16,7 @@ import bisect
 import hashlib
 import heapq
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -26,6 +27,15 @@ from services.gateway.admission import RETAIL, Overloaded, StampGate, StampSlot
 TICKET_HEADER = "Waiting-Room-Ticket"
 # How long after its Retry-After a ticket still holds its place.
 GRACE_S = 30.0
+# Newcomers may queue while the queue holds less than about this much stamping; the rest are
+# given a time to come back. Retry-After is a whole number of seconds, so everyone told the same
+# number comes back in the same second: the queue must take a second's worth and more.
+ROOM_S = 2.0
+# The room before the gate's capacity is known (the first stamps of a surge are not done yet).
+FIRST_ROOM = 64
+# The longest wait the room gives: a surge can be minutes deep, and telling people a shorter wait
+# than theirs only brings them back to be sent away again.
+MAX_WAIT_S = 900
 
 
 class TurnedAway(Overloaded):
@@ -104,6 +114,13 @@ class WaitingRoom:
         self._forget_expired()
         return len(self._out)
 
+    def room(self) -> int:
+        """How many may wait in the gate's queue: about ROOM_S of stamping at the gate's capacity."""
+        capacity = self._gate.capacity_per_s
+        if capacity <= 0:
+            return min(self._queue_size, FIRST_ROOM)
+        return min(self._queue_size, max(1, round(capacity * ROOM_S)))
+
     async def enter(self, account_id: str, ticket_text: str = "") -> StampSlot:
         now = self._clock()
         self._forget_expired()
@@ -112,7 +129,7 @@ class WaitingRoom:
             arrived = now
             # A newcomer goes to the back: behind the queue and every ticket still out.
             if self._gate.would_wait(self._partition) and (
-                self._gate.queued(self._partition) + len(self._out) >= self._queue_size
+                self._gate.queued(self._partition) + len(self._out) >= self.room()
             ):
                 raise self._turn_away(account_id, arrived)
         else:
@@ -129,14 +146,22 @@ class WaitingRoom:
             self._by_arrival, (arrived, "")
         )
         position = ahead + 1
-        # Come back about when the queue will have room for this place in line.
-        wait = self._gate.retry_after(max(1, position - self._queue_size))
+        wait = self._wait_for(position)
         ticket = Ticket(arrived, now + wait + GRACE_S, secrets.token_urlsafe(9))
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
         self._out[ticket.nonce] = arrived
         self.turned_away += 1
         return TurnedAway(wait, arrived, self._signer.issue(account_id, ticket), position)
+
+    def _wait_for(self, position: int) -> int:
+        """Seconds until `position` should find room in the queue: those ahead of it beyond the
+        room, at the gate's capacity. Before that is known, a second: it will be by then."""
+        capacity = self._gate.capacity_per_s
+        if capacity <= 0:
+            return 1
+        beyond = position - self.room()
+        return max(1, min(MAX_WAIT_S, math.ceil(beyond / capacity)))
 
     def _redeem(self, nonce: str) -> None:
         arrived = self._out.pop(nonce, None)

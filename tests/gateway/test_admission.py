@@ -258,3 +258,45 @@ def test_the_wait_given_follows_capacity_even_when_nobody_is_being_served() -> N
     feed(limit, clock, 0.050, windows=3)
     assert limit.capacity_per_s == pytest.approx(200)
     assert gate.retry_after(1000) == 5
+
+
+async def test_the_waiting_room_queues_about_two_seconds_of_stamping_and_times_the_rest() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=10, min_limit=10, max_limit=10, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4096, 30)])
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail")
+    inside = [await room.enter(f"in-{n}") for n in range(10)]
+
+    # Before any stamp is done the capacity is unknown: a short queue, and come back in a second
+    # (not the longest wait, which would leave the signers idle once they are free).
+    early = [asyncio.create_task(room.enter(f"early-{n}")) for n in range(64)]
+    await asyncio.sleep(0)
+    with pytest.raises(TurnedAway) as unknown:
+        await room.enter("unknown")
+    assert unknown.value.retry_after_s == 1
+
+    # Stamps take 50 ms at a limit of 10: 200 a second, so the queue takes 400.
+    feed(limit, clock, 0.050, windows=3)
+    assert room.room() == 400
+    more = [asyncio.create_task(room.enter(f"more-{n}")) for n in range(400 - 64 - 1)]
+    await asyncio.sleep(0)
+    assert gate.queued("retail") == 399
+    waits = []
+    for n in range(1000):
+        with pytest.raises(TurnedAway) as refused:
+            await room.enter(f"late-{n}")
+        waits.append((refused.value.position, refused.value.retry_after_s))
+    # Everyone beyond the room is told when the ones ahead will have gone in, at 200 a second.
+    assert waits[0] == (401, 1)
+    assert waits[599] == (1000, 3)
+    assert waits[-1] == (1400, 5)
+    assert [w for _, w in waits] == sorted(w for _, w in waits)
+
+    for task in [*early, *more]:
+        task.cancel()
+    await asyncio.gather(*early, *more, return_exceptions=True)
+    # Those who left the queue are out of it, not counted as still waiting.
+    assert gate.queued("retail") == 0
+    for slot in inside:
+        slot.release()
+    assert gate.in_flight == 0

@@ -1,8 +1,8 @@
 """The stamping PIN: six digits a user gives before a stamp is placed, as the national portal asks.
 
 Six digits are a million guesses, so the lock-out carries the security, not the hash: every check
-(including the "current PIN" of a change) spends an attempt before the hash is compared, and the
-fifth wrong one locks the PIN until it is reset.
+(including the "current PIN" of a change) is compared while it holds the PIN's row, so concurrent
+guesses count one after another, and the fifth wrong one locks the PIN until it is reset.
 
 For the same reason a slow password hash protects nothing here: a million argon2 guesses take an
 afternoon, while costing ~50 ms of CPU on every stamp. PINs are kept as HMAC-SHA256 under a key
@@ -21,7 +21,7 @@ import logging
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.auth.errors import AccountNotFound, PinLocked, WrongPin
@@ -145,38 +145,42 @@ class StampingPins:
     def verify_stamping_pin(self, account_id: str, pin: str) -> PinCheck:
         """Whether `pin` is right, and how many tries are left before the PIN locks."""
         _check_digits(pin)
-        # Spend the attempt first and compare after: concurrent guesses cannot outrun the counter.
+        # One transaction holding the PIN's row (SQLite: the write lock BEGIN IMMEDIATE takes;
+        # PostgreSQL: FOR UPDATE): concurrent guesses are compared one at a time, each against the
+        # count the one before it left, so none can outrun the counter. A right PIN with no wrong
+        # tries before it writes nothing, which is every stamp of a user who knows their PIN.
         with self._engine.begin() as conn:
-            spent = conn.execute(
-                update(stamping_pins)
-                .where(
-                    stamping_pins.c.account_id == account_id,
-                    stamping_pins.c.failed_attempts < MAX_PIN_ATTEMPTS,
-                )
-                .values(failed_attempts=stamping_pins.c.failed_attempts + 1)
-            )
             row = conn.execute(
-                select(stamping_pins.c.pin_hash, stamping_pins.c.failed_attempts).where(
-                    stamping_pins.c.account_id == account_id
-                )
+                select(stamping_pins.c.pin_hash, stamping_pins.c.failed_attempts)
+                .where(stamping_pins.c.account_id == account_id)
+                .with_for_update()
             ).one_or_none()
+            if row is not None:
+                check = self._check_locked_row(conn, account_id, row.pin_hash, row.failed_attempts, pin)
         if row is None:
             self._require_account(account_id)
             raise PreconditionFailed("no stamping PIN is set for this account; set one first")
-        if spent.rowcount != 1:
+        return check
+
+    def _check_locked_row(
+        self, conn: Connection, account_id: str, pin_hash: str, failed_attempts: int, pin: str
+    ) -> PinCheck:
+        if failed_attempts >= MAX_PIN_ATTEMPTS:
             return PinCheck(valid=False, attempts_left=0)
-        if not self._matches(row.pin_hash, pin):
-            left = MAX_PIN_ATTEMPTS - row.failed_attempts
+        row = stamping_pins.c.account_id == account_id
+        if not self._matches(pin_hash, pin):
+            conn.execute(update(stamping_pins).where(row).values(failed_attempts=failed_attempts + 1))
+            left = MAX_PIN_ATTEMPTS - failed_attempts - 1
             if left == 0:
                 log.warning("stamping PIN locked after wrong tries", extra={"account_id": account_id})
             return PinCheck(valid=False, attempts_left=left)
-        with self._engine.begin() as conn:
-            values: dict[str, object] = {"failed_attempts": 0}
-            if self._hasher.check_needs_rehash(row.pin_hash):
-                values["pin_hash"] = self._hasher.hash(pin)
-            conn.execute(
-                update(stamping_pins).where(stamping_pins.c.account_id == account_id).values(**values)
-            )
+        values: dict[str, object] = {}
+        if failed_attempts:
+            values["failed_attempts"] = 0
+        if self._hasher.check_needs_rehash(pin_hash):
+            values["pin_hash"] = self._hasher.hash(pin)
+        if values:
+            conn.execute(update(stamping_pins).where(row).values(**values))
         return PinCheck(valid=True, attempts_left=MAX_PIN_ATTEMPTS)
 
     def _matches(self, pin_hash: str, pin: str) -> bool:

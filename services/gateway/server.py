@@ -104,6 +104,7 @@ async def serve(settings: GatewaySettings) -> None:
             port=int(port),
             log_config=None,
             lifespan="off",
+            http="httptools",
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         )
     )

@@ -106,6 +106,9 @@ class Tally:
     last_stamp: float = 0.0
     batch_ok: int = 0
     batch_failed: Counter[str] = field(default_factory=Counter)
+    # (seconds since the first arrival, status, Retry-After) of every retail stamp answer.
+    timeline: list[tuple[float, int, float]] = field(default_factory=list)
+    lost_connections: Counter[str] = field(default_factory=Counter)
 
     @property
     def http_5xx(self) -> int:
@@ -237,20 +240,29 @@ class StampClient:
             + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
             + "\r\n"
         ).encode()
-        reader, writer = (
-            self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
-        )
-        try:
-            writer.write(head + self._body)
-            status = int((await reader.readline()).split()[1])
-            answer_headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                answer_headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(answer_headers.get("content-length", "0")))
-        except (OSError, IndexError, ValueError, asyncio.IncompleteReadError):
-            writer.close()
-            raise httpx.TransportError("connection lost") from None
+        while True:
+            kept_alive = bool(self._idle)
+            reader, writer = (
+                self._idle.pop() if kept_alive else await asyncio.open_connection(self._host, self._port)
+            )
+            try:
+                writer.write(head + self._body)
+                status_line = await reader.readline()
+                if not status_line and kept_alive:
+                    # The server closed the idle connection meanwhile (its keep-alive ran out): send
+                    # again on a new one, as any HTTP client does.
+                    writer.close()
+                    continue
+                status = int(status_line.split()[1])
+                answer_headers: dict[str, str] = {}
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    answer_headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(answer_headers.get("content-length", "0")))
+            except (OSError, IndexError, ValueError, asyncio.IncompleteReadError) as exc:
+                writer.close()
+                raise httpx.TransportError("connection lost") from exc
+            break
         # A refusal comes before the server reads the body, which then cannot go on that connection.
         if status >= 400 or answer_headers.get("connection", "").lower() == "close":
             writer.close()
@@ -311,11 +323,14 @@ async def stamp_like_the_page(
         started = time.perf_counter()
         try:
             status, answer_headers, body = await client.post(headers)
-        except httpx.TransportError:
+        except httpx.TransportError as lost:
             tally.statuses[0] += 1
+            tally.lost_connections[str(lost.__cause__ or lost)] += 1
             await asyncio.sleep(1)
             continue
         tally.statuses[status] += 1
+        retry_after = float(answer_headers.get("retry-after", "0") or 0)
+        tally.timeline.append((time.monotonic() - tally.first_arrival, status, retry_after))
         if status == 201:
             tally.stamp_ms.append((time.perf_counter() - started) * 1000)
             tally.stamped[name] += 1
@@ -325,7 +340,7 @@ async def stamp_like_the_page(
             tally.turned_away += 1
             room = json.loads(body).get("waiting_room") or {}
             ticket = room.get("ticket", ticket)
-            wait = float(answer_headers.get("retry-after", "1"))
+            wait = retry_after or 1.0
             await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             continue
         if status == 409:
@@ -417,6 +432,44 @@ async def steady_purchases(
     return latencies
 
 
+def print_cpu(stack: Stack, before: CpuSample, after: CpuSample, stamps: int) -> None:
+    """CPU ms per admitted stamp over the surge, by process: where the machine's time went."""
+    names = {process.pid: name for name, process in stack.services.running.items()}
+    names[os.getpid()] = "load (this benchmark)"
+    spent: Counter[str] = Counter()
+    for pid, now in after.processes.items():
+        then = before.processes.get(pid)
+        used = now.cpu_s - (then.cpu_s if then is not None else 0.0)
+        if pid in names:
+            spent[names[pid]] += used
+        elif "multiprocessing" in now.command:
+            spent["signer workers"] += used
+        elif now.name.startswith(("postgres", "redis")):
+            spent[now.name.split("-")[0]] += used
+        else:
+            spent["other"] += used
+    per_stamp = ", ".join(f"{name} {s * 1000 / max(stamps, 1):.2f}" for name, s in spent.most_common())
+    machine = (after.busy_s - before.busy_s) * 1000 / max(stamps, 1)
+    print(f"CPU ms per admitted stamp: {per_stamp}; whole machine {machine:.2f}")
+
+
+def print_timeline(timeline: list[tuple[float, int, float]], step_s: float = 2.0) -> None:
+    """Retail answers per `step_s` window: stamped, turned away and the mean wait they were given."""
+    if os.environ.get("SURGE_TIMELINE"):
+        Path(os.environ["SURGE_TIMELINE"]).write_text(json.dumps(timeline))
+    windows: dict[int, list[tuple[int, float]]] = {}
+    for at, status, wait in timeline:
+        windows.setdefault(int(at // step_s), []).append((status, wait))
+    for n in sorted(windows):
+        answers = windows[n]
+        waits = [w for s, w in answers if s == 429]
+        mean_wait = statistics.fmean(waits) if waits else 0.0
+        print(
+            f"  t={n * step_s:5.0f}s  201/s {sum(s == 201 for s, _ in answers) / step_s:6.1f}  "
+            f"429/s {len(waits) / step_s:6.1f}  mean Retry-After {mean_wait:5.1f} s"
+        )
+
+
 async def run(options: Options, stack: Stack, document: bytes) -> dict[str, float]:
     capacity = await pool_capacity(stack, document, options.pool_s)
     print(f"pool: one signer, one worker: {capacity:.1f} stamps/s standalone")
@@ -472,6 +525,9 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
             f"failed {dict(tally.batch_failed)}"
         )
         print(f"statuses: {dict(sorted(tally.statuses.items()))}")
+        if tally.lost_connections:
+            print(f"connections lost: {dict(tally.lost_connections.most_common(5))}")
+        print_timeline(tally.timeline)
 
         lost = distributor_lost
         for n, account in enumerate(retail):
@@ -497,6 +553,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
     if before is not None and after is not None:
         pid = stack.gateway.pid
         gateway_cpu_ms = (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
+        print_cpu(stack, before, after, admitted)
     return {
         "admitted_per_s": admitted / window if window > 0 else 0.0,
         "pool_capacity_per_s": capacity,

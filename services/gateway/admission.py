@@ -311,7 +311,8 @@ class StampGate:
         self.partitions = {p.name: p for p in partitions}
         self.in_flight = 0
         self._in_flight: dict[str, int] = {p.name: 0 for p in partitions}
-        # Each partition's waiters, earliest arrival first; only those still waiting.
+        # Each partition's waiters, earliest arrival first. A waiter whose caller went away leaves
+        # once its task runs again; until then its future is done, and it is passed over.
         self._queues: dict[str, list[_Waiter]] = {p.name: [] for p in partitions}
         self._seq = itertools.count()
         self._done = Throughput()
@@ -376,8 +377,9 @@ class StampGate:
                 raise self._refusal(partition, arrived)
             # An earlier arrival takes the newest one's place; that one comes back in turn.
             newest = queue.pop()
-            stats.evicted += 1
-            newest.future.set_exception(self._refusal(partition, newest.arrived_at))
+            if not newest.future.done():
+                stats.evicted += 1
+                newest.future.set_exception(self._refusal(partition, newest.arrived_at))
         waiter = _Waiter(arrived, next(self._seq), partition, asyncio.get_running_loop().create_future())
         bisect.insort(queue, waiter)
         try:
@@ -428,6 +430,9 @@ class StampGate:
                 candidates, key=lambda c: (self._in_flight[c[1]] >= self._guaranteed(c[1]), c[0])
             )
             del self._queues[name][0]
+            if waiter.future.done():
+                # Cancelled (its caller went away or timed out) and not yet out of the queue.
+                continue
             self.in_flight += 1
             self._in_flight[name] += 1
             self.stats[name].admitted += 1

@@ -300,3 +300,23 @@ async def test_the_waiting_room_queues_about_two_seconds_of_stamping_and_times_t
     for slot in inside:
         slot.release()
     assert gate.in_flight == 0
+
+
+async def test_a_waiter_that_gave_up_is_passed_over_when_a_slot_frees_or_a_ticket_takes_its_place() -> None:
+    gate = fixed_gate(1, retail_queue=1)
+    inside = await gate.enter("retail")
+    now = time.time()
+    leaving = asyncio.create_task(gate.enter("retail", arrived_at=now + 10))
+    await asyncio.sleep(0)
+    # Its caller goes away: the waiter's future is cancelled at once, but it leaves the queue only
+    # when its task runs again. In between, an earlier arrival wants its place...
+    leaving.cancel()
+    early = asyncio.create_task(gate.enter("retail", arrived_at=now + 5))
+    # ...and the slot frees.
+    inside.release()
+    await asyncio.sleep(0)
+    assert leaving.cancelled()
+    slot = await early
+    assert gate.in_flight == 1 and gate.queued("retail") == 0
+    slot.release()
+    assert gate.in_flight == 0

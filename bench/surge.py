@@ -109,6 +109,8 @@ class Tally:
     # (seconds since the first arrival, status, Retry-After) of every retail stamp answer.
     timeline: list[tuple[float, int, float]] = field(default_factory=list)
     lost_connections: Counter[str] = field(default_factory=Counter)
+    # (seconds since the first arrival, ms) of every purchase during the surge.
+    purchases: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def http_5xx(self) -> int:
@@ -420,7 +422,10 @@ async def steady_purchases(
 
     async def one(account: Account) -> None:
         try:
+            sent = time.monotonic()
             latencies.append(await buy(http, account, 1, tally, pay=False))
+            if tally.first_arrival:
+                tally.purchases.append((sent - tally.first_arrival, latencies[-1]))
         except httpx.TransportError:
             # A connection the gateway closed under load: counted with the statuses, as status 0.
             tally.statuses[0] += 1
@@ -456,20 +461,28 @@ def print_cpu(stack: Stack, before: CpuSample, after: CpuSample, stamps: int) ->
     print(f"CPU ms per admitted stamp: {per_stamp}; whole machine {machine:.2f}")
 
 
-def print_timeline(timeline: list[tuple[float, int, float]], step_s: float = 2.0) -> None:
-    """Retail answers per `step_s` window: stamped, turned away and the mean wait they were given."""
+def print_timeline(
+    timeline: list[tuple[float, int, float]], purchases: list[tuple[float, float]], step_s: float = 2.0
+) -> None:
+    """Per `step_s` window: retail stamps stamped and turned away (with the mean wait given), and
+    the slowest purchase sent in it."""
     if os.environ.get("SURGE_TIMELINE"):
-        Path(os.environ["SURGE_TIMELINE"]).write_text(json.dumps(timeline))
+        dump = {"stamps": timeline, "purchases": purchases}
+        Path(os.environ["SURGE_TIMELINE"]).write_text(json.dumps(dump))
     windows: dict[int, list[tuple[int, float]]] = {}
     for at, status, wait in timeline:
         windows.setdefault(int(at // step_s), []).append((status, wait))
-    for n in sorted(windows):
-        answers = windows[n]
+    slowest: dict[int, float] = {}
+    for at, ms in purchases:
+        slowest[int(at // step_s)] = max(slowest.get(int(at // step_s), 0.0), ms)
+    for n in sorted(windows.keys() | slowest.keys()):
+        answers = windows.get(n, [])
         waits = [w for s, w in answers if s == 429]
         mean_wait = statistics.fmean(waits) if waits else 0.0
         print(
             f"  t={n * step_s:5.0f}s  201/s {sum(s == 201 for s, _ in answers) / step_s:6.1f}  "
-            f"429/s {len(waits) / step_s:6.1f}  mean Retry-After {mean_wait:5.1f} s"
+            f"429/s {len(waits) / step_s:6.1f}  mean Retry-After {mean_wait:5.1f} s  "
+            f"slowest purchase {slowest.get(n, 0.0):6.0f} ms"
         )
 
 
@@ -530,7 +543,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
         print(f"statuses: {dict(sorted(tally.statuses.items()))}")
         if tally.lost_connections:
             print(f"connections lost: {dict(tally.lost_connections.most_common(5))}")
-        print_timeline(tally.timeline)
+        print_timeline(tally.timeline, tally.purchases)
 
         lost = distributor_lost
         for n, account in enumerate(retail):

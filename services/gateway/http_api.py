@@ -62,7 +62,8 @@ class Gateway:
     admission: AdmissionControl
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    # async: FastAPI runs a plain function dependency in a worker thread, a hop on every request.
     return request.app.state.gateway
 
 

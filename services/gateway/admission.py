@@ -167,6 +167,42 @@ class Throughput:
         return self._rate
 
 
+class SaturatedRate:
+    """Requests finished per second while others stood waiting: what a limit really passes when
+    it is full, whatever the bottleneck behind it (the signers, or a CPU shared with everything
+    else). Counted over windows of `window_s` with a queue all along; the best of the last
+    `windows` of them, since a wait given from a low guess keeps people away while capacity idles.
+    """
+
+    def __init__(
+        self, window_s: float = 1.0, windows: int = 8, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window_s = window_s
+        self._clock = clock
+        self._recent: deque[float] = deque(maxlen=windows)
+        self._since: float | None = None
+        self._count = 0
+
+    def finished(self, others_waiting: bool) -> None:
+        now = self._clock()
+        if not others_waiting:
+            self._since = None
+            return
+        if self._since is None:
+            self._since, self._count = now, 0
+            return
+        self._count += 1
+        elapsed = now - self._since
+        if elapsed >= self._window_s:
+            self._recent.append(self._count / elapsed)
+            self._since, self._count = now, 0
+
+    @property
+    def per_second(self) -> float:
+        """0 until a whole window with a queue has been seen."""
+        return max(self._recent, default=0.0)
+
+
 def retry_after_for(ahead: int, per_second: float) -> int:
     """Seconds until about `ahead` requests have been served at the recent rate."""
     if per_second <= 0:
@@ -316,6 +352,7 @@ class StampGate:
         self._queues: dict[str, list[_Waiter]] = {p.name: [] for p in partitions}
         self._seq = itertools.count()
         self._done = Throughput()
+        self._saturated = SaturatedRate()
         self.stats = {p.name: GateStats() for p in partitions}
 
     def queued(self, partition: str) -> int:
@@ -332,10 +369,14 @@ class StampGate:
     def capacity_per_s(self) -> float:
         """Stamps a second the gate can pass; 0 until the first stamps are done.
 
-        Not the recent rate alone: while everyone is away waiting it falls towards zero, and the
-        waits it gives would keep them away while the signers idle. Erring high only brings people
-        back a little early, to wait in the queue.
+        Measured while stamps queue, when the gate passes all it can. Before any such measure, the
+        limit over its long-run round trip. Not the recent rate alone: while everyone is away
+        waiting it falls towards zero, and the waits it gives would keep them away while the
+        signers idle.
         """
+        measured = self._saturated.per_second
+        if measured > 0:
+            return max(measured, self._done.per_second)
         estimate = self.limit.capacity_per_s
         # Until the limit has its first round trips, the rate counted so far means nothing either.
         return max(self._done.per_second, estimate) if estimate > 0 else 0.0
@@ -415,6 +456,7 @@ class StampGate:
         self._in_flight[partition] -= 1
         if rtt_s is not None:
             self._done.add()
+            self._saturated.finished(any(self._queues.values()))
             self.limit.sample(rtt_s, self.in_flight + 1)
         self._dispatch()
 

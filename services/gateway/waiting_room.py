@@ -31,6 +31,9 @@ GRACE_S = 30.0
 # given a time to come back. Retry-After is a whole number of seconds, so everyone told the same
 # number comes back in the same second: the queue must take a second's worth and more.
 ROOM_S = 2.0
+# A returning ticket holder queues if the gate would pass everyone ahead within this part of the
+# queue's time limit.
+PATIENCE = 0.6
 # The room before the gate's capacity is known (the first stamps of a surge are not done yet).
 FIRST_ROOM = 64
 # The longest wait the room gives: a surge can be minutes deep, and telling people a shorter wait
@@ -102,6 +105,7 @@ class WaitingRoom:
         self._signer = signer
         self._partition = partition
         self._queue_size = gate.partitions[partition].queue_size
+        self._queue_timeout_s = gate.partitions[partition].queue_timeout_s
         self._clock = clock
         # Tickets out: sorted by arrival, for positions; by expiry, to forget no-shows.
         self._by_arrival: list[tuple[float, str]] = []
@@ -121,6 +125,15 @@ class WaitingRoom:
             return min(self._queue_size, FIRST_ROOM)
         return min(self._queue_size, max(1, round(capacity * ROOM_S)))
 
+    def served_in_time(self) -> int:
+        """How many may stand ahead of a returning ticket holder who queues: those the gate passes
+        well within the queue's time limit. Further back, the holder is given a new time instead
+        of timing out in the queue."""
+        capacity = self._gate.capacity_per_s
+        if capacity <= 0:
+            return self.room()
+        return min(self._queue_size, max(self.room(), round(capacity * self._queue_timeout_s * PATIENCE)))
+
     async def enter(self, account_id: str, ticket_text: str = "") -> StampSlot:
         now = self._clock()
         self._forget_expired()
@@ -135,6 +148,10 @@ class WaitingRoom:
         else:
             arrived = ticket.arrived_at
             self._redeem(ticket.nonce)
+            if self._gate.would_wait(self._partition) and (
+                self._gate.queued_before(self._partition, arrived) >= self.served_in_time()
+            ):
+                raise self._turn_away(account_id, arrived)
         try:
             return await self._gate.enter(self._partition, arrived)
         except Overloaded as refused:

@@ -10,6 +10,7 @@ from services.gateway.admission import (
     GradientLimit,
     Overloaded,
     Partition,
+    SaturatedRate,
     StampGate,
     retry_after_for,
 )
@@ -320,3 +321,58 @@ async def test_a_waiter_that_gave_up_is_passed_over_when_a_slot_frees_or_a_ticke
     assert gate.in_flight == 1 and gate.queued("retail") == 0
     slot.release()
     assert gate.in_flight == 0
+
+
+def test_the_saturated_rate_counts_only_while_others_wait_and_keeps_the_best_recent_window() -> None:
+    clock = Clock()
+    rate = SaturatedRate(window_s=1.0, windows=3, clock=clock)
+    # Nobody waiting: finishing slowly says nothing about capacity.
+    for _ in range(10):
+        clock.now += 0.5
+        rate.finished(others_waiting=False)
+    assert rate.per_second == 0
+    # A queue stands: 100 a second, then 50 a second while something else takes the CPU.
+    for per_s in (100, 50):
+        for _ in range(per_s):
+            clock.now += 1 / per_s
+            rate.finished(others_waiting=True)
+    assert rate.per_second == pytest.approx(100, rel=0.05)
+    # Three slow windows later the fast one has aged out.
+    for _ in range(150):
+        clock.now += 1 / 50
+        rate.finished(others_waiting=True)
+    assert rate.per_second == pytest.approx(50, rel=0.05)
+
+
+async def test_a_ticket_holder_too_far_back_to_be_served_in_time_is_given_a_new_time_not_a_timeout() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=10, min_limit=10, max_limit=10, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4096, 5)])
+    arrivals = Clock(time.time())
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=arrivals)
+    feed(limit, clock, 0.050, windows=3)
+    # 200 a second and 5 s before a queued stamp times out: 600 may stand ahead of a holder.
+    assert room.served_in_time() == 600
+    inside = [await room.enter(f"in-{n}") for n in range(10)]
+    queued = []
+    for n in range(400):
+        arrivals.now += 0.001
+        queued.append(asyncio.create_task(room.enter(f"new-{n}")))
+        await asyncio.sleep(0)
+    tickets = []
+    for n in range(300):
+        arrivals.now += 0.001
+        with pytest.raises(TurnedAway) as refused:
+            await room.enter(f"late-{n}")
+        tickets.append(refused.value.ticket)
+    back = [asyncio.create_task(room.enter(f"late-{n}", tickets[n])) for n in range(200)]
+    await asyncio.sleep(0)
+    assert gate.queued("retail") == 600
+    with pytest.raises(TurnedAway) as again:
+        await room.enter("late-200", tickets[200])
+    assert again.value.position == 601 and again.value.retry_after_s == 2
+    for task in [*queued, *back]:
+        task.cancel()
+    await asyncio.gather(*queued, *back, return_exceptions=True)
+    for slot in inside:
+        slot.release()

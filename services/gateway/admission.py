@@ -202,6 +202,12 @@ class SaturatedRate:
         """0 until a whole window with a queue has been seen."""
         return max(self._recent, default=0.0)
 
+    @property
+    def settled(self) -> bool:
+        """Whether every window kept has been seen: the first seconds of a surge are slower than
+        the rest (everyone arrives at once and must be answered), so they are a poor measure."""
+        return len(self._recent) == self._recent.maxlen
+
 
 def retry_after_for(ahead: int, per_second: float) -> int:
     """Seconds until about `ahead` requests have been served at the recent rate."""
@@ -380,6 +386,12 @@ class StampGate:
         estimate = self.limit.capacity_per_s
         # Until the limit has its first round trips, the rate counted so far means nothing either.
         return max(self._done.per_second, estimate) if estimate > 0 else 0.0
+
+    @property
+    def capacity_settled(self) -> bool:
+        """Whether capacity_per_s comes from enough seconds of stamps queueing to trust a long
+        wait computed from it."""
+        return self._saturated.settled
 
     def retry_after(self, ahead: int) -> int:
         return retry_after_for(ahead, self.capacity_per_s)

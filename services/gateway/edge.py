@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import redis.asyncio
-from fastapi import Request
 
 from services.common.errors import DomainError, Exhausted
 from services.common.interceptors import current_principal
@@ -158,7 +157,7 @@ class HttpAdmission:
             # The route answers for the missing or wrong token.
             await self._app(scope, receive, send)
             return
-        ticket = Request(scope).headers.get(TICKET_HEADER, "")
+        ticket = _header(scope, TICKET_HEADER.lower().encode())
         try:
             stamp_slot = await self._control.room.enter(principal.account_id, ticket)
         except DomainError as refused:
@@ -180,7 +179,7 @@ class HttpAdmission:
 
     async def _retail_caller(self, scope: Any) -> Principal | None:
         try:
-            principal = await self._verifier.verify(bearer_token(Request(scope).headers.get("authorization")))
+            principal = await self._verifier.verify(bearer_token(_header(scope, b"authorization") or None))
         except DomainError:
             return None
         if principal.kind != KIND_RETAIL:
@@ -189,9 +188,16 @@ class HttpAdmission:
         return principal
 
 
+def _header(scope: Any, name: bytes) -> str:
+    """One request header (its first value), by its lower-case name; "" when absent. Read from the
+    ASGI scope itself, without building a Starlette Request for it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
 async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> None:
-    request = Request(scope)
-    status = problems.http_status_for(refused)
     wait = refused.retry_after_s if isinstance(refused, Exhausted) else 0
     extra: dict[str, Any] = {}
     if isinstance(refused, TurnedAway):
@@ -200,10 +206,9 @@ async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> 
             "position": refused.position,
             "retry_after": refused.retry_after_s,
         }
-    response = problems.problem(
-        request, status, problems.title_for(status), refused.message, retry_after_s=wait, **extra
+    await problems.send_problem(
+        scope, send, problems.http_status_for(refused), refused.message, retry_after_s=wait, **extra
     )
-    await response(scope, receive, send)
 
 
 # Distributor RPCs by bulkhead; the stamping RPCs are admitted by the stamp gate in StampingFlow.

@@ -39,6 +39,7 @@ FIRST_ROOM = 64
 # The longest wait the room gives: a surge can be minutes deep, and telling people a shorter wait
 # than theirs only brings them back to be sent away again.
 MAX_WAIT_S = 900
+EARLY_MAX_WAIT_S = 4
 
 
 class TurnedAway(Overloaded):
@@ -173,12 +174,15 @@ class WaitingRoom:
 
     def _wait_for(self, position: int) -> int:
         """Seconds until `position` should find room in the queue: those ahead of it beyond the
-        room, at the gate's capacity. Before that is known, a second: it will be by then."""
+        room, at the gate's capacity. Before that is known, a second: it will be by then; and
+        while it is still being learnt, at most EARLY_MAX_WAIT_S, so a low first guess does not
+        keep people away while the signers idle."""
         capacity = self._gate.capacity_per_s
         if capacity <= 0:
             return 1
         beyond = position - self.room()
-        return max(1, min(MAX_WAIT_S, math.ceil(beyond / capacity)))
+        longest = MAX_WAIT_S if self._gate.capacity_settled else EARLY_MAX_WAIT_S
+        return max(1, min(longest, math.ceil(beyond / capacity)))
 
     def _redeem(self, nonce: str) -> None:
         arrived = self._out.pop(nonce, None)

@@ -249,7 +249,12 @@ class StampClient:
             )
             try:
                 writer.write(head + self._body)
-                status_line = await reader.readline()
+                try:
+                    status_line = await reader.readline()
+                except ConnectionResetError:
+                    if not kept_alive:
+                        raise
+                    status_line = b""
                 if not status_line and kept_alive:
                     # The server closed the idle connection meanwhile (its keep-alive ran out): send
                     # again on a new one, as any HTTP client does.
@@ -265,8 +270,9 @@ class StampClient:
                 writer.close()
                 raise httpx.TransportError("connection lost") from exc
             break
-        # A refusal comes before the server reads the body, which then cannot go on that connection.
-        if status >= 400 or answer_headers.get("connection", "").lower() == "close":
+        # Kept alive unless the server says otherwise, as a browser does (a refusal included: the
+        # whole request went out with it, and the server reads the rest of the body past it).
+        if answer_headers.get("connection", "").lower() == "close":
             writer.close()
         else:
             self._idle.append((reader, writer))

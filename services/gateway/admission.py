@@ -167,6 +167,10 @@ class Throughput:
         return self._rate
 
 
+# Windows of stamps queueing that SaturatedRate must have seen before long waits are given.
+SETTLED_WINDOWS = 3
+
+
 class SaturatedRate:
     """Requests finished per second while others stood waiting: what a limit really passes when
     it is full, whatever the bottleneck behind it (the signers, or a CPU shared with everything
@@ -204,9 +208,9 @@ class SaturatedRate:
 
     @property
     def settled(self) -> bool:
-        """Whether every window kept has been seen: the first seconds of a surge are slower than
-        the rest (everyone arrives at once and must be answered), so they are a poor measure."""
-        return len(self._recent) == self._recent.maxlen
+        """Whether a few windows have been seen: the first seconds of a surge are slower than the
+        rest (everyone arrives at once and must be answered), so they alone are a poor measure."""
+        return len(self._recent) >= SETTLED_WINDOWS
 
 
 def retry_after_for(ahead: int, per_second: float) -> int:

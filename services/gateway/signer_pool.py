@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from emeterai.v1 import signer_service_pb2_grpc
-from services.common.clients import ServiceTokenSource, service_channel
+from services.common.clients import ServiceChannel, ServiceTokenSource, service_channel
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ RESOLVE_S = 30.0
 class _Replica:
     address: str
     stub: Any
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel | ServiceChannel
     in_flight: int = 0
     ejected_until: float = float("-inf")
     last_used: float = field(default=float("-inf"))
@@ -55,7 +55,7 @@ class SignerPool:
     def __init__(
         self,
         addresses: Sequence[str],
-        channel_for: Callable[[str], grpc.aio.Channel],
+        channel_for: Callable[[str], grpc.aio.Channel | ServiceChannel],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -96,6 +96,28 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
             conn.send(("failed", f"{type(exc).__name__}: {exc}"))
 
 
+# Jobs up to this size are written to the worker's pipe from the event loop; larger ones from a
+# thread, so a 20 MB document does not hold the loop while the worker reads it.
+INLINE_SEND_BYTES = 1024 * 1024
+
+
+def _payload_bytes(payload: object) -> int:
+    document = payload.document if isinstance(payload, StampJob) else payload
+    return len(document) if isinstance(document, bytes) else 0
+
+
+async def _readable(conn: Connection) -> None:
+    """Until the worker has started to answer on `conn` (or closed it, by dying)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    descriptor = conn.fileno()
+    loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(descriptor)
+
+
 class _Worker:
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
@@ -188,16 +210,22 @@ class WorkerPool:
         """One job on `worker`, which goes back to the idle workers afterwards or is replaced.
         None when the worker turned out to have died while idle (the job never reached it)."""
         try:
-            await asyncio.to_thread(worker.conn.send, (kind, payload))
+            if _payload_bytes(payload) <= INLINE_SEND_BYTES:
+                # The worker is idle, reading: a small job goes through the pipe at once, cheaper
+                # than a hop to a thread and back.
+                worker.conn.send((kind, payload))
+            else:
+                await asyncio.to_thread(worker.conn.send, (kind, payload))
         except (OSError, ValueError):
             # It died while idle (killed, out of memory).
             log.error("a stamping worker died while idle; replacing it")
             await self._replace(worker)
             return None
         try:
-            reply: tuple[str, Any] = await asyncio.wait_for(
-                asyncio.to_thread(worker.conn.recv), self._time_limit_s
-            )
+            await asyncio.wait_for(_readable(worker.conn), self._time_limit_s)
+            # The worker writes its whole answer as soon as it starts to: reading it here waits no
+            # longer than copying it through the pipe.
+            reply: tuple[str, Any] = worker.conn.recv()
         except TimeoutError:
             log.warning("document took too long; replacing its worker", extra={"limit_s": self._time_limit_s})
             await self._replace(worker)

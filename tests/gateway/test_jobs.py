@@ -8,6 +8,9 @@ import asyncio
 import functools
 import hashlib
 import json
+import multiprocessing
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -351,16 +354,25 @@ async def test_a_stopped_runner_leaves_work_the_next_start_finishes_charging_onc
 ) -> None:
     first = parts.runner(workers=1, documents_at_once=1)
     documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 5)
-    job = await first.submit(parts.distributor, "job-3", documents, parts.receiver.url())
+    # The signer's worker is held still while the stop begins, so the stop lands mid-job however
+    # fast the documents stamp.
+    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
+    for worker in signer_workers:
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        job = await first.submit(parts.distributor, "job-3", documents, parts.receiver.url())
+        deadline = time.monotonic() + 60
+        while (await parts.balance()).held == 0:
+            assert time.monotonic() < deadline, "the first document never reached the signer"
+            await asyncio.sleep(0.05)
+        # A clean stop: the document being stamped finishes within the grace, no other one starts.
+        stopping = asyncio.create_task(first.shutdown(30))
+        await asyncio.sleep(0.2)
+    finally:
+        for worker in signer_workers:
+            os.kill(worker.pid, signal.SIGCONT)
+    await stopping
     store = LocalJobStore(parts.jobs_dir)
-
-    def some_done() -> bool:
-        found = store.find(job.job_id)
-        return found is not None and any(item.result for item in found.items)
-
-    await eventually(some_done)
-    # A clean stop: the document being stamped finishes within the grace, no other one starts.
-    await first.shutdown(30)
     stopped = store.find(job.job_id)
     assert stopped is not None and stopped.status == JobStatus.RUNNING
     assert 1 <= sum(1 for item in stopped.items if item.result) < 5

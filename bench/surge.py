@@ -64,6 +64,7 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DOCUMENT = REPO.parent / "shared/corpus/pdf/sf-001-minimal-document.pdf"
 PIN = "482915"
 SURGE_FACTOR = 10
+MAX_CONNECTIONS = 12_000
 STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 RESULT_NAMES = (
     "admitted_per_s",
@@ -92,6 +93,8 @@ class Options:
     batch_documents: int = 60
     # How long after the last arrival a user still waits for their stamp.
     drain_s: float = 120.0
+    # Stamping through the gateway before the surge, as on any day before a deadline.
+    warm_up_s: float = 3.0
 
 
 @dataclass
@@ -233,6 +236,9 @@ class StampClient:
         ]
         self._body = b"".join(parts)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # One process plays every user, and it and the gateway may each hold 20 000 files here: the
+        # users share this many connections, a user without one waiting for the next to close.
+        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def post(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         head = (
@@ -245,7 +251,7 @@ class StampClient:
         while True:
             kept_alive = bool(self._idle)
             reader, writer = (
-                self._idle.pop() if kept_alive else await asyncio.open_connection(self._host, self._port)
+                self._idle.pop() if kept_alive else await self._connect()
             )
             try:
                 writer.write(head + self._body)
@@ -258,7 +264,7 @@ class StampClient:
                 if not status_line and kept_alive:
                     # The server closed the idle connection meanwhile (its keep-alive ran out): send
                     # again on a new one, as any HTTP client does.
-                    writer.close()
+                    self._drop(writer)
                     continue
                 status = int(status_line.split()[1])
                 answer_headers: dict[str, str] = {}
@@ -267,20 +273,33 @@ class StampClient:
                     answer_headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(answer_headers.get("content-length", "0")))
             except (OSError, IndexError, ValueError, asyncio.IncompleteReadError) as exc:
-                writer.close()
+                self._drop(writer)
                 raise httpx.TransportError("connection lost") from exc
             break
         # Kept alive unless the server says otherwise, as a browser does (a refusal included: the
         # whole request went out with it, and the server reads the rest of the body past it).
         if answer_headers.get("connection", "").lower() == "close":
-            writer.close()
+            self._drop(writer)
         else:
             self._idle.append((reader, writer))
         return status, answer_headers, body
 
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        await self._connections.acquire()
+        try:
+            return await asyncio.open_connection(self._host, self._port)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def _drop(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        self._connections.release()
+
     def close(self) -> None:
         for _, writer in self._idle:
-            writer.close()
+            self._drop(writer)
+        self._idle.clear()
 
 
 async def sign_in(http: httpx.AsyncClient, tally: Tally) -> Account:
@@ -360,6 +379,38 @@ async def stamp_like_the_page(
             return
         raise RuntimeError(f"stamp failed: {status} {body[:300]!r}")
     tally.gave_up += 1
+
+
+async def warm_up(
+    stack: Stack, http: httpx.AsyncClient, document: bytes, seconds: float, tally: Tally
+) -> int:
+    """Steady stamping through the gateway for `seconds` before the surge: a deadline surge meets a
+    gateway that has been stamping all day, and knows its pace. Returns the quota this lost, if any."""
+    # Several accounts: each is held to its own rate by the per-account bucket.
+    accounts = [await sign_in(http, tally) for _ in range(8)]
+    for account in accounts:
+        await buy(http, account, 300, tally, pay=True)
+    client = StampClient(stack.http, document)
+    stamped: Counter[int] = Counter()
+    stop = time.monotonic() + seconds
+
+    async def user(n: int) -> None:
+        account = accounts[n % len(accounts)]
+        while time.monotonic() < stop and stamped[n % len(accounts)] < 280:
+            status, _, body = await client.post(account.headers | {"Idempotency-Key": secrets.token_hex(12)})
+            if status != 201:
+                raise RuntimeError(f"warm-up stamp failed: {status} {body[:300]!r}")
+            stamped[n % len(accounts)] += 1
+
+    await asyncio.gather(*(user(n) for n in range(16)))
+    client.close()
+    print(f"warm-up: {stamped.total() / seconds:.0f} stamps/s through the gateway for {seconds:.0f} s")
+    lost = 0
+    for n, account in enumerate(accounts):
+        books = (await http.get("/v1/balance", headers=account.headers)).json()
+        held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
+        lost += abs(account.funded - held) + abs(books["consumed"] - stamped[n])
+    return lost
 
 
 async def distributor_batch(
@@ -510,6 +561,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
             )
         print(f"{len(retail)} retail accounts with {per_account} stamps each; {len(buyers)} buyers")
 
+        warm_lost = await warm_up(stack, http, document, options.warm_up_s, tally)
         unloaded = await steady_purchases(http, buyers, options.purchases_per_s, options.purchase_s, tally)
         p50, p99 = percentile(unloaded, 0.5), percentile(unloaded, 0.99)
         print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
@@ -551,7 +603,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
             print(f"connections lost: {dict(tally.lost_connections.most_common(5))}")
         print_timeline(tally.timeline, tally.purchases)
 
-        lost = distributor_lost
+        lost = distributor_lost + warm_lost
         for n, account in enumerate(retail):
             books = (await http.get("/v1/balance", headers=account.headers)).json()
             held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
@@ -604,6 +656,7 @@ def main() -> None:
         options.pool_s = options.purchase_s = 2.0
         options.drain_s = 90.0
         options.retail_accounts, options.purchase_accounts, options.batch_documents = 20, 4, 10
+        options.warm_up_s = 2.0
     document = DOCUMENT.read_bytes()
     with (
         tempfile.TemporaryDirectory(prefix="emeterai-surge-") as directory,

@@ -89,6 +89,7 @@ class GradientLimit:
         self._window_samples = window_samples
         self._clock = clock
         self._long_rtt = 0.0
+        self._quickest_rtt = math.inf
         self._window_started = clock()
         self._window_sum = 0.0
         self._window_count = 0
@@ -100,11 +101,16 @@ class GradientLimit:
 
     @property
     def capacity_per_s(self) -> float:
-        """Stamps a second the limit allows at the long-run round-trip time; 0 before any sample."""
-        return self._limit / self._long_rtt if self._long_rtt > 0 else 0.0
+        """Stamps a second the limit allows at the long-run round-trip time; before the first
+        window is complete, at the quickest round trip seen; 0 before any sample."""
+        if self._long_rtt > 0:
+            return self._limit / self._long_rtt
+        return self._limit / self._quickest_rtt if self._quickest_rtt < math.inf else 0.0
 
     def sample(self, rtt_s: float, in_flight: int) -> None:
         """One finished request: its round-trip time and the requests in flight when it ended."""
+        if rtt_s > 0:
+            self._quickest_rtt = min(self._quickest_rtt, rtt_s)
         self._window_sum += rtt_s
         self._window_count += 1
         self._window_peak_in_flight = max(self._window_peak_in_flight, in_flight)
@@ -167,10 +173,6 @@ class Throughput:
         return self._rate
 
 
-# Windows of stamps queueing that SaturatedRate must have seen before long waits are given.
-SETTLED_WINDOWS = 3
-
-
 class SaturatedRate:
     """Requests finished per second while others stood waiting: what a limit really passes when
     it is full, whatever the bottleneck behind it (the signers, or a CPU shared with everything
@@ -179,7 +181,7 @@ class SaturatedRate:
     """
 
     def __init__(
-        self, window_s: float = 1.0, windows: int = 8, clock: Callable[[], float] = time.monotonic
+        self, window_s: float = 1.0, windows: int = 30, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._window_s = window_s
         self._clock = clock
@@ -205,12 +207,6 @@ class SaturatedRate:
     def per_second(self) -> float:
         """0 until a whole window with a queue has been seen."""
         return max(self._recent, default=0.0)
-
-    @property
-    def settled(self) -> bool:
-        """Whether a few windows have been seen: the first seconds of a surge are slower than the
-        rest (everyone arrives at once and must be answered), so they alone are a poor measure."""
-        return len(self._recent) >= SETTLED_WINDOWS
 
 
 def retry_after_for(ahead: int, per_second: float) -> int:
@@ -392,10 +388,10 @@ class StampGate:
         return max(self._done.per_second, estimate) if estimate > 0 else 0.0
 
     @property
-    def capacity_settled(self) -> bool:
-        """Whether capacity_per_s comes from enough seconds of stamps queueing to trust a long
-        wait computed from it."""
-        return self._saturated.settled
+    def passed_per_s(self) -> float:
+        """Stamps a second the gate has just passed with a queue standing: a floor under its
+        capacity, 0 until measured."""
+        return self._saturated.per_second
 
     def retry_after(self, ahead: int) -> int:
         return retry_after_for(ahead, self.capacity_per_s)

@@ -36,10 +36,14 @@ ROOM_S = 2.0
 PATIENCE = 0.6
 # The room before the gate's capacity is known (the first stamps of a surge are not done yet).
 FIRST_ROOM = 64
-# The longest wait the room gives: a surge can be minutes deep, and telling people a shorter wait
-# than theirs only brings them back to be sent away again.
-MAX_WAIT_S = 900
-EARLY_MAX_WAIT_S = 4
+# The longest wait the room gives. A surge can be minutes deep, but the pace waits are computed at
+# is only an estimate: whoever is further back comes back within this and is given a new wait at
+# the pace learnt meanwhile (keeping their place in line).
+MAX_WAIT_S = 60
+# How often, and by how much, the return rate is steered (WaitingRoom.return_rate).
+STEER_S = 1.0
+STEER_UP = 1.25
+STEER_DOWN = 0.8
 
 
 class TurnedAway(Overloaded):
@@ -113,31 +117,70 @@ class WaitingRoom:
         self._by_expiry: list[tuple[float, float, str]] = []
         self._out: dict[str, float] = {}
         self.turned_away = 0
+        self._rate = 0.0
+        self._steered_at = clock()
 
     @property
     def tickets_out(self) -> int:
         self._forget_expired()
         return len(self._out)
 
-    def room(self) -> int:
-        """How many may wait in the gate's queue: about ROOM_S of stamping at the gate's capacity."""
-        capacity = self._gate.capacity_per_s
-        if capacity <= 0:
+    @property
+    def return_rate(self) -> float:
+        """How many people a second the room calls back: the pace its waits are computed at.
+
+        Steered, not only measured: in a surge the first seconds are the slowest (everyone
+        arrives at once and must be answered), so a rate measured then would send people away for
+        far too long, and one guessed too high brings them back to be sent away again, at a cost
+        of its own. So every STEER_S: when people are away while the gate could take more, the rate
+        rises; when more stand in the queue than the gate passes before their queue time runs out,
+        it falls; and it is never below what the gate has shown it passes with a queue standing.
+        It starts from the gate's capacity estimate; 0 while nothing is known."""
+        self._steer()
+        return self._rate
+
+    def _steer(self) -> None:
+        now = self._clock()
+        if self._rate <= 0:
+            self._rate, self._steered_at = self._gate.capacity_per_s, now
+            return
+        if now - self._steered_at < STEER_S:
+            return
+        self._steered_at = now
+        queued = self._gate.queued(self._partition)
+        if self._out and queued == 0 and not self._gate.would_wait(self._partition):
+            self._rate *= STEER_UP
+        elif queued > self._served_in_time_at(self._rate):
+            # Returning holders find more ahead of them than the gate passes before their queue
+            # time runs out: they come back faster than it passes them.
+            self._rate *= STEER_DOWN
+        self._rate = max(self._rate, self._gate.passed_per_s)
+
+    def _room_at(self, rate: float) -> int:
+        if rate <= 0:
             return min(self._queue_size, FIRST_ROOM)
-        return min(self._queue_size, max(1, round(capacity * ROOM_S)))
+        return min(self._queue_size, max(1, round(rate * ROOM_S)))
+
+    def room(self) -> int:
+        """How many may wait in the gate's queue: about ROOM_S of stamping at the return rate."""
+        return self._room_at(self.return_rate)
 
     def served_in_time(self) -> int:
         """How many may stand ahead of a returning ticket holder who queues: those the gate passes
         well within the queue's time limit. Further back, the holder is given a new time instead
         of timing out in the queue."""
-        capacity = self._gate.capacity_per_s
-        if capacity <= 0:
-            return self.room()
-        return min(self._queue_size, max(self.room(), round(capacity * self._queue_timeout_s * PATIENCE)))
+        return self._served_in_time_at(self.return_rate)
+
+    def _served_in_time_at(self, rate: float) -> int:
+        room = self._room_at(rate)
+        if rate <= 0:
+            return room
+        return min(self._queue_size, max(room, round(rate * self._queue_timeout_s * PATIENCE)))
 
     async def enter(self, account_id: str, ticket_text: str = "") -> StampSlot:
         now = self._clock()
         self._forget_expired()
+        self._steer()
         ticket = self._signer.read(account_id, ticket_text, now) if ticket_text else None
         if ticket is None:
             arrived = now
@@ -174,15 +217,14 @@ class WaitingRoom:
 
     def _wait_for(self, position: int) -> int:
         """Seconds until `position` should find room in the queue: those ahead of it beyond the
-        room, at the gate's capacity. Before that is known, a second: it will be by then; and
-        while it is still being learnt, at most EARLY_MAX_WAIT_S, so a low first guess does not
-        keep people away while the signers idle."""
-        capacity = self._gate.capacity_per_s
-        if capacity <= 0:
+        room, at the return rate. While nothing is known of the pace yet (no stamp has finished
+        since the gateway started), a second: it will be known by then, and a guess would hold
+        everyone to it for as long as the waits it gave."""
+        rate = self.return_rate
+        if rate <= 0:
             return 1
         beyond = position - self.room()
-        longest = MAX_WAIT_S if self._gate.capacity_settled else EARLY_MAX_WAIT_S
-        return max(1, min(longest, math.ceil(beyond / capacity)))
+        return max(1, min(MAX_WAIT_S, math.ceil(beyond / rate)))
 
     def _redeem(self, nonce: str) -> None:
         arrived = self._out.pop(nonce, None)

@@ -376,3 +376,39 @@ async def test_a_ticket_holder_too_far_back_to_be_served_in_time_is_given_a_new_
     await asyncio.gather(*queued, *back, return_exceptions=True)
     for slot in inside:
         slot.release()
+
+
+async def test_the_return_rate_falls_while_the_queue_overflows_and_rises_while_people_are_away() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=10, min_limit=10, max_limit=10, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4096, 5)])
+    wall = Clock(time.time())
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=wall)
+    feed(limit, clock, 0.050, windows=3)
+    # It starts from the gate's estimate: 10 in flight, 50 ms each.
+    assert room.return_rate == pytest.approx(200)
+    inside = [await room.enter(f"in-{n}") for n in range(10)]
+    # More wait in the queue than the gate passes in 60% of their 5 s queue time: people come back
+    # faster than the gate passes them, so the rate falls, a fifth a second.
+    queued = [asyncio.create_task(gate.enter("retail")) for _ in range(1000)]
+    await asyncio.sleep(0)
+    for expected in (160, 128):
+        wall.now += 1.0
+        assert room.return_rate == pytest.approx(expected)
+    for task in queued:
+        task.cancel()
+    await asyncio.gather(*queued, return_exceptions=True)
+    # Someone is away with a ticket (the queue held its room when they came)...
+    waiting = [asyncio.create_task(room.enter(f"queued-{n}")) for n in range(room.room())]
+    await asyncio.sleep(0)
+    with pytest.raises(TurnedAway):
+        await room.enter("away")
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    # ...while the queue is empty and the gate has room: call people back sooner.
+    inside.pop().release()
+    wall.now += 1.0
+    assert room.return_rate == pytest.approx(160)
+    for slot in inside:
+        slot.release()

@@ -348,7 +348,10 @@ class StampGate:
     is then refused, to come back in turn).
     """
 
-    def __init__(self, limit: GradientLimit, partitions: list[Partition]) -> None:
+    def __init__(
+        self, limit: GradientLimit, partitions: list[Partition], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """clock: for the rates the gate measures."""
         self.limit = limit
         self.partitions = {p.name: p for p in partitions}
         self.in_flight = 0
@@ -357,8 +360,8 @@ class StampGate:
         # once its task runs again; until then its future is done, and it is passed over.
         self._queues: dict[str, list[_Waiter]] = {p.name: [] for p in partitions}
         self._seq = itertools.count()
-        self._done = Throughput()
-        self._saturated = SaturatedRate()
+        self._done = Throughput(clock=clock)
+        self._saturated = SaturatedRate(clock=clock)
         self.stats = {p.name: GateStats() for p in partitions}
 
     def queued(self, partition: str) -> int:

@@ -36,10 +36,13 @@ ROOM_S = 2.0
 PATIENCE = 0.6
 # The room before the gate's capacity is known (the first stamps of a surge are not done yet).
 FIRST_ROOM = 64
-# The longest wait the room gives. A surge can be minutes deep, but the pace waits are computed at
-# is only an estimate: whoever is further back comes back within this and is given a new wait at
-# the pace learnt meanwhile (keeping their place in line).
-MAX_WAIT_S = 60
+# The longest wait the room gives: a surge can be minutes deep. While the pace waits are computed at
+# is only an estimate, whoever is further back comes back within a minute and is given a new wait at
+# the pace learnt meanwhile (keeping their place in line). The pace counts as measured within
+# MEASURED times what the gate has passed with a queue standing.
+MAX_WAIT_S = 900
+UNMEASURED_MAX_WAIT_S = 60
+MEASURED = 1.5
 # How often, and by how much, the return rate is steered (WaitingRoom.return_rate).
 STEER_S = 1.0
 STEER_UP = 1.25
@@ -207,7 +210,7 @@ class WaitingRoom:
             self._by_arrival, (arrived, "")
         )
         position = ahead + 1
-        wait = self._wait_for(position)
+        wait = self.wait_for(position)
         ticket = Ticket(arrived, now + wait + GRACE_S, secrets.token_urlsafe(9))
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
@@ -215,7 +218,7 @@ class WaitingRoom:
         self.turned_away += 1
         return TurnedAway(wait, arrived, self._signer.issue(account_id, ticket), position)
 
-    def _wait_for(self, position: int) -> int:
+    def wait_for(self, position: int) -> int:
         """Seconds until `position` should find room in the queue: those ahead of it beyond the
         room, at the return rate. While nothing is known of the pace yet (no stamp has finished
         since the gateway started), a second: it will be known by then, and a guess would hold
@@ -224,7 +227,14 @@ class WaitingRoom:
         if rate <= 0:
             return 1
         beyond = position - self.room()
-        return max(1, min(MAX_WAIT_S, math.ceil(beyond / rate)))
+        return max(1, min(self._longest_wait(rate), math.ceil(beyond / rate)))
+
+    def _longest_wait(self, rate: float) -> int:
+        """MAX_WAIT_S while the pace is backed by what the gate has passed with a queue standing
+        (then a wait errs short, if at all: the rate is never below that); UNMEASURED_MAX_WAIT_S
+        while it is an estimate, so a wrong one is corrected within it."""
+        passed = self._gate.passed_per_s
+        return MAX_WAIT_S if passed > 0 and rate <= MEASURED * passed else UNMEASURED_MAX_WAIT_S
 
     def _redeem(self, nonce: str) -> None:
         arrived = self._out.pop(nonce, None)

@@ -412,3 +412,27 @@ async def test_the_return_rate_falls_while_the_queue_overflows_and_rises_while_p
     assert room.return_rate == pytest.approx(160)
     for slot in inside:
         slot.release()
+
+
+async def test_long_waits_once_the_pace_is_measured_with_a_queue_standing() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=1, min_limit=1, max_limit=1, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4096, 30)], clock=clock)
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail")
+    slot = await gate.enter("retail")
+    # Before: the pace is the limit's guess (100 a second), and nobody is sent away for more than
+    # a minute, however far back.
+    feed(limit, clock, 0.010, windows=3)
+    assert room.return_rate == pytest.approx(100)
+    assert room.wait_for(20_000) == 60
+    # 100 stamps a second pass with one always waiting behind: that is measured.
+    for _ in range(250):
+        waiting = asyncio.create_task(gate.enter("retail"))
+        await asyncio.sleep(0)
+        clock.now += 0.01
+        slot.release()
+        slot = await waiting
+    assert gate.passed_per_s == pytest.approx(100, rel=0.05)
+    # Now the wait is the whole of it: 20 000 people, less the queue's 2 s, at 100 a second.
+    assert room.wait_for(20_000) == pytest.approx(198, abs=3)
+    slot.release()

@@ -237,8 +237,9 @@ class StampClient:
         self._body = b"".join(parts)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         # One process plays every user, and it and the gateway may each hold 20 000 files here: the
-        # users share this many connections, a user without one waiting for the next to close.
-        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
+        # users share this many connections, a user without one waiting for the next to be free.
+        self._open = 0
+        self._freed = asyncio.Event()
 
     async def post(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         head = (
@@ -249,10 +250,7 @@ class StampClient:
             + "\r\n"
         ).encode()
         while True:
-            kept_alive = bool(self._idle)
-            reader, writer = (
-                self._idle.pop() if kept_alive else await self._connect()
-            )
+            reader, writer, kept_alive = await self._connection()
             try:
                 writer.write(head + self._body)
                 try:
@@ -281,20 +279,32 @@ class StampClient:
         if answer_headers.get("connection", "").lower() == "close":
             self._drop(writer)
         else:
-            self._idle.append((reader, writer))
+            self._keep(reader, writer)
         return status, answer_headers, body
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        await self._connections.acquire()
-        try:
-            return await asyncio.open_connection(self._host, self._port)
-        except BaseException:
-            self._connections.release()
-            raise
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """An idle connection (True), or a new one (False) while fewer than MAX_CONNECTIONS are open."""
+        while True:
+            if self._idle:
+                return *self._idle.pop(), True
+            if self._open < MAX_CONNECTIONS:
+                self._open += 1
+                try:
+                    return *await asyncio.open_connection(self._host, self._port), False
+                except BaseException:
+                    self._open -= 1
+                    raise
+            self._freed.clear()
+            await self._freed.wait()
+
+    def _keep(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._idle.append((reader, writer))
+        self._freed.set()
 
     def _drop(self, writer: asyncio.StreamWriter) -> None:
         writer.close()
-        self._connections.release()
+        self._open -= 1
+        self._freed.set()
 
     def close(self) -> None:
         for _, writer in self._idle:

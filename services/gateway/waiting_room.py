@@ -39,14 +39,16 @@ FIRST_ROOM = 64
 # The longest wait the room gives: a surge can be minutes deep. While the pace waits are computed at
 # is only an estimate, whoever is further back comes back within a minute and is given a new wait at
 # the pace learnt meanwhile (keeping their place in line). The pace counts as measured within
-# MEASURED times what the gate has passed with a queue standing.
-MAX_WAIT_S = 900
+# MEASURED times what the gate has passed with a queue standing. Ten minutes, the longest the web
+# page waits before it tries again.
+MAX_WAIT_S = 600
 UNMEASURED_MAX_WAIT_S = 60
 MEASURED = 1.5
 # How often, and by how much, the return rate is steered (WaitingRoom.return_rate).
 STEER_S = 1.0
 STEER_UP = 1.25
 STEER_DOWN = 0.8
+STEER_CEILING = 2.0
 
 
 class TurnedAway(Overloaded):
@@ -136,8 +138,9 @@ class WaitingRoom:
         arrives at once and must be answered), so a rate measured then would send people away for
         far too long, and one guessed too high brings them back to be sent away again, at a cost
         of its own. So every STEER_S: when people are away while the gate could take more, the rate
-        rises; when more stand in the queue than the gate passes before their queue time runs out,
-        it falls; and it is never below what the gate has shown it passes with a queue standing.
+        rises (to at most twice the gate's own estimate); when more stand in the queue than the gate
+        passes before their queue time runs out, it falls; and it is never below what the gate has
+        shown it passes with a queue standing. With nobody waiting it is the gate's estimate.
         It starts from the gate's capacity estimate; 0 while nothing is known."""
         self._steer()
         return self._rate
@@ -151,12 +154,21 @@ class WaitingRoom:
             return
         self._steered_at = now
         queued = self._gate.queued(self._partition)
+        estimate = self._gate.capacity_per_s
+        if not self._out and queued == 0:
+            # Nobody waiting: no surge to steer through; follow the gate.
+            self._rate = estimate or self._rate
+            return
         if self._out and queued == 0 and not self._gate.would_wait(self._partition):
             self._rate *= STEER_UP
         elif queued > self._served_in_time_at(self._rate):
             # Returning holders find more ahead of them than the gate passes before their queue
             # time runs out: they come back faster than it passes them.
             self._rate *= STEER_DOWN
+        # Rising only corrects a low start: never far above what the gate itself reckons.
+        ceiling = STEER_CEILING * max(estimate, self._gate.limit.capacity_per_s)
+        if ceiling > 0:
+            self._rate = min(self._rate, ceiling)
         self._rate = max(self._rate, self._gate.passed_per_s)
 
     def _room_at(self, rate: float) -> int:

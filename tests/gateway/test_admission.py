@@ -436,3 +436,36 @@ async def test_long_waits_once_the_pace_is_measured_with_a_queue_standing() -> N
     # Now the wait is the whole of it: 20 000 people, less the queue's 2 s, at 100 a second.
     assert room.wait_for(20_000) == pytest.approx(198, abs=3)
     slot.release()
+
+
+async def test_the_return_rate_rises_no_further_than_twice_the_gates_estimate_and_rests_on_it_after() -> None:
+    clock = Clock()
+    limit = GradientLimit(initial=10, min_limit=10, max_limit=10, clock=clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4096, 5)], clock=clock)
+    wall = Clock(time.time())
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=wall)
+    feed(limit, clock, 0.050, windows=3)
+    assert room.return_rate == pytest.approx(200)
+    inside = [await room.enter(f"in-{n}") for n in range(10)]
+    waiting = [asyncio.create_task(room.enter(f"queued-{n}")) for n in range(room.room())]
+    await asyncio.sleep(0)
+    with pytest.raises(TurnedAway) as away:
+        await room.enter("away")
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    for slot in inside:
+        slot.release()
+    # Someone away while the gate idles, for a long while: the rate rises, up to twice the gate's
+    # estimate (about 200: the stamps just released were quick, so a little more).
+    estimate = gate.capacity_per_s
+    assert 190 < estimate < 250
+    for _ in range(20):
+        wall.now += 1.0
+        rate = room.return_rate
+    assert rate == pytest.approx(2 * estimate)
+    # Once their ticket has run out nobody is waiting, and the rate is the gate's again.
+    wall.now += away.value.retry_after_s + 31
+    assert room.tickets_out == 0
+    wall.now += 1.0
+    assert room.return_rate == pytest.approx(estimate)

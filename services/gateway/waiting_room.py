@@ -147,16 +147,13 @@ class WaitingRoom:
 
     def _steer(self) -> None:
         now = self._clock()
-        if self._rate <= 0:
-            self._rate, self._steered_at = self._gate.capacity_per_s, now
-            return
-        if now - self._steered_at < STEER_S:
+        if self._rate > 0 and now - self._steered_at < STEER_S:
             return
         self._steered_at = now
         queued = self._gate.queued(self._partition)
         estimate = self._gate.capacity_per_s
-        if not self._out and queued == 0:
-            # Nobody waiting: no surge to steer through; follow the gate.
+        if self._rate <= 0 or (not self._out and queued == 0):
+            # Nothing steered yet, or nobody waiting (no surge to steer through): follow the gate.
             self._rate = estimate or self._rate
             return
         if self._out and queued == 0 and not self._gate.would_wait(self._partition):
@@ -201,14 +198,14 @@ class WaitingRoom:
             arrived = now
             # A newcomer goes to the back: behind the queue and every ticket still out.
             if self._gate.would_wait(self._partition) and (
-                self._gate.queued(self._partition) + len(self._out) >= self.room()
+                self._gate.queued(self._partition) + len(self._out) >= self._room_at(self._rate)
             ):
                 raise self._turn_away(account_id, arrived)
         else:
             arrived = ticket.arrived_at
             self._redeem(ticket.nonce)
             if self._gate.would_wait(self._partition) and (
-                self._gate.queued_before(self._partition, arrived) >= self.served_in_time()
+                self._gate.queued_before(self._partition, arrived) >= self._served_in_time_at(self._rate)
             ):
                 raise self._turn_away(account_id, arrived)
         try:
@@ -238,7 +235,7 @@ class WaitingRoom:
         rate = self.return_rate
         if rate <= 0:
             return 1
-        beyond = position - self.room()
+        beyond = position - self._room_at(rate)
         return max(1, min(self._longest_wait(rate), math.ceil(beyond / rate)))
 
     def _longest_wait(self, rate: float) -> int:

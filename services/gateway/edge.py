@@ -157,7 +157,7 @@ class HttpAdmission:
             # The route answers for the missing or wrong token.
             await self._app(scope, receive, send)
             return
-        ticket = _header(scope, TICKET_HEADER.lower().encode())
+        ticket = problems.scope_header(scope, TICKET_HEADER.lower().encode())
         try:
             stamp_slot = await self._control.room.enter(principal.account_id, ticket)
         except DomainError as refused:
@@ -179,22 +179,14 @@ class HttpAdmission:
 
     async def _retail_caller(self, scope: Any) -> Principal | None:
         try:
-            principal = await self._verifier.verify(bearer_token(_header(scope, b"authorization") or None))
+            token = bearer_token(problems.scope_header(scope, b"authorization") or None)
+            principal = await self._verifier.verify(token)
         except DomainError:
             return None
         if principal.kind != KIND_RETAIL:
             return None
         scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
         return principal
-
-
-def _header(scope: Any, name: bytes) -> str:
-    """One request header (its first value), by its lower-case name; "" when absent. Read from the
-    ASGI scope itself, without building a Starlette Request for it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return ""
 
 
 async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> None:

@@ -71,7 +71,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        declared = scope_header(scope, b"content-length")
         if declared.isdigit() and int(declared) > self._limit:
             await self._refusal(scope)(scope, receive, send)
             return
@@ -97,6 +97,15 @@ class BodyLimit:
                 await self._refusal(scope)(scope, receive, send)
 
         await self._app(scope, counted, answered)
+
+
+def scope_header(scope: Any, name: bytes) -> str:
+    """One request header (its first value), by its lower-case name; "" when absent. Read from the
+    ASGI scope itself, for middleware that answers before a Starlette Request is worth building."""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def http_status_for(error: errors.DomainError) -> int:
@@ -196,7 +205,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        incoming = scope_header(scope, b"x-request-id")
         rid = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         started = False

@@ -104,8 +104,8 @@ class Services:
             database.database if database.drivername.startswith("postgresql") else None,
         )
 
-    def log_tail(self, name: str, chars: int = 3000) -> str:
-        return (self.directory / f"{name}.log").read_text(errors="replace")[-chars:]
+    def log_tail(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")[-3000:]
 
     def stop(self, name: str) -> None:
         process = self.running.pop(name)

@@ -395,7 +395,8 @@ async def warm_up(
     stack: Stack, http: httpx.AsyncClient, document: bytes, seconds: float, tally: Tally
 ) -> int:
     """Steady stamping through the gateway for `seconds` before the surge: a deadline surge meets a
-    gateway that has been stamping all day, and knows its pace. Returns the quota this lost, if any."""
+    gateway that has been stamping all day, and knows its pace. Returns the units its accounts'
+    books are off by."""
     # Several accounts: each is held to its own rate by the per-account bucket.
     accounts = [await sign_in(http, tally) for _ in range(8)]
     for account in accounts:
@@ -405,22 +406,26 @@ async def warm_up(
     stop = time.monotonic() + seconds
 
     async def user(n: int) -> None:
-        account = accounts[n % len(accounts)]
-        while time.monotonic() < stop and stamped[n % len(accounts)] < 280:
-            status, _, body = await client.post(account.headers | {"Idempotency-Key": secrets.token_hex(12)})
+        which = n % len(accounts)
+        while time.monotonic() < stop and stamped[which] < 280:
+            key = {"Idempotency-Key": secrets.token_hex(12)}
+            status, _, body = await client.post(accounts[which].headers | key)
             if status != 201:
                 raise RuntimeError(f"warm-up stamp failed: {status} {body[:300]!r}")
-            stamped[n % len(accounts)] += 1
+            stamped[which] += 1
 
     await asyncio.gather(*(user(n) for n in range(16)))
     client.close()
     print(f"warm-up: {stamped.total() / seconds:.0f} stamps/s through the gateway for {seconds:.0f} s")
-    lost = 0
-    for n, account in enumerate(accounts):
-        books = (await http.get("/v1/balance", headers=account.headers)).json()
-        held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
-        lost += abs(account.funded - held) + abs(books["consumed"] - stamped[n])
-    return lost
+    return sum([await books_off(http, account, stamped[n]) for n, account in enumerate(accounts)])
+
+
+async def books_off(http: httpx.AsyncClient, account: Account, stamped: int) -> int:
+    """Units by which the account's books are off: purchased against available + held + consumed
+    + refunded, and consumed against the stamps it was answered 201 for."""
+    books = (await http.get("/v1/balance", headers=account.headers)).json()
+    held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
+    return abs(account.funded - held) + abs(books["consumed"] - stamped)
 
 
 async def distributor_batch(
@@ -533,9 +538,6 @@ def print_timeline(
 ) -> None:
     """Per `step_s` window: retail stamps stamped and turned away (with the mean wait given), and
     the slowest purchase sent in it."""
-    if os.environ.get("SURGE_TIMELINE"):
-        dump = {"stamps": timeline, "purchases": purchases}
-        Path(os.environ["SURGE_TIMELINE"]).write_text(json.dumps(dump))
     windows: dict[int, list[tuple[int, float]]] = {}
     for at, status, wait in timeline:
         windows.setdefault(int(at // step_s), []).append((status, wait))
@@ -615,9 +617,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
 
         lost = distributor_lost + warm_lost
         for n, account in enumerate(retail):
-            books = (await http.get("/v1/balance", headers=account.headers)).json()
-            held = books["available"] + books["held"] + books["consumed"] + books["refunded"]
-            lost += abs(account.funded - held) + abs(books["consumed"] - tally.stamped[str(n)])
+            lost += await books_off(http, account, tally.stamped[str(n)])
     reconcile = subprocess.run(
         [
             str(Path(sys.executable).parent / "emeterai"),

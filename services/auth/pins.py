@@ -155,9 +155,12 @@ class StampingPins:
                 .where(stamping_pins.c.account_id == account_id)
                 .with_for_update()
             ).one_or_none()
-            if row is not None:
-                check = self._check_locked_row(conn, account_id, row.pin_hash, row.failed_attempts, pin)
-        if row is None:
+            check = (
+                None
+                if row is None
+                else self._check_locked_row(conn, account_id, row.pin_hash, row.failed_attempts, pin)
+            )
+        if check is None:
             self._require_account(account_id)
             raise PreconditionFailed("no stamping PIN is set for this account; set one first")
         return check

@@ -137,10 +137,10 @@ def percentile(values: list[float], fraction: float) -> float:
 class Stack:
     """The four services as separate processes, on free loopback ports."""
 
-    def __init__(self, services: Services, database_url: str, redis_url: str) -> None:
+    def __init__(self, services: Services, database_url: str, redis_url: str, signers: int = 1) -> None:
         self.services = services
         self.database_url = database_url
-        self.signer = _free_address()
+        self.signers = [_free_address() for _ in range(signers)]
         self.http = _free_address()
         self.grpc = _free_address()
         services.start(
@@ -154,19 +154,21 @@ class Stack:
             },
         )
         self.quota = services.start_quota("quota", database_url)
-        services.start(
-            "signer",
-            "signer",
-            self.signer,
-            {"EMETERAI_SIGNER_ADDRESS": self.signer, "EMETERAI_SIGNER_WORKERS": "1"},
-        )
+        # Each signer process with one worker: a signer replica is one core's worth of signing.
+        for n, signer in enumerate(self.signers):
+            services.start(
+                f"signer-{n}" if n else "signer",
+                "signer",
+                signer,
+                {"EMETERAI_SIGNER_ADDRESS": signer, "EMETERAI_SIGNER_WORKERS": "1"},
+            )
         self.gateway = services.start(
             "gateway",
             "gateway",
             self.grpc,
             {
                 "EMETERAI_QUOTA_ADDRESS": self.quota.address,
-                "EMETERAI_SIGNER_ADDRESSES": self.signer,
+                "EMETERAI_SIGNER_ADDRESSES": ",".join(self.signers),
                 "EMETERAI_GATEWAY_HTTP_ADDRESS": self.http,
                 "EMETERAI_GATEWAY_GRPC_ADDRESS": self.grpc,
                 "EMETERAI_REDIS_URL": redis_url,
@@ -184,15 +186,16 @@ class Stack:
 
 
 async def pool_capacity(stack: Stack, document: bytes, seconds: float) -> float:
-    """Stamps/s of the signer alone, called as the gateway calls it, enough of them in flight."""
+    """Stamps/s of the signers alone, called as the gateway calls them, enough in flight on each."""
     tokens = stack.tokens()
-    channel = service_channel(stack.signer, tokens)
-    signer = signer_service_pb2_grpc.SignerServiceStub(channel)
+    channels = [service_channel(address, tokens) for address in stack.signers]
+    signers = [signer_service_pb2_grpc.SignerServiceStub(channel) for channel in channels]
     done = 0
     stop = time.monotonic() + seconds
 
     async def worker(n: int) -> None:
         nonlocal done
+        signer = signers[n % len(signers)]
         for i in itertools.count():
             if time.monotonic() >= stop:
                 return
@@ -200,13 +203,15 @@ async def pool_capacity(stack: Stack, document: bytes, seconds: float) -> float:
             await signer.Stamp(signer_service_pb2.StampRequest(document=document, serial=serial), timeout=30)
             done += 1
 
-    # Warm the worker (keys loaded, code paths hot) before the clock starts.
-    await signer.Stamp(signer_service_pb2.StampRequest(document=document, serial="W" * 22), timeout=60)
+    # Warm the workers (keys loaded, code paths hot) before the clock starts.
+    for signer in signers:
+        await signer.Stamp(signer_service_pb2.StampRequest(document=document, serial="W" * 22), timeout=60)
     started = time.monotonic()
     stop = started + seconds
-    await asyncio.gather(*(worker(n) for n in range(4)))
+    await asyncio.gather(*(worker(n) for n in range(4 * len(signers))))
     rate = done / (time.monotonic() - started)
-    await channel.close()
+    for channel in channels:
+        await channel.close()
     await tokens.close()
     return rate
 
@@ -428,60 +433,85 @@ async def books_off(http: httpx.AsyncClient, account: Account, stamped: int) -> 
     return abs(account.funded - held) + abs(books["consumed"] - stamped)
 
 
-async def distributor_batch(
-    stack: Stack, http: httpx.AsyncClient, document: bytes, count: int, tally: Tally
-) -> int:
-    """A distributor funds itself and streams `count` documents through BatchStamp; returns the
-    units it bought."""
+@dataclass
+class Distributor:
+    """A distributor's API over the gateway's gRPC port, signed in with its client credentials."""
+
+    api: distributor_service_pb2_grpc.DistributorServiceStub
+    metadata: tuple[tuple[str, str], ...]
+    bought: int = 0
+
+    async def books_off(self, stamped: int) -> int:
+        """Units by which its books are off: bought against available + held + consumed + refunded,
+        and consumed against the documents answered OK."""
+        balance = await self.api.GetBalance(
+            distributor_service_pb2.DistributorServiceGetBalanceRequest(), metadata=self.metadata
+        )
+        books = balance.balance
+        lost = self.bought - (books.available + books.held + books.consumed + books.refunded)
+        return abs(lost) + abs(books.consumed - stamped)
+
+
+async def funded_distributor(
+    stack: Stack, http: httpx.AsyncClient, channel: grpc.aio.Channel, quantity: int
+) -> Distributor:
+    """A new distributor with `quantity` units bought and paid in the sandbox."""
     tokens = stack.tokens()
     internal = service_channel(stack.services.auth_address, tokens)
     auth = auth_service_pb2_grpc.AuthServiceStub(internal)
     created = await auth.CreateDistributor(
-        auth_service_pb2.CreateDistributorRequest(display_name="Distributor surge"), timeout=30
+        auth_service_pb2.CreateDistributorRequest(display_name="Distributor bench"), timeout=30
     )
     await internal.close()
     await tokens.close()
+    api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
+    issued = await api.IssueToken(
+        distributor_service_pb2.IssueTokenRequest(
+            client_id=created.credential.client_id, client_secret=created.client_secret
+        )
+    )
+    metadata = (("authorization", f"Bearer {issued.access_token}"),)
+    order = await api.CreateOrder(
+        distributor_service_pb2.DistributorServiceCreateOrderRequest(
+            quantity=quantity, idempotency_key=secrets.token_hex(8)
+        ),
+        metadata=metadata,
+    )
+    paid = await http.post(f"/v1/dev/payments/{order.order.order_id}/pay")
+    paid.raise_for_status()
+    return Distributor(api, metadata, quantity)
+
+
+def batch_item(document: bytes, key: str) -> distributor_service_pb2.BatchStampRequest:
+    return distributor_service_pb2.BatchStampRequest(
+        client_ref=key,
+        document=distributor_service_pb2.StampDocumentRequest(
+            document=document, idempotency_key=key, metadata=common_pb2.DocumentMetadata(name="kontrak")
+        ),
+    )
+
+
+async def distributor_batch(
+    stack: Stack, http: httpx.AsyncClient, document: bytes, count: int, tally: Tally
+) -> int:
+    """A distributor funds itself and streams `count` documents through BatchStamp; returns the
+    units its books are off by."""
     async with grpc.aio.insecure_channel(stack.grpc) as channel:
-        api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
-        issued = await api.IssueToken(
-            distributor_service_pb2.IssueTokenRequest(
-                client_id=created.credential.client_id, client_secret=created.client_secret
-            )
-        )
-        metadata = (("authorization", f"Bearer {issued.access_token}"),)
-        order = await api.CreateOrder(
-            distributor_service_pb2.DistributorServiceCreateOrderRequest(
-                quantity=count, idempotency_key=secrets.token_hex(8)
-            ),
-            metadata=metadata,
-        )
-        paid = await http.post(f"/v1/dev/payments/{order.order.order_id}/pay")
-        paid.raise_for_status()
+        distributor = await funded_distributor(stack, http, channel, count)
 
         async def documents():
             for n in range(count):
-                yield distributor_service_pb2.BatchStampRequest(
-                    client_ref=f"doc-{n}",
-                    document=distributor_service_pb2.StampDocumentRequest(
-                        document=document,
-                        idempotency_key=f"batch-{secrets.token_hex(6)}-{n}",
-                        metadata=common_pb2.DocumentMetadata(name=f"kontrak {n}"),
-                    ),
-                )
+                yield batch_item(document, f"batch-{secrets.token_hex(6)}-{n}")
 
-        async for result in api.BatchStamp(documents(), metadata=metadata, timeout=600):
+        async for result in distributor.api.BatchStamp(
+            documents(), metadata=distributor.metadata, timeout=600
+        ):
             if result.code == 0:
                 tally.batch_ok += 1
                 tally.last_stamp = max(tally.last_stamp, time.monotonic())
             else:
                 tally.batch_failed[STATUS_NAMES.get(result.code, str(result.code))] += 1
-        balance = await api.GetBalance(
-            distributor_service_pb2.DistributorServiceGetBalanceRequest(), metadata=metadata
-        )
-    books = balance.balance
-    lost = count - (books.available + books.held + books.consumed + books.refunded)
-    double = books.consumed - tally.batch_ok
-    return abs(lost) + abs(double)
+        return await distributor.books_off(tally.batch_ok)
 
 
 async def steady_purchases(
@@ -512,9 +542,9 @@ async def steady_purchases(
     return latencies
 
 
-def print_cpu(stack: Stack, before: CpuSample, after: CpuSample, stamps: int) -> None:
-    """CPU ms per admitted stamp over the surge, by process: where the machine's time went."""
-    names = {process.pid: name for name, process in stack.services.running.items()}
+def print_cpu(services: Services, before: CpuSample, after: CpuSample, stamps: int) -> None:
+    """CPU ms per admitted stamp over the run, by process: where the machine's time went."""
+    names = {process.pid: name for name, process in services.running.items()}
     names[os.getpid()] = "load (this benchmark)"
     spent: Counter[str] = Counter()
     for pid, now in after.processes.items():
@@ -637,7 +667,7 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
     if before is not None and after is not None:
         pid = stack.gateway.pid
         gateway_cpu_ms = (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
-        print_cpu(stack, before, after, admitted)
+        print_cpu(stack.services, before, after, admitted)
     return {
         "admitted_per_s": admitted / window if window > 0 else 0.0,
         "pool_capacity_per_s": capacity,

@@ -10,11 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc, quota_service_pb2_grpc
 from services.auth.cli import add_commands as add_auth_commands
+from services.auth.store import create_auth_engine
 from services.common.clients import ServiceTokenSource, service_channel
 from services.gateway.records import credential_json
 from services.quota.cli import add_commands as add_quota_commands
+from services.quota.cli import run_db
 from services.signer.cli import add_commands as add_signer_commands
 from services.stack import Stack, StackLayout, read_stack_env, run_until_stopped
 
@@ -153,6 +158,40 @@ def _operators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Bring the auth and quota databases up to date, e.g. from a Job before a rollout.
+
+    Auth's tables are created when missing (it has no revisions yet); the ledger runs its Alembic
+    revisions, as `emeterai db upgrade` does. Exit codes as for `db`: 0 done, 1 a database could
+    not be reached or upgraded, 2 no or a bad URL.
+    """
+    urls = {"auth": args.auth_database_url, "quota": args.quota_database_url}
+    if not any(urls.values()):
+        print("migrate needs --auth-database-url, --quota-database-url or both", file=sys.stderr)
+        return 2
+    # Every URL is checked before any database is touched; passwords never reach the output.
+    shown: dict[str, str] = {}
+    for name, url in urls.items():
+        try:
+            shown[name] = make_url(url).render_as_string(hide_password=True) if url else ""
+        except ArgumentError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 2
+    if urls["auth"]:
+        try:
+            create_auth_engine(urls["auth"]).dispose()
+        except ValueError as exc:
+            print(f"auth {shown['auth']}: {exc}", file=sys.stderr)
+            return 2
+        except DBAPIError as exc:
+            print(f"auth {shown['auth']}: {exc.orig}", file=sys.stderr)
+            return 1
+        print(f"auth {shown['auth']}: tables in place")
+    if urls["quota"]:
+        return run_db(argparse.Namespace(action="upgrade", database_url=urls["quota"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emeterai", description="e-meterai platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     operators.add_argument("phone", nargs="?", help="the operator's phone number (add, remove)")
     operators.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     operators.set_defaults(run=_operators)
+
+    migrate = commands.add_parser("migrate", help="bring the auth and quota databases up to date")
+    migrate.add_argument("--auth-database-url", help="the auth service's database")
+    migrate.add_argument("--quota-database-url", help="the quota ledger's database")
+    migrate.set_defaults(run=_migrate)
     add_auth_commands(commands)
     add_signer_commands(commands)
     add_quota_commands(commands)

@@ -7,6 +7,7 @@ as unary ones and the handler sees the caller through `current_principal()`.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,8 +73,13 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard | None, on_error: ErrorHa
             try:
                 if guard is not None:
                     await guard(context)
-                async for item in behaviour(request, context):
-                    yield item
+                produced = behaviour(request, context)
+                if inspect.isawaitable(produced):
+                    # A handler that answers with context.write() (grpc.health.v1's Watch).
+                    await produced
+                else:
+                    async for item in produced:
+                        yield item
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
             except Exception as exc:

@@ -214,3 +214,11 @@ async def test_a_verified_token_is_remembered_until_it_expires(signing_key: Ed25
     # A tampered copy is a different token: never answered from the cache.
     with pytest.raises(Unauthenticated):
         await verifier.verify(token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
+
+
+async def test_a_streaming_handler_that_writes_its_answers_passes_through_the_chain(channel) -> None:
+    # grpc.health.v1's Watch answers with context.write() instead of yielding.
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+    first = await watch.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()

@@ -84,6 +84,9 @@ def stack_environment(layout: StackLayout) -> dict[str, str]:
         "EMETERAI_GATEWAY_HTTP_ADDRESS": layout.http_address,
         "EMETERAI_GATEWAY_GRPC_ADDRESS": layout.grpc_address,
         "EMETERAI_PUBLIC_URL": layout.public_url,
+        # Off: one address from the caller's environment would be taken by the first process and
+        # stop every other at start (docs/metrics.md).
+        "EMETERAI_METRICS_ADDRESS": "",
     }
 
 

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.clients import CHANNEL_OPTIONS
 from services.common.logs import configure_logging
+from services.common.metrics import MetricsServer, name_service
 from services.common.settings import CommonSettings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
@@ -88,13 +89,29 @@ async def wait_for_termination() -> None:
 
 
 def run_service(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[None]]) -> None:
-    """Entry point of `python -m services.<name>`: settings, logs, serve until a signal, exit 0."""
+    """Entry point of `python -m services.<name>`: settings, logs, metrics, serve until a signal,
+    exit 0. Metrics are served at settings.metrics_address when it is set."""
     try:
         settings = load_settings(settings_cls)
     except SettingsError as exc:
         print(json.dumps({"level": "ERROR", "service": name, "msg": str(exc)}), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(name, settings.log_level)
-    asyncio.run(serve(settings))
+    name_service(name)
+    metrics = None
+    if settings.metrics_address:
+        try:
+            metrics = MetricsServer.start(settings.metrics_address)
+        except OSError as exc:
+            log.error(
+                "metrics server could not listen",
+                extra={"address": settings.metrics_address, "error": str(exc)},
+            )
+            raise SystemExit(1) from None
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        if metrics is not None:
+            metrics.stop()
     log.info("stopped")
     raise SystemExit(0)

@@ -1,4 +1,5 @@
-"""Server interceptors every service installs: domain errors to statuses, and who may call what.
+"""Server interceptors every service installs: request metrics, domain errors to statuses, and who
+may call what.
 
 Both wrap the method handler rather than inspect it, so streaming methods get the same treatment
 as unary ones and the handler sees the caller through `current_principal()`.
@@ -25,6 +26,7 @@ from services.common.errors import (
     Unauthenticated,
     status_code_for,
 )
+from services.common.metrics import GrpcMetrics, service_name
 from services.common.tokens import Principal, TokenVerifier, bearer_token
 
 log = logging.getLogger(__name__)
@@ -187,5 +189,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 def server_interceptors(
     table: Mapping[type[DomainError], grpc.StatusCode], verifier: TokenVerifier, policy: AccessPolicy
 ) -> list[grpc.aio.ServerInterceptor]:
-    """The standard chain: errors outermost, so a failure inside the auth guard is mapped too."""
-    return [ErrorInterceptor(table), AuthInterceptor(verifier, policy)]
+    """The standard chain: metrics outermost, so they count the status the caller gets; then errors,
+    so a failure inside the auth guard is mapped too."""
+    return [GrpcMetrics(service_name()), ErrorInterceptor(table), AuthInterceptor(verifier, policy)]

@@ -53,11 +53,19 @@ class CommonSettings(BaseSettings):
     # Shared state for every replica: request limits, revoked tokens. Empty on a single node, where
     # each process keeps its own (see services/common/limits.py and revocations.py).
     redis_url: str = ""
+    # Where this process serves Prometheus metrics at /metrics, "host:port"; empty for no metrics
+    # server (see docs/metrics.md).
+    metrics_address: str = ""
 
     @field_validator("auth_address")
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_address(value)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        return _check_address(value) if value else value
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> CommonSettings:

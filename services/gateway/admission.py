@@ -367,6 +367,10 @@ class StampGate:
     def queued(self, partition: str) -> int:
         return len(self._queues[partition])
 
+    def in_flight_of(self, partition: str) -> int:
+        """Stamps of `partition` admitted and not yet finished."""
+        return self._in_flight[partition]
+
     def queued_before(self, partition: str, arrived_at: float) -> int:
         return bisect.bisect_left(self._queues[partition], arrived_at, key=_arrival)
 

@@ -9,7 +9,7 @@ without a bulkhead, so operators can always get in and users can always read wha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -41,6 +41,12 @@ class AdmissionControl:
     bulkheads: dict[str, Bulkhead]
     buckets: TokenBuckets
     rules: dict[str, BucketRule]
+    # Requests each rule's bucket refused, for the metrics; every rule is in it from the start.
+    rate_limited: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for rule in self.rules:
+            self.rate_limited.setdefault(rule, 0)
 
     @classmethod
     def from_settings(
@@ -87,6 +93,7 @@ class AdmissionControl:
         """Exhausted when the account has used up its bucket for `rule`."""
         wait = await self.buckets.take(self.rules[rule], account_id)
         if wait > 0:
+            self.rate_limited[rule] += 1
             raise Exhausted(
                 "this account is sending requests faster than allowed; slow down",
                 max(1, math.ceil(wait)),

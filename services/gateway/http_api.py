@@ -24,6 +24,7 @@ from services.common.webhooks import sign_webhook
 from services.gateway import problems
 from services.gateway.documents import DocumentStore
 from services.gateway.edge import PRINCIPAL_STATE, STAMP_SLOT_STATE, AdmissionControl, HttpAdmission
+from services.gateway.metrics import HttpMetrics
 from services.gateway.notices import NoticeBoard
 from services.gateway.records import (
     balance_json,
@@ -628,6 +629,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     # Outside the body limit: admission is decided before any of the body is read.
     app.add_middleware(HttpAdmission, control=gateway.admission, verifier=gateway.verifier)
     problems.install(app)
+    # Outermost: every answer is counted, admission's refusals and unexpected 500s too.
+    app.add_middleware(HttpMetrics)
     app.include_router(_public_routes())
     app.include_router(_account_routes())
     app.include_router(_operator_routes())

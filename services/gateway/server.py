@@ -29,6 +29,7 @@ from services.gateway.edge import AdmissionControl, GrpcAdmission
 from services.gateway.http_api import Gateway, create_app
 from services.gateway.job_store import LocalJobStore
 from services.gateway.jobs import JobLimits, StampJobs
+from services.gateway.metrics import ADMISSION
 from services.gateway.notices import NoticeBoard
 from services.gateway.retention import sweep_periodically
 from services.gateway.signer_pool import SignerPool
@@ -67,6 +68,7 @@ async def serve(settings: GatewaySettings) -> None:
         settings.service_secret.get_secret_value().encode(), b"waiting-room tickets", hashlib.sha256
     ).digest()
     admission = AdmissionControl.from_settings(settings, redis, ticket_key)
+    ADMISSION.attach(admission)
     stamping = StampingFlow(backends, store, settings.sign_timeout_s, admission.gate)
     notices = NoticeBoard(backends.auth)
     job_store = LocalJobStore(settings.resolved_job_store_dir, retention)

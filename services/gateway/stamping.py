@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
-from services.common.errors import InvalidInput, PreconditionFailed, RequestInFlight
+from services.common.errors import DomainError, InvalidInput, PreconditionFailed, RequestInFlight, Unavailable
 from services.gateway.admission import DISTRIBUTOR, RETAIL, StampGate, StampSlot
 from services.gateway.documents import DocumentStore
+from services.gateway.metrics import COMMITTED, FAILED, REFUSED, RELEASED, REPLAYED, count_stamp
 from services.gateway.upstream import Backends, idempotent, upstream
 
 log = logging.getLogger(__name__)
@@ -81,43 +82,58 @@ class StampingFlow:
         under a slot of the channel's partition taken here."""
         if not idempotency_key:
             raise InvalidInput("an idempotency key is required")
-        async with self._admitted(channel, slot):
-            reserved = await idempotent(
-                self._quota.Reserve(
-                    quota_service_pb2.ReserveRequest(
-                        account_id=account_id,
-                        idempotency_key=idempotency_key,
-                        document_sha256=hashlib.sha256(document).digest(),
-                        metadata=metadata,
-                        channel=channel,
-                    ),
-                    timeout=10,
+        partition = GATE_PARTITIONS.get(channel, DISTRIBUTOR)
+        async with self._admitted(partition, slot):
+            try:
+                reserved = await idempotent(
+                    self._quota.Reserve(
+                        quota_service_pb2.ReserveRequest(
+                            account_id=account_id,
+                            idempotency_key=idempotency_key,
+                            document_sha256=hashlib.sha256(document).digest(),
+                            metadata=metadata,
+                            channel=channel,
+                        ),
+                        timeout=10,
+                    )
                 )
-            )
+            except BaseException as exc:
+                # No quota, a key reused for another document...: the ledger said no; or it could
+                # not be asked.
+                said_no = isinstance(exc, DomainError) and not isinstance(exc, Unavailable)
+                count_stamp(partition, REFUSED if said_no else FAILED)
+                raise
             hold = reserved.hold
             if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
                 # The first request with this key is still signing (or died, and its hold will expire):
                 # signing again would race it for the same serial.
+                count_stamp(partition, REFUSED)
                 raise RequestInFlight(
                     "a request with this idempotency key is still being processed; retry in a moment"
                 )
             if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
-                stored = await asyncio.to_thread(self._store.get, hold.hold_id)
+                try:
+                    stored = await asyncio.to_thread(self._store.get, hold.hold_id)
+                except BaseException:
+                    count_stamp(partition, FAILED)
+                    raise
+                count_stamp(partition, REPLAYED)
                 return StampOutcome(hold, stored, replayed=True)
             if hold.status == ledger_pb2.HOLD_STATUS_RELEASED:
+                count_stamp(partition, REFUSED)
                 raise PreconditionFailed(
                     "an earlier attempt with this idempotency key failed and its quota was returned; "
                     "send the document again with a new key"
                 )
-            return await self._sign_and_commit(hold, document, placement, metadata, document_password)
+            return await self._sign_and_commit(
+                partition, hold, document, placement, metadata, document_password
+            )
 
     @contextlib.asynccontextmanager
-    async def _admitted(
-        self, channel: common_pb2.Channel.ValueType, slot: StampSlot | None
-    ) -> AsyncIterator[None]:
-        """Under `slot`, or under one of the channel's partition taken here; released either way."""
+    async def _admitted(self, partition: str, slot: StampSlot | None) -> AsyncIterator[None]:
+        """Under `slot`, or under one of the partition's taken here; released either way."""
         if slot is None and self._gate is not None:
-            slot = await self._gate.enter(GATE_PARTITIONS.get(channel, DISTRIBUTOR))
+            slot = await self._gate.enter(partition)
         try:
             yield
         finally:
@@ -126,6 +142,7 @@ class StampingFlow:
 
     async def _sign_and_commit(
         self,
+        partition: str,
         hold: ledger_pb2.Hold,
         document: bytes,
         placement: common_pb2.StampPlacement,
@@ -146,20 +163,29 @@ class StampingFlow:
                 )
             )
         except BaseException:
+            count_stamp(partition, RELEASED)
             await self._release(hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
             raise
         try:
             await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
         except BaseException:
+            count_stamp(partition, RELEASED)
             await self._release(hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
             raise
         # A failed commit is not released: it may have been applied. The retry, or expiry, settles it.
-        committed = await upstream(
-            self._quota.Commit(
-                quota_service_pb2.CommitRequest(hold_id=hold.hold_id, stamped_sha256=signed.stamped_sha256),
-                timeout=10,
+        try:
+            committed = await upstream(
+                self._quota.Commit(
+                    quota_service_pb2.CommitRequest(
+                        hold_id=hold.hold_id, stamped_sha256=signed.stamped_sha256
+                    ),
+                    timeout=10,
+                )
             )
-        )
+        except BaseException:
+            count_stamp(partition, FAILED)
+            raise
+        count_stamp(partition, COMMITTED)
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
 

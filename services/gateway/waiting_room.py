@@ -121,6 +121,7 @@ class WaitingRoom:
         self._by_arrival: list[tuple[float, str]] = []
         self._by_expiry: list[tuple[float, float, str]] = []
         self._out: dict[str, float] = {}
+        # Turned away by the room itself, before the gate; the gate counts its own refusals.
         self.turned_away = 0
         self._rate = 0.0
         self._steered_at = clock()
@@ -200,6 +201,7 @@ class WaitingRoom:
             if self._gate.would_wait(self._partition) and (
                 self._gate.queued(self._partition) + len(self._out) >= self._room_at(self._rate)
             ):
+                self.turned_away += 1
                 raise self._turn_away(account_id, arrived)
         else:
             arrived = ticket.arrived_at
@@ -207,6 +209,7 @@ class WaitingRoom:
             if self._gate.would_wait(self._partition) and (
                 self._gate.queued_before(self._partition, arrived) >= self._served_in_time_at(self._rate)
             ):
+                self.turned_away += 1
                 raise self._turn_away(account_id, arrived)
         try:
             return await self._gate.enter(self._partition, arrived)
@@ -224,7 +227,6 @@ class WaitingRoom:
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
         self._out[ticket.nonce] = arrived
-        self.turned_away += 1
         return TurnedAway(wait, arrived, self._signer.issue(account_id, ticket), position)
 
     def wait_for(self, position: int) -> int:

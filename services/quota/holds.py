@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     LargeBinary,
+    func,
     insert,
     select,
     update,
@@ -403,6 +404,22 @@ def release_if_expired(journal: Journal, hold_id: str, now: datetime) -> bool:
         return False
     _give_back(journal, row, ReleaseReason.EXPIRED, now)
     return True
+
+
+@dataclass(frozen=True)
+class Outstanding:
+    """The holds still reserved: how many, and when the oldest of them was made (None for none)."""
+
+    count: int
+    oldest_created_at: datetime | None
+
+
+def outstanding(conn: Connection) -> Outstanding:
+    # Reserved holds are the few in flight; the (status, expires_at) index finds them.
+    count, oldest = conn.execute(
+        select(func.count(), func.min(holds.c.created_at)).where(holds.c.status == HoldStatus.RESERVED)
+    ).one()
+    return Outstanding(int(count), oldest)
 
 
 def page(conn: Connection, account_id: str, before_seq: int | None, limit: int) -> list[tuple[int, Hold]]:

@@ -429,6 +429,15 @@ class Ledger:
             if len(batch) < _SWEEP_BATCH:
                 return released
 
+    def outstanding_holds(self) -> tuple[int, float]:
+        """The holds reserved and not yet committed or released: how many, and the age of the oldest
+        in seconds (0 when there is none)."""
+        with self._reading() as conn:
+            found = holds.outstanding(conn)
+        if found.oldest_created_at is None:
+            return found.count, 0.0
+        return found.count, max(0.0, (self._clock() - found.oldest_created_at).total_seconds())
+
     def get_hold(self, hold_id: str, account_id: str = "") -> Hold:
         """The hold; when account_id is given, another account's hold is NotFound."""
         _require("hold_id", hold_id, ID_LENGTH)
@@ -488,6 +497,12 @@ class Ledger:
             events, chain_problems = audit.verify_chain(conn)
             book_problems = audit.reconcile(conn)
         return events, chain_problems, book_problems
+
+    def reconcile(self) -> list[str]:
+        """The discrepancies in the books, as `emeterai audit reconcile` finds them, on one snapshot
+        of the live ledger; empty when they add up."""
+        with audit.snapshot(self._engine) as conn:
+            return audit.reconcile(conn)
 
     def get_statement(self, account_id: str, period: str) -> Statement:
         """A collector's stamps on credit in a month ("YYYY-MM", UTC) and what it owes now."""

@@ -13,6 +13,7 @@ from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import QuotaSettings
 from services.common.tokens import KIND_SERVICE, RemoteJwks, token_verifier
 from services.quota.ledger import Ledger
+from services.quota.metrics import HOLDS, OutstandingHolds, reconcile_periodically
 from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,15 @@ async def serve(settings: QuotaSettings) -> None:
         ],
         server_interceptors(QUOTA_STATUS_CODES, verifier, POLICY),
     )
+    HOLDS.attach(OutstandingHolds(ledger))
     sweeper = asyncio.create_task(sweep(ledger))
+    reconciler = asyncio.create_task(reconcile_periodically(ledger))
     await wait_for_termination()
     await server.stop(settings.shutdown_grace_s, settings.shutdown_notice_s)
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    for task in (sweeper, reconciler):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await asyncio.to_thread(ledger.close)
     await jwks.close()
 

@@ -16,6 +16,7 @@ from services.common.interceptors import AccessPolicy, server_interceptors
 from services.common.settings import SignerSettings
 from services.common.tokens import KIND_SERVICE, RemoteJwks, token_verifier
 from services.signer.keys import KeySpec, load_identity
+from services.signer.metrics import WORKERS
 from services.signer.pki import ensure_dev_pki, load_signing_identity, load_trust_roots
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
 from services.signer.tsa import LocalTimestamper, TimestampAuthority, Timestamper
@@ -92,6 +93,7 @@ async def serve(settings: SignerSettings) -> None:
         time_limit_s=settings.signer_document_timeout_s,
     )
     await workers.start()
+    WORKERS.attach(workers)
     servicer = SignerServicer(workers, config.load_identity(), max_document_bytes=settings.max_document_bytes)
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)

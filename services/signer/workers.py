@@ -143,6 +143,7 @@ class WorkerPool:
         self._all: set[_Worker] = set()
         # Jobs on a worker right now, each in a task of its own (see _run).
         self._exchanges: set[asyncio.Future[Any]] = set()
+        self._in_flight = 0
 
     @property
     def workers(self) -> list[BaseProcess]:
@@ -152,6 +153,11 @@ class WorkerPool:
     def idle(self) -> int:
         """Workers waiting for a job."""
         return self._idle.qsize()
+
+    @property
+    def in_flight(self) -> int:
+        """Documents given to the pool and not yet answered: on a worker, or waiting for one."""
+        return self._in_flight
 
     async def start(self) -> None:
         await asyncio.gather(*(self._add_worker() for _ in range(self._size)))
@@ -178,6 +184,21 @@ class WorkerPool:
         await self._add_worker()
 
     async def _run(self, kind: str, payload: object) -> Any:
+        self._in_flight += 1
+        try:
+            reply = await self._answer(kind, payload)
+        finally:
+            self._in_flight -= 1
+        status, value = reply
+        if status == "ok":
+            return value
+        if status == "refused":
+            error_type, message = value
+            raise error_type(message)
+        log.error("stamping worker failed", extra={"error": value})
+        raise UnsupportedPdf(_UNPROCESSABLE)
+
+    async def _answer(self, kind: str, payload: object) -> tuple[str, Any]:
         while True:
             # Waiting for a worker may be cancelled freely: nothing is taken until get() returns.
             worker = await self._idle.get()
@@ -190,15 +211,7 @@ class WorkerPool:
             exchange.add_done_callback(self._exchange_done)
             reply = await asyncio.shield(exchange)
             if reply is not None:
-                break
-        status, value = reply
-        if status == "ok":
-            return value
-        if status == "refused":
-            error_type, message = value
-            raise error_type(message)
-        log.error("stamping worker failed", extra={"error": value})
-        raise UnsupportedPdf(_UNPROCESSABLE)
+                return reply
 
     def _exchange_done(self, exchange: asyncio.Future[Any]) -> None:
         self._exchanges.discard(exchange)

@@ -22,6 +22,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher
+from prometheus_client import REGISTRY
 
 from emeterai.v1 import (
     auth_service_pb2_grpc,
@@ -60,6 +61,7 @@ from services.gateway.jobs import (
     item_key,
     job_id_for,
 )
+from services.gateway.metrics import STAMP_OUTCOMES
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from services.quota.db import create_ledger_engine
@@ -478,3 +480,43 @@ async def test_a_rotated_webhook_secret_signs_the_next_callback(parts: Parts, co
     verify_webhook(rotated, callback.body, callback.headers[SIGNATURE_HEADER.lower()])
     with pytest.raises(Exception, match="does not match"):
         verify_webhook(parts.webhook_secret, callback.body, callback.headers[SIGNATURE_HEADER.lower()])
+
+
+async def test_each_stamp_is_counted_by_how_its_saga_ended(parts: Parts, corpus: Path) -> None:
+    def counts() -> dict[str, float]:
+        return {
+            outcome: REGISTRY.get_sample_value(
+                "emeterai_stamps_total", {"channel": "distributor", "outcome": outcome}
+            )
+            or 0.0
+            for outcome in STAMP_OUTCOMES
+        }
+
+    stamp = functools.partial(
+        parts.stamping.stamp,
+        account_id=parts.distributor,
+        placement=PAGE_ONE,
+        metadata=common_pb2.DocumentMetadata(),
+        channel=common_pb2.CHANNEL_DISTRIBUTOR,
+    )
+    document = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    before = counts()
+    await stamp(idempotency_key="counted-1", document=document)
+    assert (await stamp(idempotency_key="counted-1", document=document)).replayed
+    with pytest.raises(IdempotencyKeyReused):
+        await stamp(
+            idempotency_key="counted-1", document=(corpus / "sf-002-libreoffice-writer.pdf").read_bytes()
+        )
+    # Held, then refused by the signer: the unit goes back.
+    with pytest.raises(InvalidInput):
+        await stamp(idempotency_key="counted-2", document=b"%PDF-1.7\nnot really a PDF")
+    after = counts()
+    assert {o: after[o] - before[o] for o in STAMP_OUTCOMES} == {
+        "committed": 1,
+        "replayed": 1,
+        "released": 1,
+        "refused": 1,
+        "failed": 0,
+    }
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held, balance.available) == (1, 0, 9)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 
 from emeterai.v1 import auth_service_pb2_grpc, quota_service_pb2_grpc, signer_service_pb2_grpc
 from services.common.metrics import MetricsServer
@@ -28,7 +29,7 @@ from services.gateway.admission import RETAIL
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.edge import AdmissionControl
 from services.gateway.http_api import Gateway, create_app
-from services.gateway.metrics import ADMISSION, UNMATCHED_ROUTE
+from services.gateway.metrics import ADMISSION, UNMATCHED_ROUTE, RouteTemplates
 from services.gateway.notices import NoticeBoard
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
@@ -50,6 +51,7 @@ class _Http(uvicorn.Server):
 @dataclass
 class RunningGateway:
     url: str
+    app: FastAPI
     admission: AdmissionControl
     key: Ed25519PrivateKey
 
@@ -93,7 +95,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
     while not http.started:
         assert not serving.done(), "the gateway did not start"
         await asyncio.sleep(0.01)
-    yield RunningGateway(f"http://127.0.0.1:{port}", admission, key)
+    yield RunningGateway(f"http://127.0.0.1:{port}", app, admission, key)
     http.should_exit = True
     await serving
     await nowhere.close()
@@ -194,3 +196,22 @@ async def test_queue_depth_is_read_when_scraped(gateway: RunningGateway, metrics
     assert (await asyncio.to_thread(scrape, metrics_port)).value(
         "emeterai_admission_queue_depth", queue="verification"
     ) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template"),
+    [
+        ("POST", "/v1/stamps", "/v1/stamps"),
+        ("GET", "/v1/stamps/st_1/pdf", "/v1/stamps/{stamp_id}/pdf"),
+        ("POST", "/v1/orders/ord_1/refund", "/v1/orders/{order_id}/refund"),
+        ("DELETE", "/v1/orders/ord_1", "/v1/orders/{order_id}"),
+        ("GET", "/static/app.js", "/static/{name}"),
+        ("GET", "/healthz", "/healthz"),
+        ("GET", "/v1/nothing/here", UNMATCHED_ROUTE),
+    ],
+)
+async def test_a_path_answered_before_routing_finds_its_template(
+    gateway: RunningGateway, method: str, path: str, template: str
+) -> None:
+    templates = RouteTemplates(gateway.app.router.routes)
+    assert templates.template({"type": "http", "method": method, "path": path, "root_path": ""}) == template

@@ -210,3 +210,50 @@ def _serves(command: str, database: str) -> bool:
     # A backend's title is "postgres: <cluster>: <user> <database> <client> <state>".
     is_backend = "(" in command or "[local]" in command
     return not is_backend or f" {database} " in command
+
+
+CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+CFS_PERIOD_US = 100_000
+
+
+def _with_descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+class CpuLimit:
+    """A CPU limit on a process and everything it starts, as Kubernetes sets a container's: a CFS
+    quota of `cores` per period, in a cgroup (v1 cpu controller) of its own.
+
+    Only where that controller can be written (Linux, as root); `CpuLimit.available()` says.
+    """
+
+    def __init__(self, name: str, cores: float) -> None:
+        self.path = CPU_CGROUP / f"emeterai-bench-{os.getpid()}-{name}"
+        self.path.mkdir()
+        (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (self.path / "cpu.cfs_quota_us").write_text(str(round(cores * CFS_PERIOD_US)))
+
+    @staticmethod
+    def available() -> bool:
+        return os.access(CPU_CGROUP / "cgroup.procs", os.W_OK)
+
+    def add(self, pid: int) -> None:
+        """pid and its children so far; the ones it starts later are born inside."""
+        for member in _with_descendants(pid):
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (self.path / "cgroup.procs").write_text(str(member))
+
+    def remove(self) -> None:
+        """Give the members back to the root group and delete the group."""
+        with contextlib.suppress(OSError):
+            for member in (self.path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (CPU_CGROUP / "cgroup.procs").write_text(member)
+            self.path.rmdir()

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import grpc  # noqa: E402
 import httpx  # noqa: E402
-from ledger_stack import CpuSample, Services, _free_address, throwaway_database  # noqa: E402
+from ledger_stack import CpuLimit, CpuSample, Services, _free_address, throwaway_database  # noqa: E402
 
 from emeterai.v1 import (  # noqa: E402
     auth_service_pb2,
@@ -137,10 +137,14 @@ def percentile(values: list[float], fraction: float) -> float:
 class Stack:
     """The four services as separate processes, on free loopback ports."""
 
-    def __init__(self, services: Services, database_url: str, redis_url: str, signers: int = 1) -> None:
+    def __init__(
+        self, services: Services, database_url: str, redis_url: str, signers: int = 1, signer_cpu: float = 0.0
+    ) -> None:
+        """signer_cpu: a CPU limit, in cores, on each signer process and its worker (0: none)."""
         self.services = services
         self.database_url = database_url
         self.signers = [_free_address() for _ in range(signers)]
+        self.limits: list[CpuLimit] = []
         self.http = _free_address()
         self.grpc = _free_address()
         services.start(
@@ -156,12 +160,13 @@ class Stack:
         self.quota = services.start_quota("quota", database_url)
         # Each signer process with one worker: a signer replica is one core's worth of signing.
         for n, signer in enumerate(self.signers):
-            services.start(
-                f"signer-{n}" if n else "signer",
-                "signer",
-                signer,
-                {"EMETERAI_SIGNER_ADDRESS": signer, "EMETERAI_SIGNER_WORKERS": "1"},
+            name = f"signer-{n}" if n else "signer"
+            process = services.start(
+                name, "signer", signer, {"EMETERAI_SIGNER_ADDRESS": signer, "EMETERAI_SIGNER_WORKERS": "1"}
             )
+            if signer_cpu:
+                self.limits.append(CpuLimit(name, signer_cpu))
+                self.limits[-1].add(process.pid)
         self.gateway = services.start(
             "gateway",
             "gateway",
@@ -180,6 +185,10 @@ class Stack:
                 "EMETERAI_ORDER_BURST": "100",
             },
         )
+
+    def remove_limits(self) -> None:
+        for limit in self.limits:
+            limit.remove()
 
     def tokens(self) -> ServiceTokenSource:
         return ServiceTokenSource(self.services.auth_address, "gateway", self.services.service_secret)

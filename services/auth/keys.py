@@ -165,9 +165,19 @@ def _read_keys(directory: Path) -> list[SigningKey]:
     return sorted(keys.values(), key=lambda k: (k.signs_from or earliest, k.file_name))
 
 
+# Key files already warned about, with the mode they had: the folder is reread every 30 s, and a
+# Kubernetes Secret volume can only make a file group-readable for a non-root user (0440), so the
+# warning is said once per file and mode rather than on every reread.
+_warned_modes: set[tuple[str, int]] = set()
+
+
 def _read_private_key(path: Path) -> Ed25519PrivateKey:
-    if path.stat().st_mode & 0o077:
-        log.warning("signing key file is readable by other users", extra={"key_file": str(path)})
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 and (str(path), mode) not in _warned_modes:
+        _warned_modes.add((str(path), mode))
+        log.warning(
+            "signing key file is readable by other users", extra={"key_file": str(path), "mode": oct(mode)}
+        )
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:

@@ -136,6 +136,26 @@ def test_a_folder_emptied_by_mistake_keeps_the_loaded_keys(tmp_path: Path) -> No
     assert keyring.current.kid == kid
 
 
+def test_a_key_others_may_read_is_warned_about_once_not_on_every_reread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keyring = Keyring.load(tmp_path)
+    (key_file,) = tmp_path.glob("*.pem")
+    # As a Kubernetes Secret volume mounts it for a non-root user.
+    key_file.chmod(0o440)
+    with caplog.at_level("WARNING", logger="services.auth.keys"):
+        for _ in range(3):
+            keyring.reload()
+    warned = [r for r in caplog.records if "readable by other users" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].key_file == str(key_file)
+    # A mode that changes again is news.
+    key_file.chmod(0o444)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="services.auth.keys"):
+        keyring.reload()
+    assert [r.mode for r in caplog.records if "readable by other users" in r.getMessage()] == ["0o444"]
+
+
 async def test_verifiers_follow_a_rotation_without_a_restart(tmp_path: Path, settings: AuthSettings) -> None:
     keyring = Keyring.load(tmp_path)
     issuer = TokenIssuer(keyring, settings)

@@ -64,6 +64,14 @@ def test_metric_names_finds_only_series() -> None:
     assert metric_names(expr) == {"emeterai_x_bucket", "emeterai_y"}
 
 
+def test_the_contract_names_are_the_ones_the_services_define() -> None:
+    # The services' metric modules name each metric once; a renamed one must change the contract
+    # (and with it the alerts and the dashboard), not leave them querying nothing.
+    source = "".join(p.read_text() for p in (K8S.parent / "services").glob("*/metrics.py"))
+    for name in METRICS:
+        assert f'"{re.sub(r"_(total|bucket)$", "", name)}"' in source, name
+
+
 @pytest.fixture(scope="module")
 def rendered() -> Rendered:
     text = render(K8S / "monitoring")

@@ -57,19 +57,29 @@ class Services:
     service_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     webhook_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     auth_address: str = field(default_factory=_free_address)
+    # EMETERAI_* variables a named process gets on top of what its starter gives it, e.g.
+    # {"quota": {"EMETERAI_HOLD_TTL_S": "10"}}: settings a benchmark needs without a stack of its own.
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # How each process was started (module, address, variables), so it can be started again.
+    _recipes: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
 
     def start(self, name: str, module: str, address: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
-        data_dir = self.directory / name
-        data_dir.mkdir(parents=True)
+        (self.directory / name).mkdir(parents=True)
+        self._recipes[name] = (module, address, extra)
+        return self._launch(name)
+
+    def _launch(self, name: str) -> subprocess.Popen[bytes]:
+        module, address, extra = self._recipes[name]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")} | {
             "PYTHONPATH": str(REPO),
             "EMETERAI_MODE": "dev",
-            "EMETERAI_DATA_DIR": str(data_dir),
+            "EMETERAI_DATA_DIR": str(self.directory / name),
             "EMETERAI_SERVICE_SECRET": self.service_secret,
             "EMETERAI_PAYMENT_WEBHOOK_SECRET": self.webhook_secret,
             "EMETERAI_AUTH_ADDRESS": self.auth_address,
             **extra,
+            **self.overrides.get(name, {}),
         }
         with (self.directory / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
@@ -106,6 +116,22 @@ class Services:
 
     def log_tail(self, name: str) -> str:
         return (self.directory / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and every process it started, as a node or container dies: no
+        shutdown, no grace, whatever was in flight."""
+        process = self.running.pop(name)
+        for pid in _with_descendants(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait()
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """The same module again on the same address with the same variables and data folder,
+        once it is healthy; killed first if it still runs. Clients reconnect to the same port."""
+        if name in self.running:
+            self.kill(name)
+        return self._launch(name)
 
     def stop(self, name: str) -> None:
         process = self.running.pop(name)

@@ -94,7 +94,7 @@ def utc_now() -> str:
 
 def command_line(argv: Sequence[str]) -> str:
     """argv joined as a shell would read it, with any password in a URL hidden: a report is shared."""
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", shlex.join(argv))
+    return shlex.join(re.sub(r"(://[^:/@\s]*:)[^@\s]+@", r"\1***@", arg) for arg in argv)
 
 
 def http_outcome(status: int) -> str:
@@ -299,15 +299,16 @@ def _check_sample(where: str, sample: dict[str, Any]) -> list[str]:
         if name not in sample:
             problems.append(f"{where}.{name}: missing")
         elif not isinstance(sample[name], int) or isinstance(sample[name], bool) or sample[name] < 0:
-            problems.append(f"{where}.{name}: expected a count (0 or more), got {sample[name]!r}")
+            problems.append(f"{where}.{name}: expected a count (0 or more), got {_kind_of(sample[name])}")
     for name in ("p50_ms", "p99_ms", "queue_depth"):
         if name not in sample:
             problems.append(f"{where}.{name}: missing (null when there is no figure)")
         elif sample[name] is not None and (not _is_number(sample[name]) or sample[name] < 0):
-            problems.append(f"{where}.{name}: expected a number (0 or more) or null, got {sample[name]!r}")
+            got = _kind_of(sample[name])
+            problems.append(f"{where}.{name}: expected a number (0 or more) or null, got {got}")
     queues = sample.get("queues", {})
     if not isinstance(queues, dict) or not all(_is_number(depth) for depth in queues.values()):
-        problems.append(f"{where}.queues: expected an object of numbers, got {queues!r}")
+        problems.append(f"{where}.queues: expected an object of numbers, got {_kind_of(queues)}")
     return problems
 
 

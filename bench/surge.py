@@ -2,6 +2,7 @@
 anything lost?
 
     .venv/bin/python bench/surge.py [--quick] [--surge-s S] [--postgres-url URL] [--redis-url URL]
+        [--json-out FILE]
 
 The stack runs as in production, each service its own process: auth, quota on a throwaway
 PostgreSQL database, one signer with one worker (the pool: one core of this 2-core machine, the
@@ -18,6 +19,10 @@ other left to everything else), and the gateway with Redis for its token buckets
 4. The books: every account's balance (purchased = available + held + consumed + refunded, and
    consumed = stamps answered 201) and `emeterai audit reconcile` on the ledger's database.
 
+With --json-out, the surge second by second goes to a run file (bench/runfile.py) for
+bench/report.py: stamp requests sent and answered (retail attempts and the batch's documents),
+their latency, and the retail stamp queue's depth read from the gateway's /metrics.
+
 It ends with `RESULT admitted_per_s=N pool_capacity_per_s=N stamp_p50_ms=N stamp_p99_ms=N
 purchase_p99_ms=N purchase_p99_unloaded_ms=N http_5xx=N lost_quota=N gateway_cpu_ms_per_stamp=N`.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -47,6 +53,18 @@ sys.path.insert(0, str(REPO / "bench"))
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 from ledger_stack import CpuLimit, CpuSample, Services, _free_address, throwaway_database  # noqa: E402
+from runfile import (  # noqa: E402
+    FAILED,
+    Answer,
+    Event,
+    Run,
+    command_line,
+    grpc_outcome,
+    http_outcome,
+    samples_from,
+    utc_now,
+    write_run,
+)
 
 from emeterai.v1 import (  # noqa: E402
     auth_service_pb2,
@@ -77,6 +95,11 @@ RESULT_NAMES = (
     "lost_quota",
     "gateway_cpu_ms_per_stamp",
 )
+# The gateway's admission queues, read from its /metrics; the surge waits in RETAIL_STAMPS_QUEUE
+# (the stamp gate's retail partition, behind the waiting room).
+QUEUE_DEPTHS_PATH = "/metrics?name%5B%5D=emeterai_admission_queue_depth"
+QUEUE_DEPTH = re.compile(r'^emeterai_admission_queue_depth\{queue="([^"]+)"\} (\S+)$', re.MULTILINE)
+RETAIL_STAMPS_QUEUE = "retail-stamps"
 
 
 @dataclass
@@ -95,6 +118,9 @@ class Options:
     drain_s: float = 120.0
     # Stamping through the gateway before the surge, as on any day before a deadline.
     warm_up_s: float = 3.0
+    # Read the gateway's queue depths during the surge (for --json-out; each read costs it a little).
+    watch_queues: bool = False
+    watch_every_s: float = 0.5
 
 
 @dataclass
@@ -114,6 +140,15 @@ class Tally:
     lost_connections: Counter[str] = field(default_factory=Counter)
     # (seconds since the first arrival, ms) of every purchase during the surge.
     purchases: list[tuple[float, float]] = field(default_factory=list)
+    # For the run file: the wall clock at the first arrival, every stamp request of the surge (retail
+    # attempts and the batch's documents), the queue depths read, and what happened when.
+    started_at: str = ""
+    answers: list[Answer] = field(default_factory=list)
+    depths: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def since_first_arrival(self) -> float:
+        return time.monotonic() - self.first_arrival
 
     @property
     def http_5xx(self) -> int:
@@ -147,6 +182,7 @@ class Stack:
         self.limits: list[CpuLimit] = []
         self.http = _free_address()
         self.grpc = _free_address()
+        self.metrics = _free_address()
         services.start(
             "auth",
             "auth",
@@ -177,6 +213,8 @@ class Stack:
                 "EMETERAI_GATEWAY_HTTP_ADDRESS": self.http,
                 "EMETERAI_GATEWAY_GRPC_ADDRESS": self.grpc,
                 "EMETERAI_REDIS_URL": redis_url,
+                # Idle unless scraped: surge.py reads the queue depths from it with --json-out.
+                "EMETERAI_METRICS_ADDRESS": self.metrics,
                 # An account here sends several documents at once; the per-account bucket is not
                 # what is measured.
                 "EMETERAI_RETAIL_STAMPS_PER_S": "50",
@@ -372,16 +410,20 @@ async def stamp_like_the_page(
         if ticket:
             headers["Waiting-Room-Ticket"] = ticket
         started = time.perf_counter()
+        sent = tally.since_first_arrival()
         try:
             status, answer_headers, body = await client.post(headers)
         except httpx.TransportError as lost:
+            tally.answers.append(Answer(sent, tally.since_first_arrival(), FAILED))
             tally.statuses[0] += 1
             tally.lost_connections[str(lost.__cause__ or lost)] += 1
             await asyncio.sleep(1)
             continue
         tally.statuses[status] += 1
         retry_after = float(answer_headers.get("retry-after", "0") or 0)
-        tally.timeline.append((time.monotonic() - tally.first_arrival, status, retry_after))
+        answered = tally.since_first_arrival()
+        tally.timeline.append((answered, status, retry_after))
+        tally.answers.append(Answer(sent, answered, http_outcome(status)))
         if status == 201:
             tally.stamp_ms.append((time.perf_counter() - started) * 1000)
             tally.stamped[name] += 1
@@ -508,19 +550,54 @@ async def distributor_batch(
     async with grpc.aio.insecure_channel(stack.grpc) as channel:
         distributor = await funded_distributor(stack, http, channel, count)
 
+        sent: dict[str, float] = {}
+
         async def documents():
             for n in range(count):
-                yield batch_item(document, f"batch-{secrets.token_hex(6)}-{n}")
+                key = f"batch-{secrets.token_hex(6)}-{n}"
+                sent[key] = tally.since_first_arrival()
+                yield batch_item(document, key)
 
         async for result in distributor.api.BatchStamp(
             documents(), metadata=distributor.metadata, timeout=600
         ):
+            answered = tally.since_first_arrival()
+            outcome = grpc_outcome(result.code)
+            tally.answers.append(Answer(sent.get(result.client_ref, answered), answered, outcome))
             if result.code == 0:
                 tally.batch_ok += 1
                 tally.last_stamp = max(tally.last_stamp, time.monotonic())
             else:
                 tally.batch_failed[STATUS_NAMES.get(result.code, str(result.code))] += 1
+        tally.events.append(Event(round(tally.since_first_arrival(), 3), "batch-end", "distributor"))
         return await distributor.books_off(tally.batch_ok)
+
+
+async def watch_queues(address: str, every_s: float, tally: Tally, stop: asyncio.Event) -> None:
+    """Reads the gateway's admission queue depths from its /metrics every `every_s` until `stop`.
+
+    Plain asyncio streams and one metric asked for (prometheus_client's name[] filter): a read must
+    cost the load and the gateway next to nothing. A read that fails is left out, not guessed.
+    """
+    host, _, port = address.rpartition(":")
+    request = f"GET {QUEUE_DEPTHS_PATH} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
+    while not stop.is_set():
+        at = tally.since_first_arrival()
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+            try:
+                writer.write(request)
+                # HTTP/1.0: the server closes the connection after the answer.
+                text = (await asyncio.wait_for(reader.read(), 2)).decode("utf-8", "replace")
+            finally:
+                writer.close()
+        except (OSError, TimeoutError):
+            text = ""
+        depths = {queue: float(value) for queue, value in QUEUE_DEPTH.findall(text)}
+        if depths:
+            tally.depths.append((at, depths))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def steady_purchases(
@@ -594,10 +671,9 @@ def print_timeline(
         )
 
 
-async def run(options: Options, stack: Stack, document: bytes) -> dict[str, float]:
+async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> dict[str, float]:
     capacity = await pool_capacity(stack, document, options.pool_s)
     print(f"pool: one signer, one worker: {capacity:.1f} stamps/s standalone")
-    tally = Tally()
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
     async with httpx.AsyncClient(base_url=f"http://{stack.http}", timeout=120, limits=limits) as http:
         accounts: list[Account] = []
@@ -621,6 +697,14 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
         before = CpuSample.take()
         deadline = time.monotonic() + options.surge_s + options.drain_s
         tally.first_arrival = time.monotonic()
+        tally.started_at = utc_now()
+        tally.events.append(Event(0.0, "arrivals-start", "retail"))
+        surge_done = asyncio.Event()
+        watcher = None
+        if options.watch_queues:
+            watcher = asyncio.create_task(
+                watch_queues(stack.metrics, options.watch_every_s, tally, surge_done)
+            )
         arrival_rate = SURGE_FACTOR * capacity
         users = []
         batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
@@ -636,10 +720,14 @@ async def run(options: Options, stack: Stack, document: bytes) -> dict[str, floa
                 )
             )
         offered_s = time.monotonic() - tally.first_arrival
+        tally.events.append(Event(round(offered_s, 3), "arrivals-end", "retail"))
         await asyncio.gather(*users)
         stamper.close()
         loaded = await purchases
         distributor_lost = await batch
+        surge_done.set()
+        if watcher is not None:
+            await watcher
         after = CpuSample.take()
         window = tally.last_stamp - tally.first_arrival
         admitted = len(tally.stamp_ms) + tally.batch_ok
@@ -698,8 +786,12 @@ def main() -> None:
         "--postgres-url", default=os.environ.get("EMETERAI_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
     )
     parser.add_argument("--redis-url", default=os.environ.get("EMETERAI_TEST_REDIS_URL", DEFAULT_REDIS))
+    parser.add_argument(
+        "--json-out", type=Path, metavar="FILE", help="write the surge second by second, for bench/report.py"
+    )
     args = parser.parse_args()
     options = Options(args.quick, args.surge_s, args.postgres_url, args.redis_url)
+    options.watch_queues = args.json_out is not None
     if args.quick:
         options.surge_s = min(options.surge_s, 1.0)
         options.pool_s = options.purchase_s = 2.0
@@ -713,7 +805,8 @@ def main() -> None:
         Services(Path(directory)) as services,
     ):
         stack = Stack(services, database_url, options.redis_url)
-        results = asyncio.run(run(options, stack, document))
+        tally = Tally()
+        results = asyncio.run(run(options, stack, document, tally))
         if results["http_5xx"]:
             for name in services.running:
                 log = (services.directory / f"{name}.log").read_text(errors="replace")
@@ -721,6 +814,21 @@ def main() -> None:
                 print(f"{name}: {len(errors)} errors", *errors[:5], sep="\n  ")
     share = results["admitted_per_s"] / max(results["pool_capacity_per_s"], 1e-9)
     slowdown = results["purchase_p99_ms"] / max(results["purchase_p99_unloaded_ms"], 1e-9)
+    if args.json_out is not None:
+        write_run(
+            args.json_out,
+            Run(
+                kind="surge",
+                started_at=tally.started_at,
+                command=command_line(sys.argv),
+                result={name: results[name] for name in RESULT_NAMES},
+                samples=samples_from(tally.answers, tally.depths, queue=RETAIL_STAMPS_QUEUE),
+                events=tally.events,
+            ),
+        )
+        print(
+            f"run file: {args.json_out}: {len(tally.answers)} stamp requests, {len(tally.depths)} queue reads"
+        )
     print(
         f"targets: admitted >= 90% of the pool ({share:.0%}), purchase p99 <= 2x unloaded "
         f"({slowdown:.1f}x), 0 5xx, 0 lost quota, gateway CPU <= 2 ms per stamp"

@@ -8,9 +8,11 @@ timed test.
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from bench.runfile import read_run
 from tests.conftest import ROOT, require_postgres, require_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
@@ -22,7 +24,7 @@ RESULT = re.compile(
 )
 
 
-def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away() -> None:
+def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away(tmp_path: Path) -> None:
     server = require_postgres("surge benchmark smoke test")
     redis_url = require_redis("surge benchmark smoke test")
     run = subprocess.run(
@@ -34,6 +36,8 @@ def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away() ->
             server.render_as_string(hide_password=False),
             "--redis-url",
             redis_url,
+            "--json-out",
+            str(tmp_path / "surge.json"),
         ],
         capture_output=True,
         text=True,
@@ -48,3 +52,11 @@ def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away() ->
     assert float(found["admitted"]) > 0 and float(found["pool"]) > 0, output
     assert re.search(r"statuses: \{.*429: [1-9]", output), f"no request met the waiting room:\n{output}"
     assert "emeterai audit reconcile: exit 0" in output, output
+
+    # The run file, read as bench/report.py reads it: the surge second by second, the queue seen.
+    surge = read_run(tmp_path / "surge.json")
+    assert surge.kind == "surge" and surge.result["lost_quota"] == 0
+    assert sum(s.succeeded for s in surge.samples) >= float(found["admitted"]), surge.samples
+    assert sum(s.rejected for s in surge.samples) > 0, surge.samples
+    assert any(s.queue_depth is not None for s in surge.samples), surge.samples
+    assert {e.kind for e in surge.events} >= {"arrivals-start", "arrivals-end"}, surge.events

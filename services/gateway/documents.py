@@ -20,7 +20,7 @@ from services.common.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 # A temporary file of an atomic write older than this is a crash's leftover, never a write in
 # progress: writes take seconds.
@@ -58,7 +58,8 @@ class LocalDocumentStore:
 
     def _path(self, stamp_id: str) -> Path:
         # Ids come from URLs: only plain ids may become file names, never paths.
-        if not _SAFE_ID.match(stamp_id):
+        # fullmatch: a `$` would also match before a trailing newline.
+        if not _SAFE_ID.fullmatch(stamp_id):
             raise InvalidInput("malformed stamp id")
         return self.directory / f"{stamp_id}.pdf"
 

@@ -30,7 +30,7 @@ from services.gateway.jobs import (
 
 log = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"^job_[0-9a-f]{32}$")
+_JOB_ID = re.compile(r"job_[0-9a-f]{32}")
 
 
 def _time(value: datetime | None) -> str | None:
@@ -141,7 +141,8 @@ class LocalJobStore:
         directory.mkdir(parents=True, exist_ok=True)
 
     def _record(self, job_id: str) -> Path:
-        if not _JOB_ID.match(job_id):
+        # fullmatch: a `$` would also match before a trailing newline.
+        if not _JOB_ID.fullmatch(job_id):
             raise NotFound("no such job")
         return self.directory / f"{job_id}.json"
 

@@ -21,7 +21,9 @@ def test_missing_document_is_not_found(tmp_path: Path) -> None:
         LocalDocumentStore(tmp_path).get("hold_missing")
 
 
-@pytest.mark.parametrize("stamp_id", ["../secret", "a/b", "..", "", "x" * 200, "hold\x00", "/etc/passwd"])
+@pytest.mark.parametrize(
+    "stamp_id", ["../secret", "a/b", "..", "", "x" * 200, "hold\x00", "/etc/passwd", "hold\n", "hold\r\n"]
+)
 def test_ids_never_become_paths(tmp_path: Path, stamp_id: str) -> None:
     (tmp_path / "secret.pdf").write_bytes(b"not yours")
     store = LocalDocumentStore(tmp_path / "docs")

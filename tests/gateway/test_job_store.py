@@ -5,7 +5,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from emeterai.v1 import common_pb2
+from services.common.errors import NotFound
 from services.gateway.job_store import LocalJobStore
 from services.gateway.jobs import (
     CallbackState,
@@ -70,3 +73,11 @@ def test_finished_jobs_expire_with_the_retention(tmp_path: Path) -> None:
     assert store.delete_expired() == 1
     assert store.find(made["recent-done"]) is None
     assert LocalJobStore(tmp_path).delete_expired() == 0, "no retention keeps everything"
+
+
+def test_a_job_id_with_a_trailing_newline_is_no_job(tmp_path: Path) -> None:
+    # A job id arrives from a distributor's RPC; only the exact form names a file.
+    store = LocalJobStore(tmp_path)
+    assert store.find("job_" + "0" * 32 + "\n") is None
+    with pytest.raises(NotFound):
+        store.drop_documents("job_" + "0" * 32 + "\n")

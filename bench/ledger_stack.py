@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -26,6 +28,19 @@ from services.stack import _parent_death_signal, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SETPRIV = shutil.which("setpriv")
+
+
+def popen_tied(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """A child process that gets SIGTERM when the thread starting it ends, even by SIGKILL (Linux).
+
+    Through `setpriv --pdeathsig TERM` where util-linux has it, so no Python runs in the forked
+    child: grpc's fork handlers run there otherwise, and abort the child while grpc.aio is busy in
+    the parent. Else through services.stack's pre-exec hook.
+    """
+    if SETPRIV is not None and sys.platform.startswith("linux"):
+        return subprocess.Popen([SETPRIV, "--pdeathsig", "TERM", "--", *command], **options)
+    return subprocess.Popen(command, preexec_fn=_parent_death_signal(), **options)
 
 
 def _free_address() -> str:
@@ -67,10 +82,19 @@ class Services:
     def start(self, name: str, module: str, address: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
         (self.directory / name).mkdir(parents=True)
         self._recipes[name] = (module, address, extra)
-        return self._launch(name)
+        return self.restart(name)
 
-    def _launch(self, name: str) -> subprocess.Popen[bytes]:
-        module, address, extra = self._recipes[name]
+    def spawn(self, name: str) -> subprocess.Popen[bytes]:
+        """The process `start` made, started again with the same module, address, variables and
+        data folder, without waiting for it (killed first if it still runs).
+
+        The process is told to stop when the thread that spawns it ends (PR_SET_PDEATHSIG follows
+        the thread, not the process): spawn from a thread that lives as long as the process should,
+        e.g. an event loop's, and wait for it with `wait_started` in a worker thread.
+        """
+        if name in self.running:
+            self.kill(name)
+        module, _, extra = self._recipes[name]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("EMETERAI_")} | {
             "PYTHONPATH": str(REPO),
             "EMETERAI_MODE": "dev",
@@ -82,18 +106,21 @@ class Services:
             **self.overrides.get(name, {}),
         }
         with (self.directory / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
+            process = popen_tied(
                 [sys.executable, "-m", f"services.{module}"],
                 env=environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                preexec_fn=_parent_death_signal(),
             )
         self.running[name] = process
+        return process
+
+    def wait_started(self, name: str) -> None:
+        """Until the process spawned last under `name` reports SERVING on its health service."""
+        address, process = self._recipes[name][1], self.running[name]
         if not wait_healthy(address, time.monotonic() + 60) or process.poll() is not None:
             raise RuntimeError(f"{name} did not start:\n{self.log_tail(name)}")
-        return process
 
     def start_auth(self) -> None:
         self.start("auth", "auth", self.auth_address, {})
@@ -127,11 +154,10 @@ class Services:
         process.wait()
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:
-        """The same module again on the same address with the same variables and data folder,
-        once it is healthy; killed first if it still runs. Clients reconnect to the same port."""
-        if name in self.running:
-            self.kill(name)
-        return self._launch(name)
+        """spawn(name) and wait until it is healthy. Clients reconnect to the same port."""
+        process = self.spawn(name)
+        self.wait_started(name)
+        return process
 
     def stop(self, name: str) -> None:
         process = self.running.pop(name)

@@ -250,6 +250,10 @@ class GatewaySettings(CommonSettings):
     # Stamp jobs run at once by one gateway.
     job_workers: int = Field(default=2, ge=1, le=64)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Slow clients (services/gateway/slow_clients.py): seconds to send a request's headers, and
+    # seconds a route waits on a request's body beyond one for every 8 KiB that arrived.
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_s: float = Field(default=20.0, gt=0, le=300)
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
     sign_timeout_s: float = Field(default=30.0, gt=0)

@@ -39,6 +39,7 @@ from services.gateway.records import (
     timestamp_json,
     verification_json,
 )
+from services.gateway.slow_clients import BodyTimeout
 from services.gateway.stamping import StampingFlow, check_document
 from services.gateway.upstream import Backends, idempotent, upstream
 from services.gateway.verification import verify_document
@@ -626,6 +627,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     # Inside the request-id middleware that install() adds, so a refusal carries the id too.
     app.add_middleware(problems.BodyLimit, limit=gateway.settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # A client trickling its body is answered 408 rather than waited for.
+    app.add_middleware(BodyTimeout, timeout_s=gateway.settings.http_body_timeout_s)
     # Outside the body limit: admission is decided before any of the body is read.
     app.add_middleware(HttpAdmission, control=gateway.admission, verifier=gateway.verifier)
     problems.install(app)

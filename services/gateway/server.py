@@ -33,6 +33,7 @@ from services.gateway.metrics import ADMISSION
 from services.gateway.notices import NoticeBoard
 from services.gateway.retention import sweep_periodically
 from services.gateway.signer_pool import SignerPool
+from services.gateway.slow_clients import bounded_http_protocol
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from services.quota.client import BatchingQuotaStub
@@ -106,7 +107,7 @@ async def serve(settings: GatewaySettings) -> None:
             port=int(port),
             log_config=None,
             lifespan="off",
-            http="httptools",
+            http=bounded_http_protocol(settings.http_header_timeout_s),
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         )
     )

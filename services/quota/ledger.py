@@ -10,8 +10,8 @@ code that changes a balance, and every change is journaled and audited (journal.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -569,6 +569,9 @@ def _page_size(page_size: int) -> int:
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
+_SEQ = re.compile(r"[0-9]{1,18}")
+
+
 # Page tokens are opaque to callers so the ordering key can change without breaking them.
 def _encode_token(seq: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
@@ -579,11 +582,12 @@ def _decode_token(token: str) -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        version, _, seq = text.partition(":")
-        if version == "v1" and seq.isdigit():
-            return int(seq)
-    except (binascii.Error, UnicodeDecodeError):
-        pass
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a token that is not ASCII
+        text = ""
+    version, _, seq = text.partition(":")
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if version == "v1" and _SEQ.fullmatch(seq):
+        return int(seq)
     raise InvalidInput("page_token is not one this service issued")
 
 

@@ -221,8 +221,9 @@ def test_orders_are_private_and_listed_newest_first(ledger: Ledger) -> None:
     listed = [o.order_id for page in (first, second, third) for o in page.items]
     assert listed == [o.order_id for o in reversed(made)]
     assert third.next_page_token == ""
-    with pytest.raises(InvalidInput, match="page_token"):
-        ledger.list_orders("acct-a", page_token="not-a-token")
+    for token in ("not-a-token", "\x80", "djE6wrI", "djE6" + "OTk5" * 2000):  # non-ASCII, "v1:²", huge
+        with pytest.raises(InvalidInput, match="page_token"):
+            ledger.list_orders("acct-a", page_token=token)
 
 
 def test_refund_returns_unused_units_only(ledger: Ledger, buy: Buy) -> None:

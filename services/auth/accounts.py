@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -164,7 +165,8 @@ class Accounts:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = 0
         if page_token:
-            if not page_token.isdigit():
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if not re.fullmatch(r"[0-9]{1,18}", page_token):
                 raise InvalidInput("page token is not one this service issued")
             after = int(page_token)
         with self._engine.connect() as conn:

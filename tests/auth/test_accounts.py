@@ -72,5 +72,6 @@ def test_sub_accounts_page_in_creation_order(domain: AuthDomain) -> None:
             break
     assert seen == [account.account_id for account in made]
     assert pages == 3
-    with pytest.raises(InvalidInput):
-        domain.accounts.list_sub_accounts(parent.account_id, page_token="garbage")
+    for token in ("garbage", "²", "9" * 5000, "\x80"):
+        with pytest.raises(InvalidInput):
+            domain.accounts.list_sub_accounts(parent.account_id, page_token=token)

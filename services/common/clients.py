@@ -12,9 +12,15 @@ import grpc
 from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 # Keep-alives notice a dead peer (a killed pod) within seconds instead of at the next deadline.
+# Reconnect backoff capped at a second: gRPC's default grows from 1 s to 2 minutes, so after a
+# restart or an outage of the ledger or a signer, calls kept failing UNAVAILABLE long after the
+# service was back. A dial a second to an address that is down costs nothing worth saving.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]

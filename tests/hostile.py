@@ -13,13 +13,15 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 import httpx
 import pytest
+from google.protobuf.message import Message
 
 from emeterai.v1 import (
     auth_service_pb2,
@@ -88,34 +90,55 @@ class LeakCheck:
     def problems(self, text: str) -> list[str]:
         return [match.group(0) for pattern in self._forbidden if (match := pattern.search(text))]
 
-    def check(self, where: str, text: str) -> None:
+    def check(self, where: str, text: str, echoed: Iterable[str] = ()) -> None:
+        """`echoed`: what the caller sent, which an error may quote back (an unknown id, say)."""
         self.seen += 1
-        found = self.problems(_without_echo(text))
+        found = self.problems(_without_echo(text, echoed))
         assert not found, f"{where} leaks {found}: {text[:500]}"
 
     def check_response(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
             response.read()
+            url = response.request.url
+            echoed = [urllib.parse.unquote(part) for part in url.path.split("/")]
+            echoed += [value for _, value in url.params.multi_items()]
             self.check(
-                f"{response.request.method} {response.request.url.path} -> {response.status_code}",
-                response.text,
+                f"{response.request.method} {url.path} -> {response.status_code}", response.text, echoed
             )
 
-    def check_rpc_error(self, method: str, error: grpc.RpcError) -> None:
+    def check_rpc_error(self, method: str, error: grpc.RpcError, request: Message | None = None) -> None:
         details = error.details() if hasattr(error, "details") else str(error)
-        self.check(f"{method} -> {error.code().name}", details or "")
+        self.check(f"{method} -> {error.code().name}", details or "", message_strings(request))
 
 
-def _without_echo(text: str) -> str:
-    """A problem document without its `instance`, the request's own path echoed back."""
+def _without_echo(text: str, echoed: Iterable[str]) -> str:
+    """The text without the caller's own input quoted back: a problem document's `instance` (the
+    request's path) and every echoed value long enough not to hide anything else."""
     try:
         document = json.loads(text)
     except ValueError:
-        return text
+        document = None
     if isinstance(document, dict):
         document.pop("instance", None)
-        return json.dumps(document, ensure_ascii=False)
+        text = json.dumps(document, ensure_ascii=False)
+    for value in sorted({v for v in echoed if len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "").replace(repr(value), "")
     return text
+
+
+def message_strings(message: Message | None) -> list[str]:
+    """Every string a protobuf message carries, nested ones too."""
+    if message is None:
+        return []
+    found: list[str] = []
+    for descriptor, value in message.ListFields():
+        values = value if descriptor.is_repeated else [value]
+        for item in values:
+            if isinstance(item, str):
+                found.append(item)
+            elif isinstance(item, Message):
+                found += message_strings(item)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

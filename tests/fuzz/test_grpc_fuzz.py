@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from emeterai.v1 import distributor_service_pb2, quota_service_pb2, signer_service_pb2
 from emeterai.v1 import distributor_service_pb2 as dpb
-from tests.hostile import UPLOAD_LIMIT, Hostile, fuzz_examples, small_pdf
+from tests.hostile import UPLOAD_LIMIT, Hostile, fuzz_examples, message_strings, small_pdf
 
 from .messages import messages
 
@@ -105,6 +105,11 @@ class Caller:
             return error.code(), [], error.details() or ""
 
 
+def strings_of(request: Message | list[Message]) -> list[str]:
+    requests = request if isinstance(request, list) else [request]
+    return [text for item in requests for text in message_strings(item)]
+
+
 def method_requests(
     service: Any, names: list[str], known: list[str]
 ) -> st.SearchStrategy[tuple[MethodDescriptor, Message | list[Message]]]:
@@ -158,7 +163,7 @@ def test_distributor_api_answers_fuzzed_messages_with_well_defined_statuses(
         method, request = call
         code, responses, details = caller.call(method, request)
         seen.setdefault(method.name, set()).add(code.name)
-        hostile.leaks.check(f"{method.name} -> {code.name}", details)
+        hostile.leaks.check(f"{method.name} -> {code.name}", details, strings_of(request))
         assert code in WELL_DEFINED, (method.name, code, details, str(request)[:500])
         if code != grpc.StatusCode.OK:
             return
@@ -219,7 +224,7 @@ def test_internal_services_answer_fuzzed_messages_with_well_defined_statuses(hos
         def check(call: tuple[MethodDescriptor, Any]) -> None:
             method, request = call
             code, _, details = callers[method.containing_service.name].call(method, request)
-            hostile.leaks.check(f"{method.name} -> {code.name}", details)
+            hostile.leaks.check(f"{method.name} -> {code.name}", details, strings_of(request))
             assert code in WELL_DEFINED, (method.full_name, code, details, str(request)[:500])
 
         check()

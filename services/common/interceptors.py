@@ -26,6 +26,7 @@ from services.common.errors import (
     Unauthenticated,
     status_code_for,
 )
+from services.common.handlers import rewrapped
 from services.common.metrics import GrpcMetrics, service_name
 from services.common.tokens import Principal, TokenVerifier, bearer_token
 
@@ -91,17 +92,7 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard | None, on_error: ErrorHa
 
         return call
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+    return rewrapped(handler, unary_response, stream_response)
 
 
 # Where gRPC's rich error model carries a google.rpc.Status with details.

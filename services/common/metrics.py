@@ -24,6 +24,8 @@ import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
+from services.common.handlers import rewrapped
+
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
@@ -258,14 +260,4 @@ def _measured(handler: grpc.RpcMethodHandler, metrics: _MethodMetrics) -> Any:
 
         return call
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+    return rewrapped(handler, unary_response, stream_response)

@@ -9,13 +9,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_corpus, require_postgres
+from tests.bench.runs import run_benchmark
+from tests.conftest import require_corpus, require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -40,31 +39,22 @@ def test_quick_chaos_run_kills_services_and_loses_nothing(tmp_path: Path) -> Non
     require_corpus()
     require_redis_server()
     run_file = tmp_path / "chaos.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "chaos.py"),
-            "--quick",
-            "--seed",
-            "7",
-            "--postgres-url",
-            server.render_as_string(hide_password=False),
-            "--json-out",
-            str(run_file),
-        ],
-        capture_output=True,
-        text=True,
+    run = run_benchmark(
+        "chaos.py",
+        "--quick",
+        "--seed",
+        "7",
+        "--postgres-url",
+        server.render_as_string(hide_password=False),
+        "--json-out",
+        str(run_file),
         timeout=220,
-        cwd=ROOT,
     )
-    output = run.stdout + run.stderr
-    found = RESULT.fullmatch(run.stdout.strip().splitlines()[-1]) if run.stdout.strip() else None
-    assert found, f"the last line is not the RESULT line:\n{output}"
+    found, output = run.result(RESULT), run.output
     figures = {name: int(value) for name, value in found.groupdict().items()}
     assert (figures["lost"], figures["double"], figures["reused"], figures["invalid"]) == (0, 0, 0, 0), output
     assert figures["ops"] > 0 and figures["succeeded"] > 0, output
     assert figures["kills"] >= 2, output
-    assert run.returncode == 0, output
 
     saved = json.loads(run_file.read_text())
     assert saved["kind"] == "chaos" and saved["samples"], saved

@@ -5,12 +5,11 @@ readers, never for a timed test.
 """
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, require_postgres
+from tests.bench.runs import run_benchmark
+from tests.conftest import require_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(150)]
 
@@ -22,24 +21,11 @@ RESULT = re.compile(
 
 def test_quick_run_ends_with_four_positive_rates_and_agreeing_books() -> None:
     server = require_postgres("ledger benchmark smoke tests")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "ledger.py"),
-            "--quick",
-            "--postgres-url",
-            server.render_as_string(hide_password=False),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
+    run = run_benchmark(
+        "ledger.py", "--quick", "--postgres-url", server.render_as_string(hide_password=False), timeout=120
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    found, output = run.result(RESULT), run.output
     last = run.stdout.strip().splitlines()[-1]
-    found = RESULT.fullmatch(last)
-    assert found, f"the last line is not the RESULT line:\n{output}"
     assert all(float(rate) > 0 for rate in found.groupdict().values()), last
     assert "BOOKS DISAGREE" not in output and output.count("books agree") == 5, output
     assert "error " not in run.stdout, output

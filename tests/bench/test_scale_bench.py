@@ -5,12 +5,11 @@ checked here; its figures are for the benchmark's readers, never for a timed tes
 """
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, require_postgres, require_redis
+from tests.bench.runs import run_benchmark
+from tests.conftest import require_postgres, require_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -22,25 +21,16 @@ RESULT = re.compile(
 def test_quick_scale_run_stamps_through_one_and_two_signers_and_loses_nothing() -> None:
     server = require_postgres("scale benchmark smoke test")
     redis_url = require_redis("scale benchmark smoke test")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "scale.py"),
-            "--quick",
-            "--postgres-url",
-            server.render_as_string(hide_password=False),
-            "--redis-url",
-            redis_url,
-        ],
-        capture_output=True,
-        text=True,
+    run = run_benchmark(
+        "scale.py",
+        "--quick",
+        "--postgres-url",
+        server.render_as_string(hide_password=False),
+        "--redis-url",
+        redis_url,
         timeout=280,
-        cwd=ROOT,
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
-    found = RESULT.fullmatch(run.stdout.strip().splitlines()[-1])
-    assert found, f"the last line is not the RESULT line:\n{output}"
+    found, output = run.result(RESULT), run.output
     assert float(found["one"]) > 0 and float(found["two"]) > 0, output
     assert "lost quota: 0;" in output, output
     assert output.count("emeterai audit reconcile: exit 0") == 2, output

@@ -6,14 +6,13 @@ timed test.
 """
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.runfile import read_run
-from tests.conftest import ROOT, require_postgres, require_redis
+from tests.bench.runs import run_benchmark
+from tests.conftest import require_postgres, require_redis
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -27,27 +26,18 @@ RESULT = re.compile(
 def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away(tmp_path: Path) -> None:
     server = require_postgres("surge benchmark smoke test")
     redis_url = require_redis("surge benchmark smoke test")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "surge.py"),
-            "--quick",
-            "--postgres-url",
-            server.render_as_string(hide_password=False),
-            "--redis-url",
-            redis_url,
-            "--json-out",
-            str(tmp_path / "surge.json"),
-        ],
-        capture_output=True,
-        text=True,
+    run = run_benchmark(
+        "surge.py",
+        "--quick",
+        "--postgres-url",
+        server.render_as_string(hide_password=False),
+        "--redis-url",
+        redis_url,
+        "--json-out",
+        str(tmp_path / "surge.json"),
         timeout=280,
-        cwd=ROOT,
     )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
-    found = RESULT.fullmatch(run.stdout.strip().splitlines()[-1])
-    assert found, f"the last line is not the RESULT line:\n{output}"
+    found, output = run.result(RESULT), run.output
     assert float(found["http_5xx"]) == 0 and float(found["lost"]) == 0, output
     assert float(found["admitted"]) > 0 and float(found["pool"]) > 0, output
     assert re.search(r"statuses: \{.*429: [1-9]", output), f"no request met the waiting room:\n{output}"

@@ -92,10 +92,13 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str | 
         # first write, leaving the reads before it outside the transaction; _begin emits it instead.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The busy timeout first: switching to WAL takes the database's lock, and without a timeout
+        # a process starting beside another one (replicas on a new file) failed at once with
+        # "database is locked".
+        cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
         # WAL lets readers go on while one writer writes; the setting persists in the file.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
         if synchronous is not None:
             cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()

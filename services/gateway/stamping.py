@@ -163,14 +163,12 @@ class StampingFlow:
                 )
             )
         except BaseException:
-            count_stamp(partition, RELEASED)
-            await self._release(hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
+            await self._release(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
             raise
         try:
             await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
         except BaseException:
-            count_stamp(partition, RELEASED)
-            await self._release(hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
+            await self._release(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
             raise
         # A failed commit is not released: it may have been applied. The retry, or expiry, settles it.
         try:
@@ -189,7 +187,10 @@ class StampingFlow:
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
 
-    async def _release(self, hold: ledger_pb2.Hold, reason: ledger_pb2.ReleaseReason.ValueType) -> None:
+    async def _release(
+        self, partition: str, hold: ledger_pb2.Hold, reason: ledger_pb2.ReleaseReason.ValueType
+    ) -> None:
+        count_stamp(partition, RELEASED)
         try:
             # Shielded: a cancelled request must still give its unit back now, not at expiry.
             await asyncio.shield(

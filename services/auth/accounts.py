@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from services.auth.errors import AccountNotFound
 from services.auth.model import Account, AccountKind, Clock, utc_now
 from services.auth.store import accounts, stamping_pins
+from services.common import paging
 from services.common.errors import Conflict, InvalidInput, PreconditionFailed
 
 DEFAULT_PAGE_SIZE = 50
@@ -165,10 +165,10 @@ class Accounts:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = 0
         if page_token:
-            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-            if not re.fullmatch(r"[0-9]{1,18}", page_token):
+            found = paging.position(page_token)
+            if found is None:
                 raise InvalidInput("page token is not one this service issued")
-            after = int(page_token)
+            after = found
         with self._engine.connect() as conn:
             self.find(conn, parent_account_id)
             rows = conn.execute(

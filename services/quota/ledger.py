@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from services.common import paging
 from services.common.db import SQLITE_BEGIN
 from services.common.errors import Conflict, InvalidInput
 from services.common.settings import QuotaSettings
@@ -569,9 +569,6 @@ def _page_size(page_size: int) -> int:
     return min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-_SEQ = re.compile(r"[0-9]{1,18}")
-
-
 # Page tokens are opaque to callers so the ordering key can change without breaking them.
 def _encode_token(seq: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
@@ -585,9 +582,9 @@ def _decode_token(token: str) -> int | None:
     except ValueError:  # binascii.Error, UnicodeDecodeError, and a token that is not ASCII
         text = ""
     version, _, seq = text.partition(":")
-    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-    if version == "v1" and _SEQ.fullmatch(seq):
-        return int(seq)
+    found = paging.position(seq) if version == "v1" else None
+    if found is not None:
+        return found
     raise InvalidInput("page_token is not one this service issued")
 
 

@@ -232,6 +232,8 @@ class Stack:
                 "EMETERAI_RETAIL_STAMP_BURST": "100",
                 "EMETERAI_ORDERS_PER_S": "50",
                 "EMETERAI_ORDER_BURST": "100",
+                # As k8s/base runs it: the ingress logs the requests.
+                "EMETERAI_HTTP_ACCESS_LOG": "false",
             },
         )
 

@@ -254,6 +254,10 @@ class GatewaySettings(CommonSettings):
     # seconds a route waits on a request's body beyond one for every 8 KiB that arrived.
     http_header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     http_body_timeout_s: float = Field(default=20.0, gt=0, le=300)
+    # A log line per HTTP request. In a cluster the ingress logs every request already and the
+    # metrics count them; at a surge's thousands of requests a second these lines cost the event
+    # loop time the requests need (k8s turns them off).
+    http_access_log: bool = True
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
     sign_timeout_s: float = Field(default=30.0, gt=0)

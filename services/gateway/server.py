@@ -106,6 +106,7 @@ async def serve(settings: GatewaySettings) -> None:
             host=host,
             port=int(port),
             log_config=None,
+            access_log=settings.http_access_log,
             lifespan="off",
             http=bounded_http_protocol(settings.http_header_timeout_s),
             timeout_graceful_shutdown=int(settings.shutdown_grace_s),

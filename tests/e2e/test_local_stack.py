@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import json
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -598,6 +600,37 @@ def test_distributor_stamp_job_is_called_back_signed_and_sees_the_notice(
     assert not api.GetNotice(dpb.DistributorServiceGetNoticeRequest(), metadata=auth).HasField("notice")
     assert stack.emeterai("operators", "remove", "0815-0000-3333").returncode == 0
     channel.close()
+
+
+def _access_lines(data_dir: Path, path: str) -> list[str]:
+    records = [json.loads(line) for line in (data_dir / "logs" / "gateway.log").read_text().splitlines()]
+    return [r["msg"] for r in records if r["msg"].endswith(f'"GET {path} HTTP/1.1" 200')]
+
+
+def test_http_access_log_is_on_by_default_and_can_be_turned_off(
+    stack: RunningStack, client: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One log line per HTTP request unless EMETERAI_HTTP_ACCESS_LOG=false (k8s turns it off)."""
+    path = f"/healthz?probe={secrets.token_hex(4)}"
+    assert client.get(path).status_code == 200
+    deadline = time.monotonic() + 10
+    while not _access_lines(stack.data_dir, path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_access_lines(stack.data_dir, path)) == 1
+
+    quiet_dir = tmp_path_factory.mktemp("quiet-stack")
+    with (
+        running_stack(quiet_dir, environment={"EMETERAI_HTTP_ACCESS_LOG": "false"}) as quiet,
+        httpx.Client(base_url=quiet.http, timeout=60) as quiet_client,
+    ):
+        assert quiet_client.get(path).status_code == 200
+        assert quiet_client.get("/v1/notice").status_code == 200
+    # The stack has stopped: everything the gateway would log is in the file, which its own
+    # lines show is the right one.
+    log = (quiet_dir / "logs" / "gateway.log").read_text()
+    assert "listening" in log and "stopped" in log
+    assert not _access_lines(quiet_dir, path)
+    assert not _access_lines(quiet_dir, "/v1/notice")
 
 
 def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:

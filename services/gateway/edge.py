@@ -211,7 +211,7 @@ async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> 
 
 
 # Distributor RPCs by bulkhead; the stamping RPCs are admitted by the stamp gate in StampingFlow.
-_PURCHASE_METHODS = frozenset({"CreateOrder", "CancelOrder", "RefundOrder", "TransferQuota"})
+PURCHASE_METHODS = frozenset({"CreateOrder", "CancelOrder", "RefundOrder", "TransferQuota"})
 _VERIFICATION_METHODS = frozenset({"VerifyDocument", "LookupSerial"})
 _GATED_METHODS = frozenset({"StampDocument", "BatchStamp", "SubmitStampJob"})
 
@@ -235,7 +235,7 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         if method in _GATED_METHODS:
             kind = None
             rule = DISTRIBUTOR_STAMP_RULE
-        elif method in _PURCHASE_METHODS:
+        elif method in PURCHASE_METHODS:
             kind = PURCHASES
             rule = ORDER_RULE if method == "CreateOrder" else None
         elif method in _VERIFICATION_METHODS:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from emeterai.v1 import distributor_service_pb2
 from services.cli import build_parser
 from services.common.settings import (
     AuthSettings,
@@ -22,6 +23,7 @@ from services.common.settings import (
     SignerSettings,
     load_settings,
 )
+from services.gateway.edge import PURCHASE_METHODS, PURCHASES, http_bulkhead
 
 from .conftest import K8S, validate
 
@@ -251,11 +253,74 @@ def test_network_policies_allow_only_the_calls_the_code_makes(overlay: Overlay) 
         assert of_kind(objects, "StatefulSet") == []
 
 
+MAIN_LANE, PURCHASES_LANE = "emeterai-gateway", "emeterai-gateway-purchases"
+
+
+def routed_to(ingress: dict[str, Any], path: str) -> dict[str, Any]:
+    """The backend ingress-nginx picks for a request path: an Exact match, else the longest Prefix
+    that matches whole path segments."""
+    (rule,) = ingress["spec"]["rules"]
+    paths = rule["http"]["paths"]
+    for p in paths:
+        if p["pathType"] == "Exact" and p["path"] == path:
+            return p["backend"]["service"]
+    prefixes = [
+        p
+        for p in paths
+        if p["pathType"] == "Prefix"
+        and (p["path"] == "/" or path == p["path"] or path.startswith(p["path"].rstrip("/") + "/"))
+    ]
+    return max(prefixes, key=lambda p: len(p["path"]))["backend"]["service"]
+
+
 def test_the_grpc_ingress_speaks_grpc_to_the_gateway(overlay: Overlay) -> None:
     ingress = named(overlay[1], "Ingress", "emeterai-grpc")
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "emeterai-gateway", "port": {"name": "grpc"}}
+    (rule,) = ingress["spec"]["rules"]
+    for path in rule["http"]["paths"]:
+        assert path["backend"]["service"]["name"] in (MAIN_LANE, PURCHASES_LANE)
+        assert path["backend"]["service"]["port"] == {"name": "grpc"}
+
+
+def test_purchases_run_in_a_gateway_lane_of_their_own(overlay: Overlay) -> None:
+    """Two Deployments of the same gateway, each Service on its own pods only, and the ingress
+    sends exactly what the gateway's purchases bulkhead takes to the purchases lane."""
+    objects = overlay[1]
+    main, purchases = (named(objects, "Deployment", name) for name in (MAIN_LANE, PURCHASES_LANE))
+    (main_container,) = main["spec"]["template"]["spec"]["containers"]
+    (purchases_container,) = purchases["spec"]["template"]["spec"]["containers"]
+    for key in ("image", "command", "env", "envFrom", "ports", "volumeMounts"):
+        assert main_container[key] == purchases_container[key], key
+    selectors = []
+    for deployment in (main, purchases):
+        service = named(objects, "Service", deployment["metadata"]["name"])
+        selector = service["spec"]["selector"]
+        assert selector == deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        selectors.append(selector)
+    # Neither Service's selector matches the other lane's pods.
+    assert not selectors[0].items() <= purchases["spec"]["template"]["metadata"]["labels"].items()
+    assert not selectors[1].items() <= main["spec"]["template"]["metadata"]["labels"].items()
+
+    web = named(objects, "Ingress", "emeterai-http")
+    requests = [
+        ("POST", "/v1/orders"),
+        ("POST", "/v1/orders/ord_1/refund"),
+        ("POST", "/v1/payments/webhooks/sandbox"),
+        ("POST", "/v1/payments/ord_1/pay"),
+        ("POST", "/v1/stamps"),
+        ("POST", "/v1/verify"),
+        ("GET", "/v1/stamps/stp_1/document"),
+        ("GET", "/v1/account/balance"),
+        ("GET", "/"),
+    ]
+    for method, path in requests:
+        lane = PURCHASES_LANE if http_bulkhead(method, path) == PURCHASES else MAIN_LANE
+        assert routed_to(web, path)["name"] == lane, path
+    grpc_ingress = named(objects, "Ingress", "emeterai-grpc")
+    for method in distributor_service_pb2.DESCRIPTOR.services_by_name["DistributorService"].methods:
+        lane = PURCHASES_LANE if method.name in PURCHASE_METHODS else MAIN_LANE
+        assert routed_to(grpc_ingress, f"/emeterai.v1.DistributorService/{method.name}")["name"] == lane
 
 
 def stand_in(variable: str, value: Any) -> str:

@@ -2,11 +2,13 @@
 anything lost?
 
     .venv/bin/python bench/surge.py [--quick] [--surge-s S] [--postgres-url URL] [--redis-url URL]
-        [--json-out FILE] [--signer-cpu CORES]
+        [--json-out FILE] [--signer-cpu CORES] [--one-gateway]
 
 The stack runs as in production, each service its own process: auth, quota on a throwaway
 PostgreSQL database, one signer with one worker (the pool), and the gateway with Redis for its
-token buckets.
+token buckets, in two lanes as k8s runs it (k8s/base/purchases): the load sends its purchases to
+the purchases lane, as the ingress does, and everything else to the main lane. The gateway's CPU
+is both lanes'. With --one-gateway, purchases go through the one gateway with everything else.
 
 The pool runs under a CPU limit (--signer-cpu cores, 0.3 by default): a CFS quota, as Kubernetes
 sets a pod's CPU limit, so the pool has the same capacity standalone and inside the stack. Without
@@ -132,6 +134,8 @@ class Options:
     watch_every_s: float = 0.5
     # The pool's CPU limit, cores (0: none).
     signer_cpu: float = 0.3
+    # Purchases through a gateway lane of their own, as k8s runs them; False: through the one gateway.
+    purchases_lane: bool = True
 
 
 @dataclass
@@ -184,9 +188,16 @@ class Stack:
     """The four services as separate processes, on free loopback ports."""
 
     def __init__(
-        self, services: Services, database_url: str, redis_url: str, signers: int = 1, signer_cpu: float = 0.0
+        self,
+        services: Services,
+        database_url: str,
+        redis_url: str,
+        signers: int = 1,
+        signer_cpu: float = 0.0,
+        purchases_lane: bool = True,
     ) -> None:
-        """signer_cpu: a CPU limit, in cores, on each signer process and its worker (0: none)."""
+        """signer_cpu: a CPU limit, in cores, on each signer process and its worker (0: none).
+        purchases_lane: a second gateway for orders and payments, as k8s runs one."""
         self.services = services
         self.database_url = database_url
         self.signers = [_free_address() for _ in range(signers)]
@@ -214,28 +225,50 @@ class Stack:
             if signer_cpu:
                 self.limits.append(CpuLimit(name, signer_cpu))
                 self.limits[-1].add(process.pid)
+        gateway = {
+            "EMETERAI_QUOTA_ADDRESS": self.quota.address,
+            "EMETERAI_SIGNER_ADDRESSES": ",".join(self.signers),
+            "EMETERAI_REDIS_URL": redis_url,
+            # An account here sends several documents at once; the per-account bucket is not
+            # what is measured.
+            "EMETERAI_RETAIL_STAMPS_PER_S": "50",
+            "EMETERAI_RETAIL_STAMP_BURST": "100",
+            "EMETERAI_ORDERS_PER_S": "50",
+            "EMETERAI_ORDER_BURST": "100",
+            # As k8s/base runs it: the ingress logs the requests.
+            "EMETERAI_HTTP_ACCESS_LOG": "false",
+        }
         self.gateway = services.start(
             "gateway",
             "gateway",
             self.grpc,
-            {
-                "EMETERAI_QUOTA_ADDRESS": self.quota.address,
-                "EMETERAI_SIGNER_ADDRESSES": ",".join(self.signers),
+            gateway
+            | {
                 "EMETERAI_GATEWAY_HTTP_ADDRESS": self.http,
                 "EMETERAI_GATEWAY_GRPC_ADDRESS": self.grpc,
-                "EMETERAI_REDIS_URL": redis_url,
                 # Idle unless scraped: surge.py reads the queue depths from it with --json-out.
                 "EMETERAI_METRICS_ADDRESS": self.metrics,
-                # An account here sends several documents at once; the per-account bucket is not
-                # what is measured.
-                "EMETERAI_RETAIL_STAMPS_PER_S": "50",
-                "EMETERAI_RETAIL_STAMP_BURST": "100",
-                "EMETERAI_ORDERS_PER_S": "50",
-                "EMETERAI_ORDER_BURST": "100",
-                # As k8s/base runs it: the ingress logs the requests.
-                "EMETERAI_HTTP_ACCESS_LOG": "false",
             },
         )
+        self.gateways = [self.gateway]
+        # The purchases lane (k8s/base/purchases): the same gateway, which the ingress sends orders
+        # and payments to. The load plays the ingress: its purchases go there.
+        self.purchases_http = self.http
+        if purchases_lane:
+            self.purchases_http = _free_address()
+            purchases_grpc = _free_address()
+            self.gateways.append(
+                services.start(
+                    "gateway-purchases",
+                    "gateway",
+                    purchases_grpc,
+                    gateway
+                    | {
+                        "EMETERAI_GATEWAY_HTTP_ADDRESS": self.purchases_http,
+                        "EMETERAI_GATEWAY_GRPC_ADDRESS": purchases_grpc,
+                    },
+                )
+            )
 
     def remove_limits(self) -> None:
         for limit in self.limits:
@@ -703,7 +736,8 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         print(f"{len(retail)} retail accounts with {per_account} stamps each; {len(buyers)} buyers")
 
         warm_lost = await warm_up(stack, http, document, options.warm_up_s, tally)
-        unloaded = await steady_purchases(http, buyers, options.purchases_per_s, options.purchase_s, tally)
+        buying = httpx.AsyncClient(base_url=f"http://{stack.purchases_http}", timeout=120, limits=limits)
+        unloaded = await steady_purchases(buying, buyers, options.purchases_per_s, options.purchase_s, tally)
         p50, p99 = percentile(unloaded, 0.5), percentile(unloaded, 0.99)
         print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
@@ -723,7 +757,7 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         users = []
         batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
         purchases = asyncio.create_task(
-            steady_purchases(http, buyers, options.purchases_per_s, options.surge_s, tally)
+            steady_purchases(buying, buyers, options.purchases_per_s, options.surge_s, tally)
         )
         for n in range(arrivals):
             await asyncio.sleep(max(0.0, tally.first_arrival + n / arrival_rate - time.monotonic()))
@@ -738,6 +772,7 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         await asyncio.gather(*users)
         stamper.close()
         loaded = await purchases
+        await buying.aclose()
         distributor_lost = await batch
         surge_done.set()
         if watcher is not None:
@@ -776,8 +811,9 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         lost += max(1, reconcile.stdout.count("\n"))
     gateway_cpu_ms = 0.0
     if before is not None and after is not None:
-        pid = stack.gateway.pid
-        gateway_cpu_ms = (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
+        # Both lanes: the purchases lane's work is the gateway's too.
+        for pid in (process.pid for process in stack.gateways):
+            gateway_cpu_ms += (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
         print_cpu(stack.services, before, after, admitted)
     return {
         "admitted_per_s": admitted / window if window > 0 else 0.0,
@@ -806,8 +842,20 @@ def main() -> None:
     parser.add_argument(
         "--signer-cpu", type=float, default=Options.signer_cpu, help="the pool's CPU limit, cores (0: none)"
     )
+    parser.add_argument(
+        "--one-gateway",
+        action="store_true",
+        help="purchases through the stamping gateway, not a purchases lane of their own",
+    )
     args = parser.parse_args()
-    options = Options(args.quick, args.surge_s, args.postgres_url, args.redis_url, signer_cpu=args.signer_cpu)
+    options = Options(
+        args.quick,
+        args.surge_s,
+        args.postgres_url,
+        args.redis_url,
+        signer_cpu=args.signer_cpu,
+        purchases_lane=not args.one_gateway,
+    )
     if options.signer_cpu and not CpuLimit.available():
         print("NOTE: no writable cgroup cpu controller here (Linux, as root): the pool has no CPU limit")
         options.signer_cpu = 0.0
@@ -824,7 +872,13 @@ def main() -> None:
         throwaway_database(options.postgres_url) as database_url,
         Services(Path(directory)) as services,
     ):
-        stack = Stack(services, database_url, options.redis_url, signer_cpu=options.signer_cpu)
+        stack = Stack(
+            services,
+            database_url,
+            options.redis_url,
+            signer_cpu=options.signer_cpu,
+            purchases_lane=options.purchases_lane,
+        )
         tally = Tally()
         try:
             results = asyncio.run(run(options, stack, document, tally))

@@ -1,6 +1,5 @@
 """The metrics endpoint and the gRPC server metrics, scraped over HTTP from real servers on loopback."""
 
-import asyncio
 import os
 import signal
 import socket
@@ -35,6 +34,7 @@ from services.stack import wait_healthy
 from tests.common.test_interceptors import AUDIENCE, ISSUER, _auth, _code, _jwk, _token
 from tests.conftest import ROOT, free_port
 from tests.metrics_scrape import Scrape, scrape
+from tests.polling import eventually
 
 REQUESTS = "emeterai_grpc_server_requests_total"
 SECONDS_COUNT = "emeterai_grpc_server_request_seconds_count"
@@ -194,18 +194,8 @@ async def test_streaming_calls_are_counted_when_their_stream_ends(
         watched = scraped.value(REQUESTS, service=service, method="Health/Watch", code="CANCELLED")
         return scraped if watched == 1 else None
 
-    scraped = await eventually(counted)
+    scraped = await eventually(counted, timeout_s=10.0)
     assert scraped.value(REQUESTS, service=service, method="DistributorService/BatchStamp", code="OK") == 1
-
-
-async def eventually(check, timeout_s: float = 10.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
 
 
 def _service_environment(tmp_path: Path, **settings: str) -> dict[str, str]:

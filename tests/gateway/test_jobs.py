@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +72,7 @@ from services.signer.pki import ensure_dev_pki, load_signing_identity
 from services.signer.servicer import SIGNER_STATUS_CODES, SignerServicer
 from services.signer.workers import WorkerConfig, WorkerPool
 from tests.conftest import require_corpus
+from tests.polling import eventually
 from tests.webhook_receiver import WebhookReceiver
 
 # One event loop for the module, so the signer's worker process starts once for all its tests.
@@ -79,17 +80,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 T = TypeVar("T")
 PAGE_ONE = common_pb2.StampPlacement(page=1)
-
-
-async def eventually(check: Callable[[], T | None], timeout_s: float = 60.0) -> T:
-    """Poll check until it returns something truthy, for at most timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -28,3 +29,14 @@ def rewrapped(
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+
+
+async def responses(behaviour: Behaviour, request: Any, context: Any) -> AsyncIterator[Any]:
+    """What a stream-response behaviour answers: the messages it yields, or none when it writes
+    them itself with context.write() and returns (grpc.health.v1's Watch does)."""
+    produced = behaviour(request, context)
+    if inspect.isawaitable(produced):
+        await produced
+        return
+    async for item in produced:
+        yield item

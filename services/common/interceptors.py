@@ -8,7 +8,6 @@ as unary ones and the handler sees the caller through `current_principal()`.
 from __future__ import annotations
 
 import contextvars
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from services.common.errors import (
     Unauthenticated,
     status_code_for,
 )
-from services.common.handlers import rewrapped
+from services.common.handlers import responses, rewrapped
 from services.common.metrics import GrpcMetrics, service_name
 from services.common.tokens import Principal, TokenVerifier, bearer_token
 
@@ -76,13 +75,8 @@ def _wrap(handler: grpc.RpcMethodHandler, guard: Guard | None, on_error: ErrorHa
             try:
                 if guard is not None:
                     await guard(context)
-                produced = behaviour(request, context)
-                if inspect.isawaitable(produced):
-                    # A handler that answers with context.write() (grpc.health.v1's Watch).
-                    await produced
-                else:
-                    async for item in produced:
-                        yield item
+                async for item in responses(behaviour, request, context):
+                    yield item
             except (grpc.aio.AbortError, GeneratorExit):
                 raise
             except Exception as exc:

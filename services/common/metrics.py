@@ -10,7 +10,6 @@ database from the scrape's thread). See docs/metrics.md for what each metric tel
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 import threading
@@ -24,7 +23,7 @@ import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
-from services.common.handlers import rewrapped
+from services.common.handlers import responses, rewrapped
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +245,8 @@ def _measured(handler: grpc.RpcMethodHandler, metrics: _MethodMetrics) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
-                produced = behaviour(request, context)
-                if inspect.isawaitable(produced):
-                    # A handler that answers with context.write() (grpc.health.v1's Watch).
-                    await produced
-                else:
-                    async for item in produced:
-                        yield item
+                async for item in responses(behaviour, request, context):
+                    yield item
             except BaseException as exc:
                 metrics.observe(_final_code(context, exc), time.perf_counter() - started)
                 raise

@@ -575,7 +575,7 @@ def _dev_routes() -> APIRouter:
     router = APIRouter(prefix="/v1/dev", tags=["development"])
     # One client for every sandbox payment: building one loads the CA store into a new TLS
     # context, about 10 ms of the event loop's time for each payment.
-    sandbox_provider: list[httpx.AsyncClient] = []
+    sandbox_provider = httpx.AsyncClient(timeout=15)
 
     @router.get("/outbox", summary="Messages the dev notifier would have sent")
     async def outbox(phone: Annotated[str, Query(min_length=6, max_length=32)], gateway: GatewayDep) -> dict:
@@ -608,9 +608,7 @@ def _dev_routes() -> APIRouter:
             gateway.settings.payment_webhook_secret.get_secret_value().encode(), event, int(time.time())
         )
         webhook = str(request.url_for("payment_webhook", provider="sandbox"))
-        if not sandbox_provider:
-            sandbox_provider.append(httpx.AsyncClient(timeout=15))
-        delivered = await sandbox_provider[0].post(
+        delivered = await sandbox_provider.post(
             webhook,
             content=event,
             headers={WEBHOOK_SIGNATURE_HEADER: signature, "content-type": "application/json"},

@@ -1,6 +1,7 @@
 import datetime
 
 from emeterai.v1 import accounts_pb2 as _accounts_pb2
+from emeterai.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -173,6 +174,26 @@ class VerifyStampingPinResponse(_message.Message):
     valid: bool
     attempts_left: int
     def __init__(self, valid: _Optional[bool] = ..., attempts_left: _Optional[int] = ...) -> None: ...
+
+class VerifyStampingPinsRequest(_message.Message):
+    __slots__ = ("checks",)
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[VerifyStampingPinRequest]
+    def __init__(self, checks: _Optional[_Iterable[_Union[VerifyStampingPinRequest, _Mapping]]] = ...) -> None: ...
+
+class VerifyStampingPinsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[VerifyStampingPinResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[VerifyStampingPinResult, _Mapping]]] = ...) -> None: ...
+
+class VerifyStampingPinResult(_message.Message):
+    __slots__ = ("check", "error")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    check: VerifyStampingPinResponse
+    error: _common_pb2.BatchError
+    def __init__(self, check: _Optional[_Union[VerifyStampingPinResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.BatchError, _Mapping]] = ...) -> None: ...
 
 class CreateSubAccountRequest(_message.Message):
     __slots__ = ("parent_account_id", "display_name", "external_ref")

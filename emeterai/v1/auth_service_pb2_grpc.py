@@ -86,6 +86,11 @@ class AuthServiceStub:
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.FromString,
                 _registered_method=True)
+        self.VerifyStampingPins = channel.unary_unary(
+                '/emeterai.v1.AuthService/VerifyStampingPins',
+                request_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsResponse.FromString,
+                _registered_method=True)
         self.ResetStampingPin = channel.unary_unary(
                 '/emeterai.v1.AuthService/ResetStampingPin',
                 request_serializer=emeterai_dot_v1_dot_auth__service__pb2.ResetStampingPinRequest.SerializeToString,
@@ -232,6 +237,15 @@ class AuthServiceServicer:
 
     def VerifyStampingPin(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyStampingPins(self, request, context):
+        """Many checks in one call, each answered as if checked alone and in the
+        order given, so checks of one account count one after another. A gateway
+        coalesces concurrent stamps' checks into it (services/auth/client.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -392,6 +406,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyStampingPin,
                     request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.SerializeToString,
+            ),
+            'VerifyStampingPins': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyStampingPins,
+                    request_deserializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsResponse.SerializeToString,
             ),
             'ResetStampingPin': grpc.unary_unary_rpc_method_handler(
                     servicer.ResetStampingPin,
@@ -741,6 +760,33 @@ class AuthService:
             '/emeterai.v1.AuthService/VerifyStampingPin',
             emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinRequest.SerializeToString,
             emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyStampingPins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.AuthService/VerifyStampingPins',
+            emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsRequest.SerializeToString,
+            emeterai_dot_v1_dot_auth__service__pb2.VerifyStampingPinsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,11 @@ class AuthServiceStub:
     SetStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SetStampingPinRequest, _auth_service_pb2.SetStampingPinResponse]
     """The PIN a user must give to stamp, as the national portal asks."""
     VerifyStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinRequest, _auth_service_pb2.VerifyStampingPinResponse]
+    VerifyStampingPins: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinsRequest, _auth_service_pb2.VerifyStampingPinsResponse]
+    """Many checks in one call, each answered as if checked alone and in the
+    order given, so checks of one account count one after another. A gateway
+    coalesces concurrent stamps' checks into it (services/auth/client.py).
+    """
     ResetStampingPin: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetStampingPinRequest, _auth_service_pb2.ResetStampingPinResponse]
     """Sets a new PIN without the old one (forgotten or locked), given a fresh
     one-time code sent to the account's phone (RequestOtp first).
@@ -113,6 +118,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     SetStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SetStampingPinRequest, _auth_service_pb2.SetStampingPinResponse]  # type: ignore[assignment]
     """The PIN a user must give to stamp, as the national portal asks."""
     VerifyStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinRequest, _auth_service_pb2.VerifyStampingPinResponse]  # type: ignore[assignment]
+    VerifyStampingPins: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyStampingPinsRequest, _auth_service_pb2.VerifyStampingPinsResponse]  # type: ignore[assignment]
+    """Many checks in one call, each answered as if checked alone and in the
+    order given, so checks of one account count one after another. A gateway
+    coalesces concurrent stamps' checks into it (services/auth/client.py).
+    """
     ResetStampingPin: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetStampingPinRequest, _auth_service_pb2.ResetStampingPinResponse]  # type: ignore[assignment]
     """Sets a new PIN without the old one (forgotten or locked), given a fresh
     one-time code sent to the account's phone (RequestOtp first).
@@ -230,6 +240,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.VerifyStampingPinRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.VerifyStampingPinResponse, _abc.Awaitable[_auth_service_pb2.VerifyStampingPinResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def VerifyStampingPins(
+        self,
+        request: _auth_service_pb2.VerifyStampingPinsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.VerifyStampingPinsResponse, _abc.Awaitable[_auth_service_pb2.VerifyStampingPinsResponse]]:
+        """Many checks in one call, each answered as if checked alone and in the
+        order given, so checks of one account count one after another. A gateway
+        coalesces concurrent stamps' checks into it (services/auth/client.py).
+        """
 
     @_abc_1.abstractmethod
     def ResetStampingPin(

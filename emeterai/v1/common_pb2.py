@@ -24,21 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65meterai/v1/common.proto\x12\x0b\x65meterai.v1\"z\n\x10\x44ocumentMetadata\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.emeterai.v1.DocumentType\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x04 \x01(\t\x12\x11\n\tvalue_idr\x18\x05 \x01(\x03\":\n\x04Rect\x12\x0b\n\x03llx\x18\x01 \x01(\x01\x12\x0b\n\x03lly\x18\x02 \x01(\x01\x12\x0b\n\x03urx\x18\x03 \x01(\x01\x12\x0b\n\x03ury\x18\x04 \x01(\x01\"?\n\x0eStampPlacement\x12\x0c\n\x04page\x18\x01 \x01(\r\x12\x1f\n\x04rect\x18\x02 \x01(\x0b\x32\x11.emeterai.v1.Rect*~\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HANNEL_RETAIL\x10\x01\x12\x17\n\x13\x43HANNEL_DISTRIBUTOR\x10\x02\x12\x16\n\x12\x43HANNEL_ENTERPRISE\x10\x03\x12\x15\n\x11\x43HANNEL_COLLECTOR\x10\x04*\xe1\x02\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44OCUMENT_TYPE_AGREEMENT\x10\x01\x12\x1b\n\x17\x44OCUMENT_TYPE_STATEMENT\x10\x02\x12\x1f\n\x1b\x44OCUMENT_TYPE_NOTARIAL_DEED\x10\x03\x12\x1b\n\x17\x44OCUMENT_TYPE_LAND_DEED\x10\x04\x12\x1c\n\x18\x44OCUMENT_TYPE_SECURITIES\x10\x05\x12\x1d\n\x19\x44OCUMENT_TYPE_TRANSACTION\x10\x06\x12\x1f\n\x1b\x44OCUMENT_TYPE_MONEY_RECEIPT\x10\x07\x12!\n\x1d\x44OCUMENT_TYPE_DEBT_SETTLEMENT\x10\x08\x12 \n\x1c\x44OCUMENT_TYPE_COURT_EVIDENCE\x10\t\x12\x17\n\x13\x44OCUMENT_TYPE_OTHER\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65meterai/v1/common.proto\x12\x0b\x65meterai.v1\"z\n\x10\x44ocumentMetadata\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.emeterai.v1.DocumentType\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61te\x18\x04 \x01(\t\x12\x11\n\tvalue_idr\x18\x05 \x01(\x03\":\n\x04Rect\x12\x0b\n\x03llx\x18\x01 \x01(\x01\x12\x0b\n\x03lly\x18\x02 \x01(\x01\x12\x0b\n\x03urx\x18\x03 \x01(\x01\x12\x0b\n\x03ury\x18\x04 \x01(\x01\"?\n\x0eStampPlacement\x12\x0c\n\x04page\x18\x01 \x01(\r\x12\x1f\n\x04rect\x18\x02 \x01(\x0b\x32\x11.emeterai.v1.Rect\"+\n\nBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*~\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HANNEL_RETAIL\x10\x01\x12\x17\n\x13\x43HANNEL_DISTRIBUTOR\x10\x02\x12\x16\n\x12\x43HANNEL_ENTERPRISE\x10\x03\x12\x15\n\x11\x43HANNEL_COLLECTOR\x10\x04*\xe1\x02\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44OCUMENT_TYPE_AGREEMENT\x10\x01\x12\x1b\n\x17\x44OCUMENT_TYPE_STATEMENT\x10\x02\x12\x1f\n\x1b\x44OCUMENT_TYPE_NOTARIAL_DEED\x10\x03\x12\x1b\n\x17\x44OCUMENT_TYPE_LAND_DEED\x10\x04\x12\x1c\n\x18\x44OCUMENT_TYPE_SECURITIES\x10\x05\x12\x1d\n\x19\x44OCUMENT_TYPE_TRANSACTION\x10\x06\x12\x1f\n\x1b\x44OCUMENT_TYPE_MONEY_RECEIPT\x10\x07\x12!\n\x1d\x44OCUMENT_TYPE_DEBT_SETTLEMENT\x10\x08\x12 \n\x1c\x44OCUMENT_TYPE_COURT_EVIDENCE\x10\t\x12\x17\n\x13\x44OCUMENT_TYPE_OTHER\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emeterai.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=290
-  _globals['_CHANNEL']._serialized_end=416
-  _globals['_DOCUMENTTYPE']._serialized_start=419
-  _globals['_DOCUMENTTYPE']._serialized_end=772
+  _globals['_CHANNEL']._serialized_start=335
+  _globals['_CHANNEL']._serialized_end=461
+  _globals['_DOCUMENTTYPE']._serialized_start=464
+  _globals['_DOCUMENTTYPE']._serialized_end=817
   _globals['_DOCUMENTMETADATA']._serialized_start=41
   _globals['_DOCUMENTMETADATA']._serialized_end=163
   _globals['_RECT']._serialized_start=165
   _globals['_RECT']._serialized_end=223
   _globals['_STAMPPLACEMENT']._serialized_start=225
   _globals['_STAMPPLACEMENT']._serialized_end=288
+  _globals['_BATCHERROR']._serialized_start=290
+  _globals['_BATCHERROR']._serialized_end=333
 # @@protoc_insertion_point(module_scope)

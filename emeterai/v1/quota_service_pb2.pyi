@@ -341,16 +341,8 @@ class BatchResult(_message.Message):
     reserve: ReserveResponse
     commit: CommitResponse
     release: ReleaseResponse
-    error: BatchError
-    def __init__(self, create_order: _Optional[_Union[CreateOrderResponse, _Mapping]] = ..., confirm_payment: _Optional[_Union[ConfirmPaymentResponse, _Mapping]] = ..., reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[BatchError, _Mapping]] = ...) -> None: ...
-
-class BatchError(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    error: _common_pb2.BatchError
+    def __init__(self, create_order: _Optional[_Union[CreateOrderResponse, _Mapping]] = ..., confirm_payment: _Optional[_Union[ConfirmPaymentResponse, _Mapping]] = ..., reserve: _Optional[_Union[ReserveResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.BatchError, _Mapping]] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
     __slots__ = ()

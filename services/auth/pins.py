@@ -17,17 +17,19 @@ import hashlib
 import hmac
 import itertools
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.auth.errors import AccountNotFound, PinLocked, WrongPin
 from services.auth.model import Clock, PinCheck, utc_now
 from services.auth.store import accounts, stamping_pins
-from services.common.errors import Conflict, InvalidInput, PreconditionFailed
+from services.common.errors import Conflict, DomainError, InvalidInput, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,15 @@ class PinHasher:
 
     def check_needs_rehash(self, pin_hash: str) -> bool:
         return not pin_hash.startswith(self.PREFIX)
+
+
+@dataclass
+class _PinRow:
+    """A PIN's row during a batch of checks, and what the checks changed in it."""
+
+    pin_hash: str
+    failed_attempts: int
+    changes: dict[str, object] = field(default_factory=dict)
 
 
 class StampingPins:
@@ -144,50 +155,102 @@ class StampingPins:
 
     def verify_stamping_pin(self, account_id: str, pin: str) -> PinCheck:
         """Whether `pin` is right, and how many tries are left before the PIN locks."""
-        _check_digits(pin)
-        # One transaction holding the PIN's row (SQLite: the write lock BEGIN IMMEDIATE takes;
-        # PostgreSQL: FOR UPDATE): concurrent guesses are compared one at a time, each against the
-        # count the one before it left, so none can outrun the counter. A right PIN with no wrong
-        # tries before it writes nothing, which is every stamp of a user who knows their PIN.
-        with self._engine.begin() as conn:
-            row = conn.execute(
-                select(stamping_pins.c.pin_hash, stamping_pins.c.failed_attempts)
-                .where(stamping_pins.c.account_id == account_id)
-                .with_for_update()
-            ).one_or_none()
-            check = (
-                None
-                if row is None
-                else self._check_locked_row(conn, account_id, row.pin_hash, row.failed_attempts, pin)
-            )
-        if check is None:
-            self._require_account(account_id)
-            raise PreconditionFailed("no stamping PIN is set for this account; set one first")
-        return check
+        (outcome,) = self.verify_stamping_pins([(account_id, pin)])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
 
-    def _check_locked_row(
-        self, conn: Connection, account_id: str, pin_hash: str, failed_attempts: int, pin: str
-    ) -> PinCheck:
-        if failed_attempts >= MAX_PIN_ATTEMPTS:
+    def verify_stamping_pins(self, checks: Sequence[tuple[str, str]]) -> list[PinCheck | DomainError]:
+        """verify_stamping_pin for each (account_id, pin), in one transaction: each outcome is the
+        check's PinCheck or the DomainError it would have raised alone. Checks of one account are
+        compared in the order given, each against the count the one before it left, exactly as
+        the same checks sent one after another."""
+        outcomes: list[PinCheck | DomainError | None] = [None] * len(checks)
+        to_compare: list[int] = []
+        for index, (_, pin) in enumerate(checks):
+            try:
+                _check_digits(pin)
+            except InvalidInput as bad:
+                outcomes[index] = bad
+            else:
+                to_compare.append(index)
+        account_ids = sorted({checks[index][0] for index in to_compare})
+        # One transaction holding the PINs' rows (SQLite: the write lock BEGIN IMMEDIATE takes;
+        # PostgreSQL: FOR UPDATE, in account order so two batches never wait on each other in a
+        # circle): concurrent guesses are compared one at a time, so none can outrun the counter.
+        # A right PIN with no wrong tries before it writes nothing, which is every stamp of a user
+        # who knows their PIN.
+        with self._engine.begin() as conn:
+            rows = {
+                row.account_id: _PinRow(row.pin_hash, row.failed_attempts)
+                for row in (
+                    conn.execute(
+                        select(
+                            stamping_pins.c.account_id,
+                            stamping_pins.c.pin_hash,
+                            stamping_pins.c.failed_attempts,
+                        )
+                        .where(stamping_pins.c.account_id.in_(account_ids))
+                        .order_by(stamping_pins.c.account_id)
+                        .with_for_update()
+                    )
+                    if account_ids
+                    else ()
+                )
+            }
+            for index in to_compare:
+                account_id, pin = checks[index]
+                row = rows.get(account_id)
+                if row is not None:
+                    outcomes[index] = self._compare(account_id, row, pin)
+            for account_id, row in rows.items():
+                if row.changes:
+                    conn.execute(
+                        update(stamping_pins)
+                        .where(stamping_pins.c.account_id == account_id)
+                        .values(**row.changes)
+                    )
+        # The rest have no PIN: say whether the account is there at all.
+        unknown = self._unknown_accounts(
+            {checks[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
+        )
+        answered: list[PinCheck | DomainError] = []
+        for (account_id, _), outcome in zip(checks, outcomes, strict=True):
+            if outcome is None:
+                outcome = (
+                    AccountNotFound(account_id)
+                    if account_id in unknown
+                    else PreconditionFailed("no stamping PIN is set for this account; set one first")
+                )
+            answered.append(outcome)
+        return answered
+
+    def _compare(self, account_id: str, row: _PinRow, pin: str) -> PinCheck:
+        """One check against the row as the checks before it left it; what it changes is noted in
+        row.changes, written once for the whole batch."""
+        if row.failed_attempts >= MAX_PIN_ATTEMPTS:
             return PinCheck(valid=False, attempts_left=0)
-        row = stamping_pins.c.account_id == account_id
-        if not self._matches(pin_hash, pin):
-            conn.execute(update(stamping_pins).where(row).values(failed_attempts=failed_attempts + 1))
-            left = MAX_PIN_ATTEMPTS - failed_attempts - 1
+        if not self._hasher.verify(row.pin_hash, pin):
+            row.failed_attempts += 1
+            row.changes["failed_attempts"] = row.failed_attempts
+            left = MAX_PIN_ATTEMPTS - row.failed_attempts
             if left == 0:
                 log.warning("stamping PIN locked after wrong tries", extra={"account_id": account_id})
             return PinCheck(valid=False, attempts_left=left)
-        values: dict[str, object] = {}
-        if failed_attempts:
-            values["failed_attempts"] = 0
-        if self._hasher.check_needs_rehash(pin_hash):
-            values["pin_hash"] = self._hasher.hash(pin)
-        if values:
-            conn.execute(update(stamping_pins).where(row).values(**values))
+        if row.failed_attempts:
+            row.failed_attempts = 0
+            row.changes["failed_attempts"] = 0
+        if self._hasher.check_needs_rehash(row.pin_hash):
+            row.pin_hash = self._hasher.hash(pin)
+            row.changes["pin_hash"] = row.pin_hash
         return PinCheck(valid=True, attempts_left=MAX_PIN_ATTEMPTS)
 
-    def _matches(self, pin_hash: str, pin: str) -> bool:
-        return self._hasher.verify(pin_hash, pin)
+    def _unknown_accounts(self, account_ids: set[str]) -> set[str]:
+        if not account_ids:
+            return set()
+        with self._engine.connect() as conn:
+            known = conn.execute(select(accounts.c.account_id).where(accounts.c.account_id.in_(account_ids)))
+            return account_ids - {row.account_id for row in known}
 
     def _require_account(self, account_id: str) -> None:
         with self._engine.connect() as conn:

@@ -14,10 +14,11 @@ import grpc
 from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc
 from services.auth.domain import AuthDomain
 from services.auth.errors import DevOutboxDisabled, NotifierUnavailable
-from services.auth.model import Account, AccountKind, DistributorCredential, TokenPair
+from services.auth.model import Account, AccountKind, DistributorCredential, PinCheck, TokenPair
 from services.auth.notices import Notice
 from services.auth.phones import normalise_phone
-from services.common.errors import BASE_STATUS_CODES, DomainError
+from services.common.batching import batch_error
+from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput
 from services.common.protos import to_timestamp
 
 AUTH_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
@@ -25,6 +26,9 @@ AUTH_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     # Delivery failed on our side; retrying soon is the right move for the caller.
     NotifierUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
+
+# As many as a busy gateway gathers while one call is in flight, and a bound on one call's work.
+MAX_PIN_CHECKS = 1000
 
 _ACCOUNT_KINDS = {
     AccountKind.RETAIL: accounts_pb2.ACCOUNT_KIND_RETAIL,
@@ -172,6 +176,17 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             valid=check.valid, attempts_left=check.attempts_left
         )
 
+    async def VerifyStampingPins(
+        self, request: auth_service_pb2.VerifyStampingPinsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_service_pb2.VerifyStampingPinsResponse:
+        if len(request.checks) > MAX_PIN_CHECKS:
+            raise InvalidInput(f"a batch holds at most {MAX_PIN_CHECKS} PIN checks")
+        outcomes = await asyncio.to_thread(
+            self._domain.pins.verify_stamping_pins,
+            [(check.account_id, check.pin) for check in request.checks],
+        )
+        return auth_service_pb2.VerifyStampingPinsResponse(results=[_pin_result(o) for o in outcomes])
+
     async def SetOperator(
         self, request: auth_service_pb2.SetOperatorRequest, context: grpc.aio.ServicerContext
     ) -> auth_service_pb2.SetOperatorResponse:
@@ -295,3 +310,15 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
                 for m in messages
             ]
         )
+
+
+def _pin_result(outcome: PinCheck | DomainError) -> auth_service_pb2.VerifyStampingPinResult:
+    if isinstance(outcome, DomainError):
+        return auth_service_pb2.VerifyStampingPinResult(
+            error=batch_error(outcome, AUTH_STATUS_CODES, "VerifyStampingPins")
+        )
+    return auth_service_pb2.VerifyStampingPinResult(
+        check=auth_service_pb2.VerifyStampingPinResponse(
+            valid=outcome.valid, attempts_left=outcome.attempts_left
+        )
+    )

@@ -15,6 +15,7 @@ from emeterai.v1 import (
     distributor_service_pb2_grpc,
     quota_service_pb2_grpc,
 )
+from services.auth.client import BatchingAuthStub
 from services.common.boot import Registration, run_service, start_grpc_server, wait_for_termination
 from services.common.clients import ServiceTokenSource, service_channel
 from services.common.errors import BASE_STATUS_CODES
@@ -55,8 +56,9 @@ async def serve(settings: GatewaySettings) -> None:
     # Least outstanding requests over the signer replicas, with ejection and retry elsewhere.
     signers = SignerPool.for_service(settings.signer_addresses, tokens)
     backends = Backends(
-        auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
-        # The stamping path and payments coalesce into QuotaService.Batch calls.
+        auth=BatchingAuthStub(auth_service_pb2_grpc.AuthServiceStub(channels[0])),
+        # Stamps' PIN checks coalesce into VerifyStampingPins calls, the stamping path and payments
+        # into QuotaService.Batch calls.
         quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1])),
         signer=signers,
     )

@@ -17,6 +17,7 @@ from emeterai.v1 import auth_service_pb2_grpc, quota_service_pb2_grpc, signer_se
 from services.common import errors
 
 if TYPE_CHECKING:
+    from services.auth.client import BatchingAuthStub
     from services.gateway.signer_pool import SignerPool
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ def _retry_after(exc: grpc.aio.AioRpcError) -> int:
 class Backends:
     """Stubs for the internal services, each calling with the gateway's service identity."""
 
-    auth: auth_service_pb2_grpc.AuthServiceStub
+    # An AuthServiceStub, or the BatchingAuthStub that wraps one.
+    auth: auth_service_pb2_grpc.AuthServiceStub | BatchingAuthStub
     # A QuotaServiceStub, or the BatchingQuotaStub that wraps one.
     quota: quota_service_pb2_grpc.QuotaServiceStub
     # A SignerServiceStub, or the SignerPool over several replicas.

@@ -10,7 +10,6 @@ them with QUOTA_STATUS_CODES.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -21,7 +20,8 @@ from typing import Any, TypeVar
 import grpc
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
-from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput, status_code_for
+from services.common.batching import batch_error
+from services.common.errors import BASE_STATUS_CODES, DomainError, InvalidInput
 from services.common.protos import to_timestamp
 from services.quota.errors import HoldAlreadyResolved, InsufficientQuota
 from services.quota.ledger import Ledger
@@ -56,7 +56,6 @@ QUOTA_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
 
 E = TypeVar("E", bound=StrEnum)
 
-log = logging.getLogger(__name__)
 
 # Proto enum values are named PREFIX_<DOMAIN VALUE IN UPPER CASE>, so one rule maps each pair.
 _PREFIXES: dict[type[StrEnum], tuple[Any, str]] = {
@@ -189,17 +188,7 @@ def transfer_to_proto(transfer: Transfer) -> ledger_pb2.Transfer:
 
 
 def _batch_failure(call: str, error: Exception) -> quota_service_pb2.BatchResult:
-    """A batch item's error as the item's result, as the error interceptor answers a single call:
-    a domain error with its status and message, anything else logged here and never sent."""
-    if isinstance(error, DomainError):
-        code = status_code_for(error, QUOTA_STATUS_CODES)
-        return quota_service_pb2.BatchResult(
-            error=quota_service_pb2.BatchError(code=code.value[0], message=error.message)
-        )
-    log.error("unexpected error in a batch item", exc_info=error, extra={"call": call})
-    return quota_service_pb2.BatchResult(
-        error=quota_service_pb2.BatchError(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
-    )
+    return quota_service_pb2.BatchResult(error=batch_error(error, QUOTA_STATUS_CODES, call))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
@@ -10,7 +12,7 @@ from services.auth.errors import AccountNotFound, NoPendingCode, PinLocked, Wron
 from services.auth.model import PinCheck
 from services.auth.pins import PinHasher
 from services.auth.store import stamping_pins
-from services.common.errors import InvalidInput, PreconditionFailed
+from services.common.errors import DomainError, InvalidInput, PreconditionFailed
 from tests.conftest import FakeClock
 
 from .conftest import last_code
@@ -125,3 +127,72 @@ def test_a_locked_pin_is_reset_with_a_fresh_code_sent_to_the_phone(
     # The code is spent: it cannot reset the PIN, or sign in, a second time.
     with pytest.raises(NoPendingCode):
         domain.otp.reset_pin(account.account_id, code, "739105")
+
+
+def _signed_in(domain: AuthDomain, phone: str) -> str:
+    domain.otp.request_code(phone)
+    return domain.otp.verify_code(phone, last_code(domain, phone)).account.account_id
+
+
+def _outcome(outcome: PinCheck | DomainError) -> tuple[object, ...]:
+    if isinstance(outcome, DomainError):
+        return (type(outcome).__name__, outcome.message)
+    return ("check", outcome.valid, outcome.attempts_left)
+
+
+def _counted(engine: Engine, account_id: str) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(stamping_pins.c.failed_attempts).where(stamping_pins.c.account_id == account_id)
+        ).scalar_one_or_none()
+
+
+# Who a check is for: two accounts with a PIN, one without, one that does not exist; and what it
+# gives: the right PIN, a wrong one, or something that is not a PIN at all.
+CHECKS = st.lists(
+    st.tuples(
+        st.sampled_from(["first", "second", "no-pin", "nobody"]), st.sampled_from([PIN, "111112", "12ab"])
+    ),
+    max_size=14,
+)
+
+
+def test_a_batch_of_checks_answers_as_the_same_checks_one_after_another(
+    domain: AuthDomain, engine: Engine
+) -> None:
+    """The lock-out counts a batch's wrong guesses of an account in order, as alone: a batch is
+    no way around it, and no right PIN in it is answered differently."""
+    people = ["first", "second", "no-pin"]
+    batched = {who: _signed_in(domain, f"+62857000022{n}") for n, who in enumerate(people)}
+    alone = {who: _signed_in(domain, f"+62857000033{n}") for n, who in enumerate(people)}
+    batched["nobody"] = alone["nobody"] = "acc_nobody"
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(checks=CHECKS)
+    def same_answers(checks: list[tuple[str, str]]) -> None:
+        for accounts in (batched, alone):
+            for who in ("first", "second"):
+                # Every example starts from a fresh, unlocked PIN.
+                domain.pins.reset_stamping_pin(accounts[who], PIN)
+        in_one_batch = domain.pins.verify_stamping_pins([(batched[who], pin) for who, pin in checks])
+        one_by_one: list[PinCheck | DomainError] = []
+        for who, pin in checks:
+            try:
+                one_by_one.append(domain.pins.verify_stamping_pin(alone[who], pin))
+            except DomainError as refused:
+                one_by_one.append(refused)
+        assert [_outcome(o) for o in in_one_batch] == [_outcome(o) for o in one_by_one]
+        for who in ("first", "second"):
+            assert _counted(engine, batched[who]) == _counted(engine, alone[who])
+        assert _counted(engine, batched["no-pin"]) is None
+
+    same_answers()
+
+
+def test_a_batch_locks_the_pin_at_the_fifth_wrong_guess_and_refuses_the_right_one_after(
+    domain: AuthDomain, account_id: str
+) -> None:
+    domain.pins.set_stamping_pin(account_id, PIN)
+    outcomes = domain.pins.verify_stamping_pins([(account_id, "111112")] * 6 + [(account_id, PIN)])
+    assert outcomes == [PinCheck(False, n) for n in (4, 3, 2, 1, 0, 0)] + [PinCheck(False, 0)]
+    assert domain.pins.verify_stamping_pins([]) == []

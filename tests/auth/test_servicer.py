@@ -33,17 +33,25 @@ if TYPE_CHECKING:
 
 
 @asynccontextmanager
-async def serving(domain: AuthDomain) -> AsyncIterator[Stub]:
+async def serving_channel(domain: AuthDomain) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to AuthService on a loopback port; the server stops when the block ends, the
+    channel only after it."""
     server = grpc.aio.server(interceptors=[ErrorInterceptor(AUTH_STATUS_CODES)])
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(domain), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield auth_service_pb2_grpc.AuthServiceStub(channel)
+        yield channel
     finally:
-        await channel.close()
         await server.stop(None)
+        await channel.close()
+
+
+@asynccontextmanager
+async def serving(domain: AuthDomain) -> AsyncIterator[Stub]:
+    async with serving_channel(domain) as channel:
+        yield auth_service_pb2_grpc.AuthServiceStub(channel)
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""Batch calls: many calls of a busy caller travel in one gRPC call, each answered as if alone.
+
+A gRPC call costs its caller and the service more CPU than the service's share of the work for a
+small request (a ledger entry, a PIN check), and in a surge the gateway makes thousands a second.
+Coalescer gathers them on the caller's side: while a batch call is in flight, new calls wait and
+go together in the next one. There is no timer, so a lone call goes at once and a busy process
+sends a few large batches. On the service's side, batch_error() answers a failed item as the
+error interceptor answers a single call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from emeterai.v1 import common_pb2
+from services.common.errors import DomainError, status_code_for
+
+log = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def call_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
+    """The error a single call would have raised with this status."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=message)
+
+
+def item_error(error: common_pb2.BatchError) -> grpc.aio.AioRpcError:
+    """A batch item's error as the error of the single call."""
+    return call_error(_STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN), error.message)
+
+
+def batch_error(
+    error: Exception, table: dict[type[DomainError], grpc.StatusCode], call: str
+) -> common_pb2.BatchError:
+    """What a batch item answers for `error`, as the error interceptor answers a single call: a
+    domain error with its status and message; anything else is logged here and never sent."""
+    if isinstance(error, DomainError):
+        return common_pb2.BatchError(code=status_code_for(error, table).value[0], message=error.message)
+    log.error("unexpected error in a batch item", exc_info=error, extra={"call": call})
+    return common_pb2.BatchError(code=grpc.StatusCode.INTERNAL.value[0], message="internal error")
+
+
+# What a batch call's send returns: one outcome per item, in order; an outcome that is an
+# AioRpcError is that item's failure.
+Send = Callable[[list[Item]], Awaitable[Sequence[Any]]]
+
+
+class Coalescer(Generic[Item]):
+    """Calls that arrive while `max_in_flight` batch calls are out wait and go together, at most
+    `max_items` in one, through `send`.
+
+    Each caller gets its item's outcome, or the AioRpcError it would have got alone: the item's
+    own, or the batch call's when the whole call failed (UNAVAILABLE when it failed otherwise).
+    """
+
+    def __init__(self, send: Send[Item], *, max_items: int, max_in_flight: int) -> None:
+        self._send_batch = send
+        self._max_items = max_items
+        self._max_in_flight = max_in_flight
+        self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def call(self, item: Item, timeout: float | None) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        self._send_waiting()
+        try:
+            # Shielded: a caller that gives up does not cancel the batch its item travels in.
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise call_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    def _send_waiting(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            items, self._waiting = self._waiting[: self._max_items], self._waiting[self._max_items :]
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[tuple[Item, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self._send_batch([item for item, _ in items])
+            for (_, future), outcome in zip(items, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, grpc.aio.AioRpcError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        except grpc.aio.AioRpcError as failure:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(call_error(failure.code(), failure.details() or ""))
+        except BaseException as failure:
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(
+                        call_error(grpc.StatusCode.UNAVAILABLE, f"batch call failed: {failure!r}")
+                    )
+            raise
+        finally:
+            self._in_flight -= 1
+            self._send_waiting()

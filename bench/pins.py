@@ -13,11 +13,12 @@ Phases, each --checks checks of the right PIN spread over a few accounts (after 
                 costs when nothing overlaps;
   unary         --in-flight checks in flight, still one call each;
   batched       --in-flight checks in flight through BatchingAuthStub (services/auth/client.py),
-                which sends the checks waiting while a call is in flight together.
+                which sends the checks that wait while its calls are in flight (4 at most)
+                together.
 
-Every answer must say the PIN is right with all tries left; then, through BatchingAuthStub, six
-wrong guesses at one account sent at once must count down 4, 3, 2, 1, 0 and leave it locked, as
-six separate calls would. Auth's CPU per check is read from /proc over each phase.
+Every answer must say the PIN is right with all tries left; then six wrong guesses at one account
+sent at once, five of them in one batch, must count down 4, 3, 2, 1, 0 and leave it locked, as six
+separate calls would. Auth's CPU per check is read from /proc over each phase.
 
 It ends with `RESULT single_checks_per_s=N unary_checks_per_s=N batched_checks_per_s=N
 unary_auth_cpu_ms_per_check=N batched_auth_cpu_ms_per_check=N`.
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,13 +69,13 @@ async def sign_in(stub: auth_service_pb2_grpc.AuthServiceStub, phone: str) -> st
     return account_id
 
 
-async def checks_per_s(stub: object, accounts: list[str], checks: int, in_flight: int) -> float:
+async def checks_per_s(stub: Any, accounts: list[str], checks: int, in_flight: int) -> float:
     """Right-PIN checks, `in_flight` at a time; every answer must be valid with all tries left."""
     requests = [auth_service_pb2.VerifyStampingPinRequest(account_id=a, pin=PIN) for a in accounts]
 
     async def checker(n: int) -> None:
         for i in range(n, checks, in_flight):
-            answer = await stub.VerifyStampingPin(requests[i % len(requests)], timeout=30)  # type: ignore[attr-defined]
+            answer = await stub.VerifyStampingPin(requests[i % len(requests)], timeout=30)
             if not answer.valid or answer.attempts_left != 5:
                 raise RuntimeError(f"a right PIN was refused: {answer}")
 
@@ -82,7 +84,10 @@ async def checks_per_s(stub: object, accounts: list[str], checks: int, in_flight
     return checks / (time.perf_counter() - started)
 
 
-async def wrong_guesses_count_down(batching: BatchingAuthStub, account_id: str) -> None:
+async def wrong_guesses_count_down(plain: auth_service_pb2_grpc.AuthServiceStub, account_id: str) -> None:
+    """Six wrong guesses sent at once: one call in flight at a time, so the first goes alone and the
+    other five wait for it and travel in one batch."""
+    batching = BatchingAuthStub(plain, max_in_flight=1)
     wrong = auth_service_pb2.VerifyStampingPinRequest(account_id=account_id, pin="000000")
     answers = await asyncio.gather(*(batching.VerifyStampingPin(wrong, timeout=30) for _ in range(6)))
     left = sorted(answer.attempts_left for answer in answers)
@@ -121,7 +126,7 @@ async def run(services: Services, checks: int, in_flight: int) -> dict[str, floa
         results[f"{phase}_checks_per_s"] = rate
         results[f"{phase}_auth_cpu_ms_per_check"] = cpu_ms
         print(f"{phase:8s} {concurrency:3d} in flight: {rate:7.0f} checks/s, auth {cpu_ms:.3f} ms CPU each")
-    await wrong_guesses_count_down(batching, locked)
+    await wrong_guesses_count_down(plain, locked)
     await channel.close()
     return results
 

@@ -174,42 +174,9 @@ class StampingPins:
                 outcomes[index] = bad
             else:
                 to_compare.append(index)
-        account_ids = sorted({checks[index][0] for index in to_compare})
-        # One transaction holding the PINs' rows (SQLite: the write lock BEGIN IMMEDIATE takes;
-        # PostgreSQL: FOR UPDATE, in account order so two batches never wait on each other in a
-        # circle): concurrent guesses are compared one at a time, so none can outrun the counter.
-        # A right PIN with no wrong tries before it writes nothing, which is every stamp of a user
-        # who knows their PIN.
-        with self._engine.begin() as conn:
-            rows = {
-                row.account_id: _PinRow(row.pin_hash, row.failed_attempts)
-                for row in (
-                    conn.execute(
-                        select(
-                            stamping_pins.c.account_id,
-                            stamping_pins.c.pin_hash,
-                            stamping_pins.c.failed_attempts,
-                        )
-                        .where(stamping_pins.c.account_id.in_(account_ids))
-                        .order_by(stamping_pins.c.account_id)
-                        .with_for_update()
-                    )
-                    if account_ids
-                    else ()
-                )
-            }
-            for index in to_compare:
-                account_id, pin = checks[index]
-                row = rows.get(account_id)
-                if row is not None:
-                    outcomes[index] = self._compare(account_id, row, pin)
-            for account_id, row in rows.items():
-                if row.changes:
-                    conn.execute(
-                        update(stamping_pins)
-                        .where(stamping_pins.c.account_id == account_id)
-                        .values(**row.changes)
-                    )
+        account_ids = {checks[index][0] for index in to_compare}
+        if account_ids:
+            self._compare_locked(checks, to_compare, account_ids, outcomes)
         # The rest have no PIN: say whether the account is there at all.
         unknown = self._unknown_accounts(
             {checks[i][0] for i, outcome in enumerate(outcomes) if outcome is None}
@@ -224,6 +191,40 @@ class StampingPins:
                 )
             answered.append(outcome)
         return answered
+
+    def _compare_locked(
+        self,
+        checks: Sequence[tuple[str, str]],
+        to_compare: list[int],
+        account_ids: set[str],
+        outcomes: list[PinCheck | DomainError | None],
+    ) -> None:
+        """The checks at `to_compare` against their PINs' rows, in one transaction holding them
+        (SQLite: the write lock BEGIN IMMEDIATE takes; PostgreSQL: FOR UPDATE, taken in account
+        order so two batches never wait on each other in a circle): concurrent guesses are compared
+        one at a time, so none can outrun the counter. A right PIN with no wrong tries before it
+        writes nothing, which is every stamp of a user who knows their PIN. Checks of accounts
+        without a PIN are left None."""
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                select(stamping_pins.c.account_id, stamping_pins.c.pin_hash, stamping_pins.c.failed_attempts)
+                .where(stamping_pins.c.account_id.in_(account_ids))
+                .order_by(stamping_pins.c.account_id)
+                .with_for_update()
+            )
+            rows = {row.account_id: _PinRow(row.pin_hash, row.failed_attempts) for row in found}
+            for index in to_compare:
+                account_id, pin = checks[index]
+                row = rows.get(account_id)
+                if row is not None:
+                    outcomes[index] = self._compare(account_id, row, pin)
+            for account_id, row in rows.items():
+                if row.changes:
+                    conn.execute(
+                        update(stamping_pins)
+                        .where(stamping_pins.c.account_id == account_id)
+                        .values(**row.changes)
+                    )
 
     def _compare(self, account_id: str, row: _PinRow, pin: str) -> PinCheck:
         """One check against the row as the checks before it left it; what it changes is noted in

@@ -2,8 +2,8 @@
 
 A gRPC call costs its caller and the service more CPU than the service's share of the work for a
 small request (a ledger entry, a PIN check), and in a surge the gateway makes thousands a second.
-Coalescer gathers them on the caller's side: while a batch call is in flight, new calls wait and
-go together in the next one. There is no timer, so a lone call goes at once and a busy process
+Coalescer gathers them on the caller's side: while a few batch calls are in flight, new calls wait
+and go together in the next one. There is no timer, so a lone call goes at once and a busy process
 sends a few large batches. On the service's side, batch_error() answers a failed item as the
 error interceptor answers a single call.
 """
@@ -33,8 +33,12 @@ def call_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
 
 
 def item_error(error: common_pb2.BatchError) -> grpc.aio.AioRpcError:
-    """A batch item's error as the error of the single call."""
-    return call_error(_STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN), error.message)
+    """A batch item's error as the error of the single call. A result without an outcome (or an
+    error saying OK) is a broken answer, never a success."""
+    code = _STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.OK:
+        return call_error(grpc.StatusCode.UNKNOWN, "the batch call answered this item with no outcome")
+    return call_error(code, error.message)
 
 
 def batch_error(

@@ -134,12 +134,6 @@ def _signed_in(domain: AuthDomain, phone: str) -> str:
     return domain.otp.verify_code(phone, last_code(domain, phone)).account.account_id
 
 
-def _outcome(outcome: PinCheck | DomainError) -> tuple[object, ...]:
-    if isinstance(outcome, DomainError):
-        return (type(outcome).__name__, outcome.message)
-    return ("check", outcome.valid, outcome.attempts_left)
-
-
 def _counted(engine: Engine, account_id: str) -> int | None:
     with engine.connect() as conn:
         return conn.execute(
@@ -147,46 +141,98 @@ def _counted(engine: Engine, account_id: str) -> int | None:
         ).scalar_one_or_none()
 
 
-# Who a check is for: two accounts with a PIN, one without, one that does not exist; and what it
-# gives: the right PIN, a wrong one, or something that is not a PIN at all.
+def _hash_of(engine: Engine, account_id: str) -> str:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(stamping_pins.c.pin_hash).where(stamping_pins.c.account_id == account_id)
+        ).scalar_one()
+
+
+class LockOut:
+    """The PIN rules written out plainly, one check after another: what every check must answer."""
+
+    def __init__(self) -> None:
+        self.failed = {"first": 0, "second": 0, "legacy": 0}
+        self.rehashed = False
+
+    def check(self, who: str, pin: str) -> tuple[object, ...]:
+        if len(pin) != 6 or not pin.isdigit():
+            return ("InvalidInput", "a stamping PIN is exactly 6 digits")
+        if who == "nobody":
+            return ("AccountNotFound",)
+        if who == "no-pin":
+            return ("PreconditionFailed", "no stamping PIN is set for this account; set one first")
+        if self.failed[who] >= 5:
+            return ("check", False, 0)
+        if pin != PIN:
+            self.failed[who] += 1
+            return ("check", False, 5 - self.failed[who])
+        self.failed[who] = 0
+        self.rehashed |= who == "legacy"
+        return ("check", True, 5)
+
+
+def _answer(outcome: PinCheck | DomainError) -> tuple[object, ...]:
+    if isinstance(outcome, AccountNotFound):
+        return ("AccountNotFound",)
+    if isinstance(outcome, DomainError):
+        return (type(outcome).__name__, outcome.message)
+    return ("check", outcome.valid, outcome.attempts_left)
+
+
+# Who a check is for: two accounts with a PIN, one whose PIN is still an argon2 hash from before
+# the keyed hash, one without a PIN, one that does not exist; and what it gives: the right PIN, a
+# wrong one, or something that is not a PIN at all.
 CHECKS = st.lists(
     st.tuples(
-        st.sampled_from(["first", "second", "no-pin", "nobody"]), st.sampled_from([PIN, "111112", "12ab"])
+        st.sampled_from(["first", "second", "legacy", "no-pin", "nobody"]),
+        st.sampled_from([PIN, "111112", "12ab"]),
     ),
     max_size=14,
 )
 
 
-def test_a_batch_of_checks_answers_as_the_same_checks_one_after_another(
+def test_checks_answer_by_the_lock_out_rules_in_one_batch_and_one_by_one(
     domain: AuthDomain, engine: Engine
 ) -> None:
-    """The lock-out counts a batch's wrong guesses of an account in order, as alone: a batch is
-    no way around it, and no right PIN in it is answered differently."""
-    people = ["first", "second", "no-pin"]
-    batched = {who: _signed_in(domain, f"+62857000022{n}") for n, who in enumerate(people)}
-    alone = {who: _signed_in(domain, f"+62857000033{n}") for n, who in enumerate(people)}
-    batched["nobody"] = alone["nobody"] = "acc_nobody"
+    """A batch counts its wrong guesses at an account one after another, as separate checks do:
+    a batch is no way around the lock-out, and no right PIN in it is answered differently."""
+    people = ["first", "second", "legacy", "no-pin"]
+    lanes = {
+        lane: {who: _signed_in(domain, f"+628570002{lane_n}{n}0") for n, who in enumerate(people)}
+        | {"nobody": "acc_nobody"}
+        for lane_n, lane in enumerate(["batched", "alone"])
+    }
+    legacy = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PIN)
 
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(checks=CHECKS)
-    def same_answers(checks: list[tuple[str, str]]) -> None:
-        for accounts in (batched, alone):
-            for who in ("first", "second"):
-                # Every example starts from a fresh, unlocked PIN.
+    def by_the_rules(checks: list[tuple[str, str]]) -> None:
+        for accounts in lanes.values():
+            # Every example starts from fresh, unlocked PINs.
+            for who in ("first", "second", "legacy"):
                 domain.pins.reset_stamping_pin(accounts[who], PIN)
-        in_one_batch = domain.pins.verify_stamping_pins([(batched[who], pin) for who, pin in checks])
-        one_by_one: list[PinCheck | DomainError] = []
+            with engine.begin() as conn:
+                row = stamping_pins.c.account_id == accounts["legacy"]
+                conn.execute(update(stamping_pins).where(row).values(pin_hash=legacy))
+        rules = LockOut()
+        expected = [rules.check(who, pin) for who, pin in checks]
+        batched = domain.pins.verify_stamping_pins([(lanes["batched"][who], pin) for who, pin in checks])
+        alone: list[PinCheck | DomainError] = []
         for who, pin in checks:
             try:
-                one_by_one.append(domain.pins.verify_stamping_pin(alone[who], pin))
+                alone.append(domain.pins.verify_stamping_pin(lanes["alone"][who], pin))
             except DomainError as refused:
-                one_by_one.append(refused)
-        assert [_outcome(o) for o in in_one_batch] == [_outcome(o) for o in one_by_one]
-        for who in ("first", "second"):
-            assert _counted(engine, batched[who]) == _counted(engine, alone[who])
-        assert _counted(engine, batched["no-pin"]) is None
+                alone.append(refused)
+        assert [_answer(o) for o in batched] == expected
+        assert [_answer(o) for o in alone] == expected
+        for accounts in lanes.values():
+            assert {who: _counted(engine, accounts[who]) for who in rules.failed} == rules.failed
+            assert _counted(engine, accounts["no-pin"]) is None
+            # A right legacy PIN is rewritten under the key, on its first correct use.
+            assert _hash_of(engine, accounts["legacy"]).startswith(PinHasher.PREFIX) == rules.rehashed
 
-    same_answers()
+    by_the_rules()
 
 
 def test_a_batch_locks_the_pin_at_the_fifth_wrong_guess_and_refuses_the_right_one_after(

@@ -1,0 +1,71 @@
+"""The coalescing every batching client shares (services/common/batching.py), on its own: the batch
+call here is a plain coroutine, so what is checked is only how calls are gathered and answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from emeterai.v1 import common_pb2
+from services.common.batching import Coalescer, call_error, item_error
+
+
+def test_an_item_error_is_the_single_calls_error_and_an_empty_one_is_never_a_success() -> None:
+    found = item_error(common_pb2.BatchError(code=grpc.StatusCode.NOT_FOUND.value[0], message="no hold"))
+    assert (found.code(), found.details()) == (grpc.StatusCode.NOT_FOUND, "no hold")
+    for broken in (common_pb2.BatchError(), common_pb2.BatchError(code=999, message="?")):
+        assert item_error(broken).code() == grpc.StatusCode.UNKNOWN
+
+
+async def test_calls_wait_while_calls_are_in_flight_and_go_together_up_to_the_limit() -> None:
+    sent: list[list[int]] = []
+
+    async def send(items: list[int]) -> list[object]:
+        sent.append(items)
+        await asyncio.sleep(0.01)
+        return [
+            item * 10 if item % 3 else call_error(grpc.StatusCode.INVALID_ARGUMENT, f"{item}")
+            for item in items
+        ]
+
+    coalescer: Coalescer[int] = Coalescer(send, max_items=4, max_in_flight=1)
+    answers = await asyncio.gather(
+        *(coalescer.call(n, timeout=5) for n in range(1, 11)), return_exceptions=True
+    )
+    assert sent == [[1], [2, 3, 4, 5], [6, 7, 8, 9], [10]]
+    for n, answer in zip(range(1, 11), answers, strict=True):
+        if n % 3:
+            assert answer == n * 10
+        else:
+            assert isinstance(answer, grpc.aio.AioRpcError) and answer.details() == str(n)
+
+
+async def test_a_batch_call_that_fails_fails_each_of_its_calls_and_the_next_go_on() -> None:
+    async def send(items: list[str]) -> list[object]:
+        if "bad" in items:
+            raise ConnectionError("the wire broke")
+        return items
+
+    coalescer: Coalescer[str] = Coalescer(send, max_items=10, max_in_flight=1)
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await coalescer.call("bad", timeout=5)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await coalescer.call("good", timeout=5) == "good"
+
+
+async def test_a_caller_that_waits_too_long_gets_deadline_exceeded_and_the_batch_goes_on() -> None:
+    release = asyncio.Event()
+
+    async def send(items: list[str]) -> list[object]:
+        await release.wait()
+        return items
+
+    coalescer: Coalescer[str] = Coalescer(send, max_items=10, max_in_flight=1)
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await coalescer.call("slow", timeout=0.05)
+    assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    waiting = asyncio.ensure_future(coalescer.call("next", timeout=5))
+    release.set()
+    assert await waiting == "next"

@@ -54,3 +54,31 @@ def test_concurrent_refreshes_of_one_token_let_at_most_one_through(domain: AuthD
     results = _all_at_once(lambda: domain.sessions.refresh(tokens.refresh_token))
     assert sum(not isinstance(r, Exception) for r in results) <= 1
     assert any(isinstance(r, RefreshTokenReused) for r in results)
+
+
+def test_concurrent_batches_over_the_same_accounts_count_every_guess_and_never_deadlock(
+    domain: AuthDomain,
+) -> None:
+    """Batches naming the same accounts in opposite orders, all at once: each takes the rows in one
+    order (account order), so none waits on another in a circle, and every wrong guess counts."""
+    accounts = []
+    for n in range(3):
+        phone = f"+62813777790{n}0"
+        domain.otp.request_code(phone)
+        account_id = domain.otp.verify_code(phone, last_code(domain, phone)).account.account_id
+        domain.pins.set_stamping_pin(account_id, "482913")
+        accounts.append(account_id)
+    calls = iter(range(CALLERS))
+
+    def one_batch() -> dict[str, int]:
+        ordered = accounts if next(calls) % 2 else accounts[::-1]
+        outcomes = domain.pins.verify_stamping_pins([(a, "111112") for a in ordered])
+        assert all(isinstance(o, PinCheck) and not o.valid for o in outcomes), outcomes
+        return {a: o.attempts_left for a, o in zip(ordered, outcomes, strict=True)}  # type: ignore[union-attr]
+
+    results = _all_at_once(one_batch)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    for account_id in accounts:
+        # Ten guesses at each account: five counted down to the lock, five refused as locked.
+        left = sorted((batch[account_id] for batch in results), reverse=True)  # type: ignore[index]
+        assert left == [4, 3, 2, 1, 0] + [0] * (CALLERS - 5), (account_id, left)

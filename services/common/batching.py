@@ -81,7 +81,17 @@ class Coalescer(Generic[Item]):
             # Shielded: a caller that gives up does not cancel the batch its item travels in.
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
+            self._give_up(future)
             raise call_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        except asyncio.CancelledError:
+            self._give_up(future)
+            raise
+
+    def _give_up(self, future: asyncio.Future[Any]) -> None:
+        """A caller gave up: its item is not sent if it is still waiting (a reserve nobody waits
+        for would only hold a unit until it expires). One already sent is answered to nobody."""
+        self._waiting = [(item, waiting) for item, waiting in self._waiting if waiting is not future]
+        future.cancel()
 
     def _send_waiting(self) -> None:
         while self._waiting and self._in_flight < self._max_in_flight:

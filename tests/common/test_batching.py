@@ -4,6 +4,7 @@ call here is a plain coroutine, so what is checked is only how calls are gathere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import pytest
@@ -69,3 +70,30 @@ async def test_a_caller_that_waits_too_long_gets_deadline_exceeded_and_the_batch
     waiting = asyncio.ensure_future(coalescer.call("next", timeout=5))
     release.set()
     assert await waiting == "next"
+
+
+async def test_an_item_whose_caller_gave_up_before_it_was_sent_is_never_sent() -> None:
+    """A reserve nobody waits for any more would only hold a unit until it expired."""
+    release = asyncio.Event()
+    sent: list[list[str]] = []
+
+    async def send(items: list[str]) -> list[object]:
+        sent.append(items)
+        await release.wait()
+        return items
+
+    coalescer: Coalescer[str] = Coalescer(send, max_items=10, max_in_flight=1)
+    first = asyncio.ensure_future(coalescer.call("first", timeout=5))
+    await asyncio.sleep(0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await coalescer.call("timed out", timeout=0.01)
+    cancelled = asyncio.ensure_future(coalescer.call("cancelled", timeout=5))
+    kept = asyncio.ensure_future(coalescer.call("kept", timeout=5))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    release.set()
+    assert (await first, await kept) == ("first", "kept")
+    assert sent == [["first"], ["kept"]]
+    assert cancelled.cancelled()

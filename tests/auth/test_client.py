@@ -16,6 +16,7 @@ from services.auth.client import BatchingAuthStub
 from services.auth.domain import AuthDomain
 from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
 from services.common.interceptors import ErrorInterceptor
+from tests.batch_calls import count_batches
 from tests.conftest import free_port
 
 from .conftest import last_code
@@ -30,14 +31,7 @@ class CountingStub(auth_service_pb2_grpc.AuthServiceStub):
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         super().__init__(channel)
-        self.batches: list[int] = []
-        verify = self.VerifyStampingPins
-
-        def counted(request: pb.VerifyStampingPinsRequest, **kwargs: object):  # type: ignore[no-untyped-def]
-            self.batches.append(len(request.checks))
-            return verify(request, **kwargs)
-
-        self.VerifyStampingPins = counted  # type: ignore[method-assign]
+        self.batches = count_batches(self, "VerifyStampingPins", "checks")
 
 
 @pytest.fixture

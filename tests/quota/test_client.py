@@ -12,6 +12,7 @@ import pytest
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, quota_service_pb2_grpc
 from services.quota.client import BatchingQuotaStub
 from services.quota.ledger import Ledger
+from tests.batch_calls import count_batches
 
 from .conftest import sha
 from .test_servicer import buy, serving
@@ -24,14 +25,7 @@ class CountingStub(quota_service_pb2_grpc.QuotaServiceStub):
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         super().__init__(channel)
-        self.batches: list[int] = []
-        batch = self.Batch
-
-        def counted(request: pb.BatchRequest, **kwargs: object):  # type: ignore[no-untyped-def]
-            self.batches.append(len(request.items))
-            return batch(request, **kwargs)
-
-        self.Batch = counted  # type: ignore[method-assign]
+        self.batches = count_batches(self, "Batch", "items")
 
 
 @pytest.fixture

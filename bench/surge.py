@@ -2,13 +2,15 @@
 anything lost?
 
     .venv/bin/python bench/surge.py [--quick] [--surge-s S] [--postgres-url URL] [--redis-url URL]
-        [--json-out FILE] [--signer-cpu CORES] [--one-gateway]
+        [--json-out FILE] [--signer-cpu CORES] [--one-gateway] [--batch-window-ms MS]
 
 The stack runs as in production, each service its own process: auth, quota on a throwaway
 PostgreSQL database, one signer with one worker (the pool), and the gateway with Redis for its
 token buckets, in two lanes as k8s runs it (k8s/base/purchases): the load sends its purchases to
 the purchases lane, as the ingress does, and everything else to the main lane. The gateway's CPU
 is both lanes'. With --one-gateway, purchases go through the one gateway with everything else.
+--batch-window-ms sets the gateways' EMETERAI_STAMP_BATCH_WINDOW_MS (docs/gateway.md, "The batch
+window"); without it they run its default.
 
 The pool runs under a CPU limit (--signer-cpu cores, 0.3 by default): a CFS quota, as Kubernetes
 sets a pod's CPU limit, so the pool has the same capacity standalone and inside the stack. Without
@@ -195,6 +197,7 @@ class Stack:
         signers: int = 1,
         signer_cpu: float = 0.0,
         purchases_lane: bool = True,
+        batch_window_ms: float | None = None,
     ) -> None:
         """signer_cpu: a CPU limit, in cores, on each signer process and its worker (0: none).
         purchases_lane: a second gateway for orders and payments, as k8s runs one."""
@@ -238,6 +241,8 @@ class Stack:
             # As k8s/base runs it: the ingress logs the requests.
             "EMETERAI_HTTP_ACCESS_LOG": "false",
         }
+        if batch_window_ms is not None:
+            gateway["EMETERAI_STAMP_BATCH_WINDOW_MS"] = str(batch_window_ms)
         self.gateway = services.start(
             "gateway",
             "gateway",
@@ -861,6 +866,12 @@ def main() -> None:
         action="store_true",
         help="purchases through the stamping gateway, not a purchases lane of their own",
     )
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=None,
+        help="how long a stamp's PIN check and ledger calls wait for company (default: the gateway's)",
+    )
     args = parser.parse_args()
     options = Options(
         args.quick,
@@ -892,6 +903,7 @@ def main() -> None:
             options.redis_url,
             signer_cpu=options.signer_cpu,
             purchases_lane=options.purchases_lane,
+            batch_window_ms=args.batch_window_ms,
         )
         tally = Tally()
         try:

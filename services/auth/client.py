@@ -39,12 +39,16 @@ class BatchingAuthStub:
         max_checks: int = 500,
         max_in_flight: int = 4,
         batch_timeout_s: float = 30.0,
+        window_s: float = 0.0,
     ) -> None:
+        """window_s: how long a check may wait for company (see Coalescer)."""
         self._stub = stub
         self._batch_timeout_s = batch_timeout_s
         # Until when checks go one call each: the auth service had no VerifyStampingPins.
         self._one_by_one_until = float("-inf")
-        self._batches = Coalescer(self._send, max_items=max_checks, max_in_flight=max_in_flight)
+        self._batches = Coalescer(
+            self._send, max_items=max_checks, max_in_flight=max_in_flight, window_s=window_s
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stub, name)
@@ -52,7 +56,7 @@ class BatchingAuthStub:
     def VerifyStampingPin(
         self, request: auth_service_pb2.VerifyStampingPinRequest, timeout: float | None = None
     ) -> Awaitable[auth_service_pb2.VerifyStampingPinResponse]:
-        return self._batches.call(request, timeout)
+        return self._batches.call(request, timeout, wait=True)
 
     async def _send(self, checks: list[auth_service_pb2.VerifyStampingPinRequest]) -> Sequence[Any]:
         if time.monotonic() < self._one_by_one_until:

@@ -3,9 +3,10 @@
 A gRPC call costs its caller and the service more CPU than the service's share of the work for a
 small request (a ledger entry, a PIN check), and in a surge the gateway makes thousands a second.
 Coalescer gathers them on the caller's side: while a few batch calls are in flight, new calls wait
-and go together in the next one. There is no timer, so a lone call goes at once and a busy process
-sends a few large batches. On the service's side, batch_error() answers a failed item as the
-error interceptor answers a single call.
+and go together in the next one, so a busy process sends a few large batches. Calls that can
+afford it may also wait a short window for company, which a steady pace needs to form batches at
+all; without a window a lone call goes at once. On the service's side, batch_error() answers a
+failed item as the error interceptor answers a single call.
 """
 
 from __future__ import annotations
@@ -61,22 +62,37 @@ class Coalescer(Generic[Item]):
     """Calls that arrive while `max_in_flight` batch calls are out wait and go together, at most
     `max_items` in one, through `send`.
 
+    With a `window_s`, a call that may wait (`call(..., wait=True)`) also waits up to that long
+    for others to go with it: at a steady pace that keeps calls apart (a signer pool's hundred
+    stamps a second) each would otherwise go alone. A call that may not wait (a purchase) sends
+    what is waiting at once, itself included.
+
     Each caller gets its item's outcome, or the AioRpcError it would have got alone: the item's
     own, or the batch call's when the whole call failed (UNAVAILABLE when it failed otherwise).
     """
 
-    def __init__(self, send: Send[Item], *, max_items: int, max_in_flight: int) -> None:
+    def __init__(
+        self, send: Send[Item], *, max_items: int, max_in_flight: int, window_s: float = 0.0
+    ) -> None:
         self._send_batch = send
         self._max_items = max_items
         self._max_in_flight = max_in_flight
+        self._window_s = window_s
+        self._window: asyncio.TimerHandle | None = None
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def call(self, item: Item, timeout: float | None) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def call(self, item: Item, timeout: float | None, *, wait: bool = False) -> Any:
+        """The item's outcome; with wait, it may wait up to the window for company."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, future))
-        self._send_waiting()
+        if wait and self._window_s > 0 and len(self._waiting) < self._max_items:
+            if self._window is None:
+                self._window = loop.call_later(self._window_s, self._window_ends)
+        else:
+            self._send_waiting()
         try:
             # Shielded: a caller that gives up does not cancel the batch its item travels in.
             return await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -93,7 +109,15 @@ class Coalescer(Generic[Item]):
         self._waiting = [(item, waiting) for item, waiting in self._waiting if waiting is not future]
         future.cancel()
 
+    def _window_ends(self) -> None:
+        self._window = None
+        self._send_waiting()
+
     def _send_waiting(self) -> None:
+        if self._window is not None:
+            # Everything waiting goes now; the window is over for them.
+            self._window.cancel()
+            self._window = None
         while self._waiting and self._in_flight < self._max_in_flight:
             items, self._waiting = self._waiting[: self._max_items], self._waiting[self._max_items :]
             self._in_flight += 1
@@ -124,4 +148,6 @@ class Coalescer(Generic[Item]):
             raise
         finally:
             self._in_flight -= 1
-            self._send_waiting()
+            # What waited for this call has waited long enough; a window still open runs out.
+            if self._window is None:
+                self._send_waiting()

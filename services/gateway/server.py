@@ -55,11 +55,12 @@ async def serve(settings: GatewaySettings) -> None:
     ]
     # Least outstanding requests over the signer replicas, with ejection and retry elsewhere.
     signers = SignerPool.for_service(settings.signer_addresses, tokens)
+    window_s = settings.stamp_batch_window_ms / 1000
     backends = Backends(
-        auth=BatchingAuthStub(auth_service_pb2_grpc.AuthServiceStub(channels[0])),
+        auth=BatchingAuthStub(auth_service_pb2_grpc.AuthServiceStub(channels[0]), window_s=window_s),
         # Stamps' PIN checks coalesce into VerifyStampingPins calls, the stamping path and payments
         # into QuotaService.Batch calls.
-        quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1])),
+        quota=BatchingQuotaStub(quota_service_pb2_grpc.QuotaServiceStub(channels[1]), window_s=window_s),
         signer=signers,
     )
     retention = retention_from_days(settings.document_retention_days)

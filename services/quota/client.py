@@ -29,10 +29,15 @@ class BatchingQuotaStub:
         max_items: int = 500,
         max_in_flight: int = 4,
         batch_timeout_s: float = 30.0,
+        window_s: float = 0.0,
     ) -> None:
+        """window_s: how long a stamp's Reserve, Commit or Release may wait for company (see
+        Coalescer); orders and payments never wait for a window."""
         self._stub = stub
         self._batch_timeout_s = batch_timeout_s
-        self._batches = Coalescer(self._send, max_items=max_items, max_in_flight=max_in_flight)
+        self._batches = Coalescer(
+            self._send, max_items=max_items, max_in_flight=max_in_flight, window_s=window_s
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stub, name)
@@ -40,17 +45,17 @@ class BatchingQuotaStub:
     def Reserve(
         self, request: quota_service_pb2.ReserveRequest, timeout: float | None = None
     ) -> Awaitable[quota_service_pb2.ReserveResponse]:
-        return self._call(quota_service_pb2.BatchItem(reserve=request), timeout)
+        return self._call(quota_service_pb2.BatchItem(reserve=request), timeout, wait=True)
 
     def Commit(
         self, request: quota_service_pb2.CommitRequest, timeout: float | None = None
     ) -> Awaitable[quota_service_pb2.CommitResponse]:
-        return self._call(quota_service_pb2.BatchItem(commit=request), timeout)
+        return self._call(quota_service_pb2.BatchItem(commit=request), timeout, wait=True)
 
     def Release(
         self, request: quota_service_pb2.ReleaseRequest, timeout: float | None = None
     ) -> Awaitable[quota_service_pb2.ReleaseResponse]:
-        return self._call(quota_service_pb2.BatchItem(release=request), timeout)
+        return self._call(quota_service_pb2.BatchItem(release=request), timeout, wait=True)
 
     def CreateOrder(
         self, request: quota_service_pb2.CreateOrderRequest, timeout: float | None = None
@@ -62,8 +67,10 @@ class BatchingQuotaStub:
     ) -> Awaitable[quota_service_pb2.ConfirmPaymentResponse]:
         return self._call(quota_service_pb2.BatchItem(confirm_payment=request), timeout)
 
-    def _call(self, item: quota_service_pb2.BatchItem, timeout: float | None) -> Awaitable[Any]:
-        return self._batches.call(item, timeout)
+    def _call(
+        self, item: quota_service_pb2.BatchItem, timeout: float | None, *, wait: bool = False
+    ) -> Awaitable[Any]:
+        return self._batches.call(item, timeout, wait=wait)
 
     async def _send(self, items: list[quota_service_pb2.BatchItem]) -> Sequence[Any]:
         response = await self._stub.Batch(

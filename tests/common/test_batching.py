@@ -97,3 +97,40 @@ async def test_an_item_whose_caller_gave_up_before_it_was_sent_is_never_sent() -
     assert (await first, await kept) == ("first", "kept")
     assert sent == [["first"], ["kept"]]
     assert cancelled.cancelled()
+
+
+async def test_calls_that_may_wait_gather_in_a_window_and_one_that_may_not_takes_them_along() -> None:
+    sent: list[list[str]] = []
+
+    async def send(items: list[str]) -> list[object]:
+        sent.append(items)
+        return items
+
+    # A window far longer than the spacing below, so the calls meet however slow the machine is.
+    coalescer: Coalescer[str] = Coalescer(send, max_items=3, max_in_flight=4, window_s=30.0)
+    first = asyncio.ensure_future(coalescer.call("reserve-1", timeout=60, wait=True))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(coalescer.call("reserve-2", timeout=60, wait=True))
+    await asyncio.sleep(0.01)
+    assert sent == []
+    # A purchase does not wait for the window: it goes now, with what was waiting.
+    assert await coalescer.call("order", timeout=60) == "order"
+    assert (await first, await second) == ("reserve-1", "reserve-2")
+    assert sent == [["reserve-1", "reserve-2", "order"]]
+    # A full batch does not wait for the window either.
+    full = [asyncio.ensure_future(coalescer.call(f"commit-{n}", timeout=60, wait=True)) for n in range(3)]
+    assert await asyncio.gather(*full) == ["commit-0", "commit-1", "commit-2"]
+    assert sent[1:] == [["commit-0", "commit-1", "commit-2"]]
+
+
+async def test_a_window_runs_out_and_sends_what_gathered() -> None:
+    sent: list[list[str]] = []
+
+    async def send(items: list[str]) -> list[object]:
+        sent.append(items)
+        return items
+
+    coalescer: Coalescer[str] = Coalescer(send, max_items=100, max_in_flight=4, window_s=0.02)
+    answers = await asyncio.gather(*(coalescer.call(f"check-{n}", timeout=60, wait=True) for n in range(5)))
+    assert answers == [f"check-{n}" for n in range(5)]
+    assert sent == [[f"check-{n}" for n in range(5)]]

@@ -73,6 +73,34 @@ async def test_concurrent_calls_share_batches_and_answer_like_single_calls(
     assert again.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED
 
 
+async def test_a_stamps_calls_wait_for_the_window_and_an_order_never_does(
+    stub: CountingStub, ledger: Ledger
+) -> None:
+    await buy(stub, ledger, "acct-a", 2)
+    # A window far longer than the test: only an order, or a full batch, sends before it ends.
+    batching = BatchingQuotaStub(stub, window_s=30.0, max_items=3)
+    order = pb.CreateOrderRequest(
+        account_id="acct-b", quantity=1, idempotency_key="o1", channel=common_pb2.CHANNEL_RETAIL
+    )
+    assert (await batching.CreateOrder(order)).order.quantity == 1
+    assert stub.batches[-1:] == [1]
+    reserving = asyncio.ensure_future(batching.Reserve(reserve("acct-a", "k1", "d1")))
+    await asyncio.sleep(0.05)
+    assert not reserving.done()
+    # The order takes the waiting reserve along.
+    await batching.CreateOrder(order)
+    assert (await reserving).hold.serial
+    assert stub.batches[-1:] == [2]
+    # Three stamps' calls fill a batch: it goes without waiting for the window.
+    held = (await reserving).hold
+    filled = await asyncio.gather(
+        batching.Reserve(reserve("acct-a", "k2", "d2")),
+        batching.Commit(pb.CommitRequest(hold_id=held.hold_id, stamped_sha256=sha("s"))),
+        batching.Reserve(reserve("acct-a", "k1", "d1")),
+    )
+    assert stub.batches[-1:] == [3] and filled[2].replayed
+
+
 @pytest.mark.parametrize(
     ("call", "code"),
     [

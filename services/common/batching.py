@@ -89,7 +89,9 @@ class Coalescer(Generic[Item]):
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, future))
         if wait and self._window_s > 0 and len(self._waiting) < self._max_items:
-            if self._window is None:
+            # A window opens for a call that finds nothing waiting. Items already waiting without
+            # one wait for a free batch call, and the newcomer joins them in it.
+            if self._window is None and len(self._waiting) == 1:
                 self._window = loop.call_later(self._window_s, self._window_ends)
         else:
             self._send_waiting()

@@ -264,7 +264,7 @@ class GatewaySettings(CommonSettings):
     # How long a stamp's PIN check and ledger calls (reserve, commit, release) may wait for others
     # to travel with in one batch call (services/common/batching.py). At a pool's steady pace the
     # calls are too far apart to meet otherwise, and each going alone costs auth, quota and
-    # PostgreSQL several times the CPU (docs/gateway.md); a stamp waits at most three windows.
+    # PostgreSQL several times the CPU (docs/gateway.md); a stamp waits one window per call at most.
     # Purchases never wait for one. 0 sends every call at once.
     stamp_batch_window_ms: float = Field(default=10.0, ge=0, le=1000)
     # Admission control (docs/gateway.md). Stamps in flight, from every channel, adapt between

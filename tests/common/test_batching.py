@@ -113,13 +113,14 @@ async def test_calls_that_may_wait_gather_in_a_window_and_one_that_may_not_takes
     second = asyncio.ensure_future(coalescer.call("reserve-2", timeout=60, wait=True))
     await asyncio.sleep(0.01)
     assert sent == []
-    # A purchase does not wait for the window: it goes now, with what was waiting.
-    assert await coalescer.call("order", timeout=60) == "order"
+    # A purchase does not wait for the window: it goes now, with what was waiting (a second here
+    # against the window's thirty).
+    assert await asyncio.wait_for(coalescer.call("order", timeout=60), 1.0) == "order"
     assert (await first, await second) == ("reserve-1", "reserve-2")
     assert sent == [["reserve-1", "reserve-2", "order"]]
     # A full batch does not wait for the window either.
     full = [asyncio.ensure_future(coalescer.call(f"commit-{n}", timeout=60, wait=True)) for n in range(3)]
-    assert await asyncio.gather(*full) == ["commit-0", "commit-1", "commit-2"]
+    assert await asyncio.wait_for(asyncio.gather(*full), 1.0) == ["commit-0", "commit-1", "commit-2"]
     assert sent[1:] == [["commit-0", "commit-1", "commit-2"]]
 
 
@@ -134,3 +135,30 @@ async def test_a_window_runs_out_and_sends_what_gathered() -> None:
     answers = await asyncio.gather(*(coalescer.call(f"check-{n}", timeout=60, wait=True) for n in range(5)))
     assert answers == [f"check-{n}" for n in range(5)]
     assert sent == [[f"check-{n}" for n in range(5)]]
+
+
+async def test_calls_waiting_for_a_free_batch_call_go_in_it_without_another_window() -> None:
+    """While every batch call is out, a purchase waits for one to come back, as it always did; a
+    stamp's call arriving then must not open a window that holds both past that moment."""
+    release = asyncio.Event()
+    sent: list[list[str]] = []
+
+    async def send(items: list[str]) -> list[object]:
+        sent.append(items)
+        if len(sent) == 1:
+            await release.wait()
+        return items
+
+    coalescer: Coalescer[str] = Coalescer(send, max_items=10, max_in_flight=1, window_s=30.0)
+    first = asyncio.ensure_future(coalescer.call("order-1", timeout=60))
+    await asyncio.sleep(0)
+    order = asyncio.ensure_future(coalescer.call("order-2", timeout=60))
+    reserve = asyncio.ensure_future(coalescer.call("reserve", timeout=60, wait=True))
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, order, reserve), 1.0) == [
+        "order-1",
+        "order-2",
+        "reserve",
+    ]
+    assert sent == [["order-1"], ["order-2", "reserve"]]

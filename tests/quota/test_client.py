@@ -82,7 +82,8 @@ async def test_a_stamps_calls_wait_for_the_window_and_an_order_never_does(
     order = pb.CreateOrderRequest(
         account_id="acct-b", quantity=1, idempotency_key="o1", channel=common_pb2.CHANNEL_RETAIL
     )
-    assert (await batching.CreateOrder(order)).order.quantity == 1
+    # A second against the window's thirty: the order went at once.
+    assert (await asyncio.wait_for(batching.CreateOrder(order), 1.0)).order.quantity == 1
     assert stub.batches[-1:] == [1]
     reserving = asyncio.ensure_future(batching.Reserve(reserve("acct-a", "k1", "d1")))
     await asyncio.sleep(0.05)
@@ -93,10 +94,13 @@ async def test_a_stamps_calls_wait_for_the_window_and_an_order_never_does(
     assert stub.batches[-1:] == [2]
     # Three stamps' calls fill a batch: it goes without waiting for the window.
     held = (await reserving).hold
-    filled = await asyncio.gather(
-        batching.Reserve(reserve("acct-a", "k2", "d2")),
-        batching.Commit(pb.CommitRequest(hold_id=held.hold_id, stamped_sha256=sha("s"))),
-        batching.Reserve(reserve("acct-a", "k1", "d1")),
+    filled = await asyncio.wait_for(
+        asyncio.gather(
+            batching.Reserve(reserve("acct-a", "k2", "d2")),
+            batching.Commit(pb.CommitRequest(hold_id=held.hold_id, stamped_sha256=sha("s"))),
+            batching.Reserve(reserve("acct-a", "k1", "d1")),
+        ),
+        1.0,
     )
     assert stub.batches[-1:] == [3] and filled[2].replayed
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 
 from emeterai.v1 import common_pb2
 from services.common.batching import Coalescer, call_error, item_error
+
+
+def echoing() -> tuple[list[list[str]], Callable[[list[str]], Awaitable[list[object]]]]:
+    """A batch call that answers every item with itself, and the batches it was sent."""
+    sent: list[list[str]] = []
+
+    async def send(items: list[str]) -> list[object]:
+        sent.append(items)
+        return list(items)
+
+    return sent, send
 
 
 def test_an_item_error_is_the_single_calls_error_and_an_empty_one_is_never_a_success() -> None:
@@ -100,12 +112,7 @@ async def test_an_item_whose_caller_gave_up_before_it_was_sent_is_never_sent() -
 
 
 async def test_calls_that_may_wait_gather_in_a_window_and_one_that_may_not_takes_them_along() -> None:
-    sent: list[list[str]] = []
-
-    async def send(items: list[str]) -> list[object]:
-        sent.append(items)
-        return items
-
+    sent, send = echoing()
     # A window far longer than the spacing below, so the calls meet however slow the machine is.
     coalescer: Coalescer[str] = Coalescer(send, max_items=3, max_in_flight=4, window_s=30.0)
     first = asyncio.ensure_future(coalescer.call("reserve-1", timeout=60, wait=True))
@@ -125,12 +132,7 @@ async def test_calls_that_may_wait_gather_in_a_window_and_one_that_may_not_takes
 
 
 async def test_a_window_runs_out_and_sends_what_gathered() -> None:
-    sent: list[list[str]] = []
-
-    async def send(items: list[str]) -> list[object]:
-        sent.append(items)
-        return items
-
+    sent, send = echoing()
     coalescer: Coalescer[str] = Coalescer(send, max_items=100, max_in_flight=4, window_s=0.02)
     answers = await asyncio.gather(*(coalescer.call(f"check-{n}", timeout=60, wait=True) for n in range(5)))
     assert answers == [f"check-{n}" for n in range(5)]

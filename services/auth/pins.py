@@ -254,9 +254,5 @@ class StampingPins:
             return account_ids - {row.account_id for row in known}
 
     def _require_account(self, account_id: str) -> None:
-        with self._engine.connect() as conn:
-            found = conn.execute(
-                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
-            ).first()
-        if found is None:
+        if self._unknown_accounts({account_id}):
             raise AccountNotFound(account_id)

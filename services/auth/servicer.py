@@ -27,7 +27,7 @@ AUTH_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     NotifierUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
-# As many as a busy gateway gathers while one call is in flight, and a bound on one call's work.
+# More than a busy gateway gathers for one call (it sends at most 500), and a bound on a call's work.
 MAX_PIN_CHECKS = 1000
 
 _ACCOUNT_KINDS = {

@@ -124,7 +124,7 @@ class Balance(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., available: _Optional[int] = ..., held: _Optional[int] = ..., consumed: _Optional[int] = ..., refunded: _Optional[int] = ..., purchased: _Optional[int] = ..., owed_idr: _Optional[int] = ...) -> None: ...
 
 class Hold(_message.Message):
-    __slots__ = ("hold_id", "account_id", "serial", "status", "document_sha256", "stamped_sha256", "metadata", "channel", "release_reason", "created_at", "expires_at", "resolved_at", "funding_account_id")
+    __slots__ = ("hold_id", "account_id", "serial", "status", "document_sha256", "stamped_sha256", "metadata", "channel", "release_reason", "created_at", "expires_at", "resolved_at", "funding_account_id", "document_ref")
     HOLD_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,7 @@ class Hold(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_AT_FIELD_NUMBER: _ClassVar[int]
     FUNDING_ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_REF_FIELD_NUMBER: _ClassVar[int]
     hold_id: str
     account_id: str
     serial: str
@@ -151,7 +152,8 @@ class Hold(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     resolved_at: _timestamp_pb2.Timestamp
     funding_account_id: str
-    def __init__(self, hold_id: _Optional[str] = ..., account_id: _Optional[str] = ..., serial: _Optional[str] = ..., status: _Optional[_Union[HoldStatus, str]] = ..., document_sha256: _Optional[bytes] = ..., stamped_sha256: _Optional[bytes] = ..., metadata: _Optional[_Union[_common_pb2.DocumentMetadata, _Mapping]] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., release_reason: _Optional[_Union[ReleaseReason, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., funding_account_id: _Optional[str] = ...) -> None: ...
+    document_ref: str
+    def __init__(self, hold_id: _Optional[str] = ..., account_id: _Optional[str] = ..., serial: _Optional[str] = ..., status: _Optional[_Union[HoldStatus, str]] = ..., document_sha256: _Optional[bytes] = ..., stamped_sha256: _Optional[bytes] = ..., metadata: _Optional[_Union[_common_pb2.DocumentMetadata, _Mapping]] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., release_reason: _Optional[_Union[ReleaseReason, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., funding_account_id: _Optional[str] = ..., document_ref: _Optional[str] = ...) -> None: ...
 
 class SerialRecord(_message.Message):
     __slots__ = ("serial", "status", "issued_at", "stamped_at")

@@ -169,12 +169,14 @@ class ReserveResponse(_message.Message):
     def __init__(self, hold: _Optional[_Union[_ledger_pb2.Hold, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("hold_id", "stamped_sha256")
+    __slots__ = ("hold_id", "stamped_sha256", "document_ref")
     HOLD_ID_FIELD_NUMBER: _ClassVar[int]
     STAMPED_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_REF_FIELD_NUMBER: _ClassVar[int]
     hold_id: str
     stamped_sha256: bytes
-    def __init__(self, hold_id: _Optional[str] = ..., stamped_sha256: _Optional[bytes] = ...) -> None: ...
+    document_ref: str
+    def __init__(self, hold_id: _Optional[str] = ..., stamped_sha256: _Optional[bytes] = ..., document_ref: _Optional[str] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
     __slots__ = ("hold",)

@@ -70,6 +70,7 @@ def hold_from_row(row: Any) -> Hold:
         created_at=row.created_at,
         expires_at=row.expires_at,
         resolved_at=row.resolved_at,
+        document_ref=row.document_ref or "",
     )
 
 
@@ -157,6 +158,7 @@ def _new_hold(
         "created_at": request.now,
         "expires_at": request.now + request.ttl,
         "resolved_at": None,
+        "document_ref": None,
     }
     return serial_row, hold_row
 
@@ -260,13 +262,24 @@ def _resolve(conn: Connection, hold_id: str, now: datetime, *, in_time: bool = F
     return result.one_or_none()
 
 
-def commit(journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime) -> Hold:
-    """Consume the held unit and bind the serial to the stamped document; repeatable with the same hash."""
+def commit(
+    journal: Journal, hold_id: str, stamped_sha256: bytes, now: datetime, document_ref: str = ""
+) -> Hold:
+    """Consume the held unit and bind the serial to the stamped document; repeatable with the same hash.
+
+    document_ref, where the document store keeps the stamped PDF, is kept with the hold; a repeat
+    answers the hold as first committed, its reference included."""
     conn = journal.conn
     # A hold past its deadline is expired whether or not the sweeper has released it yet: the
     # answer must not depend on when the sweeper last ran.
     row = _resolve(
-        conn, hold_id, now, in_time=True, status=HoldStatus.COMMITTED, stamped_sha256=stamped_sha256
+        conn,
+        hold_id,
+        now,
+        in_time=True,
+        status=HoldStatus.COMMITTED,
+        stamped_sha256=stamped_sha256,
+        document_ref=document_ref or None,
     )
     if row is None:
         hold = get(conn, hold_id)
@@ -456,6 +469,7 @@ class CommitRequest:
     hold_id: str
     stamped_sha256: bytes
     now: datetime
+    document_ref: str = ""
 
 
 _STAMP_TYPES: dict[str, TypeEngine[Any]] = {"d_stamped": LargeBinary(), "d_now": UtcDateTime()}
@@ -471,8 +485,9 @@ _TAKE_UNITS = ValuesStatement(
 # Only reserved, prepaid holds within their deadline; the rest (replays, released or expired holds,
 # holds on credit) go one by one.
 _COMMIT_HOLDS = ValuesStatement(
-    ("d_hold", "d_stamped", "d_now"),
-    "UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now "
+    ("d_hold", "d_stamped", "d_now", "d_ref"),
+    "UPDATE holds SET status = 'committed', stamped_sha256 = d_stamped, resolved_at = d_now, "
+    "document_ref = d_ref "
     "FROM d WHERE hold_id = d_hold AND status = 'reserved' AND credit_price_idr = 0 AND expires_at > d_now "
     f"RETURNING {', '.join(column.name for column in holds.c)}",
     _STAMP_TYPES,
@@ -535,7 +550,11 @@ def commit_many(journal: Journal, requests: list[CommitRequest]) -> list[Hold | 
     for index, request in enumerate(requests):
         firsts.setdefault(request.hold_id, index)
     committed = _COMMIT_HOLDS.execute(
-        conn, sorted((hold_id, requests[i].stamped_sha256, requests[i].now) for hold_id, i in firsts.items())
+        conn,
+        sorted(
+            (hold_id, requests[i].stamped_sha256, requests[i].now, requests[i].document_ref or None)
+            for hold_id, i in firsts.items()
+        ),
     ).all()
     if not committed:
         return results

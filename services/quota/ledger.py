@@ -47,7 +47,15 @@ from services.quota.models import (
     Transfer,
 )
 from services.quota.payments import PaymentProvider, SandboxProvider
-from services.quota.schema import ACCOUNT_ID_LENGTH, ID_LENGTH, KEY_LENGTH, REASON_LENGTH, TEXT_LENGTH, new_id
+from services.quota.schema import (
+    ACCOUNT_ID_LENGTH,
+    DOCUMENT_REF_LENGTH,
+    ID_LENGTH,
+    KEY_LENGTH,
+    REASON_LENGTH,
+    TEXT_LENGTH,
+    new_id,
+)
 from services.quota.serials import is_valid_serial, normalize_serial
 
 T = TypeVar("T")
@@ -384,19 +392,22 @@ class Ledger:
         )
         return self._committer.submit(lambda journal: holds.reserve(journal, request), ("reserve", request))
 
-    def commit(self, hold_id: str, stamped_sha256: bytes) -> Hold:
-        """Consume the held unit and bind its serial to the stamped document. Repeating it with the
-        same hash returns the hold; a released hold or another hash raises HoldAlreadyResolved."""
-        return self.commit_later(hold_id, stamped_sha256).result()
+    def commit(self, hold_id: str, stamped_sha256: bytes, document_ref: str = "") -> Hold:
+        """Consume the held unit and bind its serial to the stamped document, and keep where the
+        document store put it (document_ref). Repeating it with the same hash returns the hold; a
+        released hold or another hash raises HoldAlreadyResolved."""
+        return self.commit_later(hold_id, stamped_sha256, document_ref).result()
 
-    def commit_later(self, hold_id: str, stamped_sha256: bytes) -> Future[Hold]:
+    def commit_later(self, hold_id: str, stamped_sha256: bytes, document_ref: str = "") -> Future[Hold]:
         """commit without waiting for the result."""
         _require("hold_id", hold_id, ID_LENGTH)
         _require_sha256("stamped_sha256", stamped_sha256)
+        if len(document_ref) > DOCUMENT_REF_LENGTH:
+            raise InvalidInput(f"document_ref must be at most {DOCUMENT_REF_LENGTH} characters")
         now = self._clock()
         return self._committer.submit(
-            lambda journal: holds.commit(journal, hold_id, stamped_sha256, now),
-            ("commit", holds.CommitRequest(hold_id, stamped_sha256, now)),
+            lambda journal: holds.commit(journal, hold_id, stamped_sha256, now, document_ref),
+            ("commit", holds.CommitRequest(hold_id, stamped_sha256, now, document_ref)),
         )
 
     def release(self, hold_id: str, reason: ReleaseReason) -> Hold:

@@ -198,6 +198,8 @@ class Hold:
     created_at: datetime
     expires_at: datetime
     resolved_at: datetime | None
+    # Where the gateway's document store keeps the stamped PDF ("" when it finds it by hold id).
+    document_ref: str = ""
 
 
 @dataclass(frozen=True)

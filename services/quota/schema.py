@@ -62,6 +62,7 @@ ACCOUNT_ID_LENGTH = 128
 KEY_LENGTH = 128
 REASON_LENGTH = 500
 TEXT_LENGTH = 200
+DOCUMENT_REF_LENGTH = 200
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
@@ -291,6 +292,8 @@ holds = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("resolved_at", UtcDateTime, nullable=True),
+    # Where the gateway's document store keeps the stamped PDF: opaque here, set on commit.
+    Column("document_ref", String(DOCUMENT_REF_LENGTH), nullable=True),
     UniqueConstraint("account_id", "idempotency_key"),
     CheckConstraint(_one_of("status", HoldStatus), name="status_known"),
     CheckConstraint(_one_of("channel", Channel), name="channel_known"),

@@ -136,6 +136,7 @@ def hold_to_proto(hold: Hold) -> ledger_pb2.Hold:
         status=enum_to_proto(hold.status),
         document_sha256=hold.document_sha256,
         stamped_sha256=hold.stamped_sha256 or b"",
+        document_ref=hold.document_ref,
         metadata=common_pb2.DocumentMetadata(
             type=enum_to_proto(metadata.type),
             name=metadata.name,
@@ -424,7 +425,7 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
         return await self._single("commit", request)  # type: ignore[no-any-return]
 
     def _start_commit(self, request: quota_service_pb2.CommitRequest) -> Future[Hold]:
-        return self._ledger.commit_later(request.hold_id, request.stamped_sha256)
+        return self._ledger.commit_later(request.hold_id, request.stamped_sha256, request.document_ref)
 
     async def _answer_commit(self, hold: Hold) -> quota_service_pb2.CommitResponse:
         return quota_service_pb2.CommitResponse(hold=hold_to_proto(hold))

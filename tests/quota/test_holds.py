@@ -76,6 +76,47 @@ def test_a_commit_repeats_with_the_same_hash_and_nothing_else_resolves_it_again(
     assert ledger.get_balance("acct-a").consumed == 1
 
 
+def test_a_commit_keeps_where_the_stamped_document_is_and_a_repeat_answers_the_first(
+    ledger: Ledger, buy: Buy
+) -> None:
+    buy("acct-a", 3)
+    first, _ = ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL)
+    assert first.document_ref == ""
+    committed = ledger.commit(first.hold_id, sha("stamped"), "segment-a:0:100")
+    assert committed.document_ref == "segment-a:0:100"
+    assert ledger.get_hold(first.hold_id).document_ref == "segment-a:0:100"
+    # A retried commit (the gateway stored the PDF again before its retry) keeps the first place:
+    # the hold answers as it was committed.
+    assert ledger.commit(first.hold_id, sha("stamped"), "segment-b:0:100") == committed
+    # Without a reference the store finds the PDF by the hold id alone.
+    second, _ = ledger.reserve("acct-a", "stamp-2", sha("doc 2"), NO_METADATA, Channel.RETAIL)
+    assert ledger.commit(second.hold_id, sha("stamped 2")).document_ref == ""
+
+
+def test_commits_written_together_each_keep_their_own_document_ref(ledger: Ledger, buy: Buy) -> None:
+    buy("acct-a", 8)
+    held = [
+        ledger.reserve("acct-a", f"stamp-{n}", sha(f"doc {n}"), NO_METADATA, Channel.RETAIL)[0]
+        for n in range(8)
+    ]
+    # Submitted without waiting, so the ledger's writer takes them as one batch where it can.
+    futures = [
+        ledger.commit_later(hold.hold_id, sha(f"stamped {n}"), f"segment:{n}:10" if n % 2 else "")
+        for n, hold in enumerate(held)
+    ]
+    committed = [future.result() for future in futures]
+    assert [hold.document_ref for hold in committed] == [f"segment:{n}:10" if n % 2 else "" for n in range(8)]
+    assert [ledger.get_hold(hold.hold_id).document_ref for hold in held] == [h.document_ref for h in committed]
+
+
+def test_a_document_ref_longer_than_the_ledger_keeps_is_refused(ledger: Ledger, buy: Buy) -> None:
+    buy("acct-a", 1)
+    hold, _ = ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL)
+    with pytest.raises(InvalidInput, match="document_ref must be at most 200"):
+        ledger.commit(hold.hold_id, sha("stamped"), "x" * 201)
+    assert ledger.get_hold(hold.hold_id).status is HoldStatus.RESERVED
+
+
 def test_release_returns_the_unit_and_voids_the_serial_once(ledger: Ledger, buy: Buy) -> None:
     buy("acct-a", 1)
     hold, _ = ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL)

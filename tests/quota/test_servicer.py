@@ -102,9 +102,14 @@ async def test_every_rpc_round_trips(stub: quota_service_pb2_grpc.QuotaServiceSt
     hold = reserved.hold
     assert hold.status == ledger_pb2.HOLD_STATUS_RESERVED and len(hold.serial) == 22
     assert hold.metadata == metadata and not hold.HasField("resolved_at")
-    committed = await stub.Commit(pb.CommitRequest(hold_id=hold.hold_id, stamped_sha256=sha("stamped")))
+    committed = await stub.Commit(
+        pb.CommitRequest(hold_id=hold.hold_id, stamped_sha256=sha("stamped"), document_ref="seg-1:0:42")
+    )
     assert committed.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED
     assert committed.hold.stamped_sha256 == sha("stamped")
+    assert committed.hold.document_ref == "seg-1:0:42"
+    got = await stub.GetHold(pb.GetHoldRequest(hold_id=hold.hold_id, account_id="acct-a"))
+    assert got.hold.document_ref == "seg-1:0:42"
 
     looked_up = await stub.LookupSerial(pb.LookupSerialRequest(serial=hold.serial))
     assert looked_up.serial.status == ledger_pb2.SERIAL_STATUS_STAMPED

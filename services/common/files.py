@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     # The rename or link itself is only durable once the directory entry is on disk.
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -34,7 +34,7 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_private_file(path: Path, data: bytes) -> None:
@@ -57,4 +57,4 @@ def write_private_file(path: Path, data: bytes) -> None:
             os.link(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)

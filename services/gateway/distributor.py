@@ -376,7 +376,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         hold = await self._own_hold(request.stamp_id)
         if not hold.stamped_sha256:
             raise NotFound("this stamp has no stamped document")
-        document = await asyncio.to_thread(self._store.get, hold.hold_id)
+        document = await asyncio.to_thread(self._store.get, hold.hold_id, hold.document_ref)
         return pb.DownloadStampedDocumentResponse(stamped_document=document, stamp=stamp_record(hold))
 
     async def LookupSerial(self, request: Any, context: Any) -> pb.DistributorServiceLookupSerialResponse:

@@ -3,20 +3,29 @@
 They are kept for a retention (EMETERAI_DOCUMENT_RETENTION_DAYS); the gateway deletes older ones
 now and then, and asking for one afterwards is Gone. Only our copy of the PDF goes: the stamp,
 its serial and its signature stay valid and verifiable.
+
+A store answers each put with a reference, which the gateway hands to the ledger with the commit;
+the ledger keeps it with the hold, so whichever replica is asked later finds the PDF from the hold
+alone, with no index of its own to keep or share.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import secrets
+import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from services.common.errors import Gone, InvalidInput, NotFound
-from services.common.files import write_atomically
+from services.common.files import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +34,21 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A temporary file of an atomic write older than this is a crash's leftover, never a write in
 # progress: writes take seconds.
 STALE_TEMPORARY = timedelta(days=1)
+
+# A segment is closed and a new one begun at whichever comes first. A segment goes once its last
+# PDF is past the retention, so a PDF is kept at least the retention and at most SEGMENT_AGE more.
+SEGMENT_BYTES = 256 * 1024 * 1024
+SEGMENT_AGE = timedelta(hours=1)
+
+# A record: magic, the stamp id's length, the PDF's length and its SHA-256; then the id and the
+# PDF. A reader checks all of it against the stamp it was asked for, so a wrong or stale
+# reference is found out rather than answered with someone else's document.
+_MAGIC = b"EMSD"
+_HEADER = struct.Struct(">4sHI32s")
+_SEGMENT_NAME = r"\d{8}T\d{6}Z-[0-9a-f]{8}\.seg"
+_REF = re.compile(rf"(?P<segment>{_SEGMENT_NAME}):(?P<offset>\d{{1,15}}):(?P<length>\d{{1,10}})")
+_SEGMENT = re.compile(_SEGMENT_NAME)
+_PDF_SUFFIX = ".pdf"
 
 
 def utc_now() -> datetime:
@@ -37,57 +61,238 @@ def retention_from_days(days: int) -> timedelta | None:
 
 
 class DocumentStore(Protocol):
-    def put(self, stamp_id: str, document: bytes) -> None: ...
+    def put(self, stamp_id: str, document: bytes) -> str:
+        """Keep document durably; the answer is its reference, for get."""
+        ...
 
-    def get(self, stamp_id: str) -> bytes: ...
+    def get(self, stamp_id: str, ref: str = "") -> bytes: ...
+
+
+@dataclass(eq=False)
+class _Segment:
+    path: Path
+    fd: int
+    opened_at: datetime
+    size: int = 0
+    # Records written, and how many of them are on disk: a put returns once its own is.
+    appended: int = 0
+    synced: int = 0
+    retired: bool = False
+    closed: bool = False
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LocalDocumentStore:
-    """One file per stamp in a local folder; writes are atomic so a crash leaves no half file."""
+    """Stamped PDFs appended to segment files in a local folder, which replicas may share.
+
+    Each store writes segments of its own (named by when they were begun, and a random part), so
+    replicas sharing the folder never write to one file, and reads any. Creating a file per PDF
+    cost more than writing it: the file system finds an inode for each, and the file and its
+    folder each had to reach the disk. Here a put is one write to an open file, and one fdatasync
+    covers every put waiting at that moment (group commit).
+
+    PDFs kept before segments, one file per stamp named by its id, are read by id (an empty
+    reference) and deleted with the retention as before.
+    """
 
     def __init__(
         self,
         directory: Path,
         retention: timedelta | None = None,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        segment_age: timedelta = SEGMENT_AGE,
     ) -> None:
         self.directory = directory
         self.retention = retention
         self._clock = clock
+        self._segment_bytes = segment_bytes
+        self._segment_age = segment_age
+        self._append_lock = threading.Lock()
+        self._current: _Segment | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, stamp_id: str) -> Path:
-        # Ids come from URLs: only plain ids may become file names, never paths.
-        # fullmatch: a `$` would also match before a trailing newline.
-        if not _SAFE_ID.fullmatch(stamp_id):
-            raise InvalidInput("malformed stamp id")
-        return self.directory / f"{stamp_id}.pdf"
+    def put(self, stamp_id: str, document: bytes) -> str:
+        name = _checked(stamp_id).encode()
+        record = (
+            _HEADER.pack(_MAGIC, len(name), len(document), hashlib.sha256(document).digest())
+            + name
+            + document
+        )
+        with self._append_lock:
+            segment = self._segment_for(len(record))
+            offset = segment.size
+            try:
+                _write_at(segment.fd, record, offset)
+            except BaseException:
+                # What reached the file is unknown: the next put begins a new segment.
+                self._retire(segment)
+                raise
+            segment.size += len(record)
+            segment.appended += 1
+            ticket = segment.appended
+        self._sync(segment, ticket)
+        return f"{segment.path.name}:{offset}:{len(record)}"
 
-    def put(self, stamp_id: str, document: bytes) -> None:
-        write_atomically(self._path(stamp_id), document)
-
-    def get(self, stamp_id: str) -> bytes:
+    def get(self, stamp_id: str, ref: str = "") -> bytes:
+        _checked(stamp_id)
+        if not ref:
+            try:
+                return (self.directory / f"{stamp_id}{_PDF_SUFFIX}").read_bytes()
+            except FileNotFoundError:
+                raise self._missing() from None
+        place = _REF.fullmatch(ref)
+        if place is None:
+            log.error("malformed document reference", extra={"stamp_id": stamp_id})
+            raise self._missing()
+        offset, length = int(place["offset"]), int(place["length"])
         try:
-            return self._path(stamp_id).read_bytes()
+            descriptor = os.open(self.directory / place["segment"], os.O_RDONLY)
         except FileNotFoundError:
-            if self.retention is None:
-                raise NotFound("the stamped document is no longer kept") from None
-            raise Gone(
-                f"the stamped PDF is no longer kept: copies are kept {self.retention.days} days. "
-                "The stamp itself remains valid and verifiable: verify the PDF you downloaded, "
-                "or look up its serial"
-            ) from None
+            raise self._missing() from None
+        try:
+            record = _read_at(descriptor, length, offset)
+        finally:
+            os.close(descriptor)
+        # A short read (past the segment's end) is a wrong reference, never a shorter record.
+        document = _unpacked(record, stamp_id) if len(record) == length else None
+        if document is None:
+            log.error(
+                "document record does not match its reference", extra={"stamp_id": stamp_id, "ref": ref}
+            )
+            raise self._missing()
+        return document
 
     def delete_expired(self) -> int:
-        """Delete stamped PDFs older than the retention; return how many went.
+        """Delete segments whose last PDF is past the retention, and stamped PDFs kept one per file
+        that are; return how many files went.
 
-        A PDF is written once, while its hold is reserved (minutes), so one past the retention is
-        never being written. Temporary files of writes in progress are left alone unless they are
-        a crash's leftovers."""
+        A segment past the retention is never being written: a store begins a new one every
+        SEGMENT_AGE. Temporary files of writes in progress are left alone unless they are a crash's
+        leftovers."""
         if self.retention is None:
             return 0
         now = self._clock()
-        return _delete_older(self.directory, ".pdf", (now - self.retention).timestamp(), now)
+        cutoff = (now - self.retention).timestamp()
+        current = self._current.path.name if self._current is not None else None
+        deleted = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if not _SEGMENT.fullmatch(entry.name) or entry.name == current:
+                    continue
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                deleted += 1
+        if deleted:
+            log.info("expired segments deleted", extra={"directory": str(self.directory), "deleted": deleted})
+        return deleted + _delete_older(self.directory, _PDF_SUFFIX, cutoff, now)
+
+    def close(self) -> None:
+        """Close the segment being written; every put already returned is on disk."""
+        with self._append_lock:
+            if self._current is not None:
+                self._retire(self._current)
+                self._current = None
+
+    def _segment_for(self, record_bytes: int) -> _Segment:
+        """The segment to append a record to, begun anew when the current one is full or old."""
+        now = self._clock()
+        segment = self._current
+        if segment is not None and (
+            segment.retired
+            or (segment.size and segment.size + record_bytes > self._segment_bytes)
+            or now - segment.opened_at >= self._segment_age
+        ):
+            self._retire(segment)
+            segment = None
+        if segment is None:
+            path = self.directory / f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}.seg"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # The segment's name must be on disk before any reference to it is handed out.
+            fsync_directory(self.directory)
+            segment = self._current = _Segment(path, descriptor, now)
+        return segment
+
+    def _sync(self, segment: _Segment, ticket: int) -> None:
+        """Return once the segment's first `ticket` records are on disk: whoever syncs covers every
+        record written before it began, so puts waiting together share one fdatasync."""
+        with segment.sync_lock:
+            if segment.synced < ticket:
+                # Read before the sync: the records counted were written, the sync covers them.
+                target = segment.appended
+                os.fdatasync(segment.fd)
+                segment.synced = target
+            self._close_if_done(segment)
+
+    def _retire(self, segment: _Segment) -> None:
+        segment.retired = True
+        if self._current is segment:
+            self._current = None
+        with segment.sync_lock:
+            self._close_if_done(segment)
+
+    @staticmethod
+    def _close_if_done(segment: _Segment) -> None:
+        # Under segment.sync_lock: a retired segment is closed once nothing waits to sync it.
+        if segment.retired and not segment.closed and segment.synced == segment.appended:
+            segment.closed = True
+            os.close(segment.fd)
+
+    def _missing(self) -> NotFound:
+        if self.retention is None:
+            return NotFound("the stamped document is no longer kept")
+        return Gone(
+            f"the stamped PDF is no longer kept: copies are kept {self.retention.days} days. "
+            "The stamp itself remains valid and verifiable: verify the PDF you downloaded, "
+            "or look up its serial"
+        )
+
+
+def _checked(stamp_id: str) -> str:
+    # Ids come from URLs: only plain ids may become file names or records, never paths.
+    # fullmatch: a `$` would also match before a trailing newline.
+    if not _SAFE_ID.fullmatch(stamp_id):
+        raise InvalidInput("malformed stamp id")
+    return stamp_id
+
+
+def _write_at(descriptor: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _read_at(descriptor: int, length: int, offset: int) -> bytes:
+    parts = []
+    while length:
+        part = os.pread(descriptor, length, offset)
+        if not part:
+            break
+        parts.append(part)
+        length, offset = length - len(part), offset + len(part)
+    return b"".join(parts)
+
+
+def _unpacked(record: bytes, stamp_id: str) -> bytes | None:
+    """The PDF in record when it is whole and is stamp_id's; None otherwise."""
+    if len(record) < _HEADER.size:
+        return None
+    magic, id_length, document_length, digest = _HEADER.unpack_from(record)
+    name_end = _HEADER.size + id_length
+    if (
+        magic != _MAGIC
+        or len(record) != name_end + document_length
+        or record[_HEADER.size : name_end] != stamp_id.encode()
+    ):
+        return None
+    document = record[name_end:]
+    return document if hashlib.sha256(document).digest() == digest else None
 
 
 def _delete_older(directory: Path, suffix: str, cutoff: float, now: datetime) -> int:

@@ -466,7 +466,7 @@ def _account_routes() -> APIRouter:
         hold = await _own_hold(stamp_id, user, gateway)
         if not hold.stamped_sha256:
             raise NotFound("this stamp has no stamped document")
-        document = await asyncio.to_thread(gateway.store.get, hold.hold_id)
+        document = await asyncio.to_thread(gateway.store.get, hold.hold_id, hold.document_ref)
         return Response(
             document,
             media_type="application/pdf",

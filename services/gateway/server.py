@@ -147,6 +147,7 @@ async def serve(settings: GatewaySettings) -> None:
         await jwks.close()
         if redis is not None:
             await redis.aclose()
+        store.close()
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ class StampingFlow:
                 )
             if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
                 try:
-                    stored = await asyncio.to_thread(self._store.get, hold.hold_id)
+                    stored = await asyncio.to_thread(self._store.get, hold.hold_id, hold.document_ref)
                 except BaseException:
                     count_stamp(partition, FAILED)
                     raise
@@ -166,7 +166,7 @@ class StampingFlow:
             await self._release(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
             raise
         try:
-            await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
+            document_ref = await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
         except BaseException:
             await self._release(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
             raise
@@ -175,7 +175,9 @@ class StampingFlow:
             committed = await upstream(
                 self._quota.Commit(
                     quota_service_pb2.CommitRequest(
-                        hold_id=hold.hold_id, stamped_sha256=signed.stamped_sha256
+                        hold_id=hold.hold_id,
+                        stamped_sha256=signed.stamped_sha256,
+                        document_ref=document_ref,
                     ),
                     timeout=10,
                 )
@@ -184,6 +186,10 @@ class StampingFlow:
             count_stamp(partition, FAILED)
             raise
         count_stamp(partition, COMMITTED)
+        if document_ref and not committed.hold.document_ref:
+            # A ledger older than document references kept the commit without it: the owner has
+            # the PDF in this answer, but downloading it again from the history will fail.
+            log.error("the ledger did not keep the document reference", extra={"hold_id": hold.hold_id})
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
 

@@ -106,7 +106,9 @@ def test_commits_written_together_each_keep_their_own_document_ref(ledger: Ledge
     ]
     committed = [future.result() for future in futures]
     assert [hold.document_ref for hold in committed] == [f"segment:{n}:10" if n % 2 else "" for n in range(8)]
-    assert [ledger.get_hold(hold.hold_id).document_ref for hold in held] == [h.document_ref for h in committed]
+    assert [ledger.get_hold(hold.hold_id).document_ref for hold in held] == [
+        h.document_ref for h in committed
+    ]
 
 
 def test_a_document_ref_longer_than_the_ledger_keeps_is_refused(ledger: Ledger, buy: Buy) -> None:

@@ -45,8 +45,8 @@ SEGMENT_AGE = timedelta(hours=1)
 # reference is found out rather than answered with someone else's document.
 _MAGIC = b"EMSD"
 _HEADER = struct.Struct(">4sHI32s")
-_SEGMENT_NAME = r"\d{8}T\d{6}Z-[0-9a-f]{8}\.seg"
-_REF = re.compile(rf"(?P<segment>{_SEGMENT_NAME}):(?P<offset>\d{{1,15}}):(?P<length>\d{{1,10}})")
+_SEGMENT_NAME = r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}\.seg"
+_REF = re.compile(rf"(?P<segment>{_SEGMENT_NAME}):(?P<offset>[0-9]{{1,15}}):(?P<length>[0-9]{{1,10}})")
 _SEGMENT = re.compile(_SEGMENT_NAME)
 _PDF_SUFFIX = ".pdf"
 
@@ -78,6 +78,9 @@ class _Segment:
     appended: int = 0
     synced: int = 0
     retired: bool = False
+    # A sync that failed: what it should have covered may be lost (a later fdatasync would not
+    # say so), so no put in this segment may succeed any more.
+    failed: bool = False
     closed: bool = False
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,8 +112,13 @@ class LocalDocumentStore:
         self._clock = clock
         self._segment_bytes = segment_bytes
         self._segment_age = segment_age
+        if retention is not None and retention <= segment_age:
+            # A segment being written is younger than segment_age: the retention must be longer, or
+            # another replica's sweep could delete it under its writer.
+            raise ValueError("the retention must be longer than a segment's age")
         self._append_lock = threading.Lock()
         self._current: _Segment | None = None
+        self._closed = False
         directory.mkdir(parents=True, exist_ok=True)
 
     def put(self, stamp_id: str, document: bytes) -> str:
@@ -121,6 +129,8 @@ class LocalDocumentStore:
             + document
         )
         with self._append_lock:
+            if self._closed:
+                raise RuntimeError("the document store is closed")
             segment = self._segment_for(len(record))
             offset = segment.size
             try:
@@ -152,10 +162,11 @@ class LocalDocumentStore:
         except FileNotFoundError:
             raise self._missing() from None
         try:
-            record = _read_at(descriptor, length, offset)
+            # A reference past the segment's end is a wrong one: nothing is read for it.
+            fits = offset + length <= os.fstat(descriptor).st_size
+            record = _read_at(descriptor, length, offset) if fits else b""
         finally:
             os.close(descriptor)
-        # A short read (past the segment's end) is a wrong reference, never a shorter record.
         document = _unpacked(record, stamp_id) if len(record) == length else None
         if document is None:
             log.error(
@@ -169,13 +180,18 @@ class LocalDocumentStore:
         that are; return how many files went.
 
         A segment past the retention is never being written: a store begins a new one every
-        SEGMENT_AGE. Temporary files of writes in progress are left alone unless they are a crash's
-        leftovers."""
+        SEGMENT_AGE, shorter than any retention. Temporary files of writes in progress are left
+        alone unless they are a crash's leftovers."""
         if self.retention is None:
             return 0
         now = self._clock()
         cutoff = (now - self.retention).timestamp()
-        current = self._current.path.name if self._current is not None else None
+        with self._append_lock:
+            # A store that has not stamped for a while still holds its last segment open: past its
+            # age it is done with, and goes with the retention like any other.
+            if self._current is not None and now - self._current.opened_at >= self._segment_age:
+                self._retire(self._current)
+            current = self._current.path.name if self._current is not None else None
         deleted = 0
         with os.scandir(self.directory) as entries:
             for entry in entries:
@@ -195,9 +211,9 @@ class LocalDocumentStore:
     def close(self) -> None:
         """Close the segment being written; every put already returned is on disk."""
         with self._append_lock:
+            self._closed = True
             if self._current is not None:
                 self._retire(self._current)
-                self._current = None
 
     def _segment_for(self, record_bytes: int) -> _Segment:
         """The segment to append a record to, begun anew when the current one is full or old."""
@@ -205,6 +221,7 @@ class LocalDocumentStore:
         segment = self._current
         if segment is not None and (
             segment.retired
+            or segment.failed
             or (segment.size and segment.size + record_bytes > self._segment_bytes)
             or now - segment.opened_at >= self._segment_age
         ):
@@ -213,8 +230,13 @@ class LocalDocumentStore:
         if segment is None:
             path = self.directory / f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}.seg"
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            # The segment's name must be on disk before any reference to it is handed out.
-            fsync_directory(self.directory)
+            try:
+                # The segment's name must be on disk before any reference to it is handed out.
+                fsync_directory(self.directory)
+            except BaseException:
+                os.close(descriptor)
+                path.unlink(missing_ok=True)
+                raise
             segment = self._current = _Segment(path, descriptor, now)
         return segment
 
@@ -222,10 +244,16 @@ class LocalDocumentStore:
         """Return once the segment's first `ticket` records are on disk: whoever syncs covers every
         record written before it began, so puts waiting together share one fdatasync."""
         with segment.sync_lock:
+            if segment.failed:
+                raise OSError("an earlier sync of this segment failed; the document may not be on disk")
             if segment.synced < ticket:
                 # Read before the sync: the records counted were written, the sync covers them.
                 target = segment.appended
-                os.fdatasync(segment.fd)
+                try:
+                    os.fdatasync(segment.fd)
+                except BaseException:
+                    segment.failed = True
+                    raise
                 segment.synced = target
             self._close_if_done(segment)
 
@@ -238,8 +266,9 @@ class LocalDocumentStore:
 
     @staticmethod
     def _close_if_done(segment: _Segment) -> None:
-        # Under segment.sync_lock: a retired segment is closed once nothing waits to sync it.
-        if segment.retired and not segment.closed and segment.synced == segment.appended:
+        # Under segment.sync_lock: a retired segment is closed once nothing waits to sync it (or
+        # nothing can: it failed). Nothing writes to a retired segment.
+        if segment.retired and not segment.closed and (segment.failed or segment.synced == segment.appended):
             segment.closed = True
             os.close(segment.fd)
 

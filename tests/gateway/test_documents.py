@@ -218,3 +218,72 @@ def test_puts_waiting_together_share_one_fdatasync(tmp_path: Path, monkeypatch: 
         thread.join(timeout=30)
     # One sync covers every put that wrote before it began: far fewer syncs than puts.
     assert 1 <= len(syncs) <= 8
+
+
+def test_after_a_failed_sync_no_put_in_that_segment_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalDocumentStore(tmp_path)
+    real = os.fdatasync
+    failed: list[int] = []
+
+    def failing_once(descriptor: int) -> None:
+        # The disk reports an error once: what that sync should have covered may be lost, and a
+        # later fdatasync on the same file would return success regardless.
+        if not failed:
+            failed.append(descriptor)
+            time.sleep(0.05)
+            raise OSError(5, "Input/output error")
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", failing_once)
+    start = threading.Barrier(8)
+    refs: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def put(n: int) -> None:
+        start.wait(timeout=10)
+        try:
+            refs[f"hold_{n}"] = store.put(f"hold_{n}", b"%PDF racing")
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors, "the put whose sync failed raised"
+    assert len(errors) + len(refs) == 8
+    first_segment = sorted(_segments(tmp_path))[0].name
+    assert all(not ref.startswith(first_segment) for ref in refs.values()), "no success in the failed segment"
+    # The next put begins a new segment and is kept.
+    ref = store.put("hold_after", b"%PDF after")
+    assert not ref.startswith(first_segment)
+    assert store.get("hold_after", ref) == b"%PDF after"
+
+
+def test_a_store_that_stopped_stamping_lets_its_last_segment_expire(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = LocalDocumentStore(tmp_path, retention=retention_from_days(90), clock=clock)
+    ref = store.put("hold_last", b"%PDF last")
+    clock.advance(91 * 86400)
+    for path in _segments(tmp_path):
+        _age(path, 91)
+    assert store.delete_expired() == 1
+    with pytest.raises(Gone):
+        store.get("hold_last", ref)
+    # Stamping again begins a new segment rather than writing to the deleted one.
+    again = store.put("hold_again", b"%PDF again")
+    assert store.get("hold_again", again) == b"%PDF again"
+
+
+def test_the_retention_must_outlast_a_segment_and_a_closed_store_takes_no_puts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="longer than a segment"):
+        LocalDocumentStore(tmp_path, retention=timedelta(minutes=30))
+    store = LocalDocumentStore(tmp_path)
+    ref = store.put("hold_before", b"%PDF before")
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.put("hold_after", b"%PDF after")
+    assert store.get("hold_before", ref) == b"%PDF before"

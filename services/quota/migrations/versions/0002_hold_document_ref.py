@@ -25,5 +25,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # SQLite drops a column in place since 3.35; the references go, the PDFs stay in the store.
+    # SQLite drops a column in place since 3.35. The references go, and with them every download
+    # of a PDF the store keeps in a segment: the PDFs stay, but nothing says where.
     op.drop_column("holds", "document_ref")

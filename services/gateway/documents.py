@@ -192,21 +192,21 @@ class LocalDocumentStore:
             if self._current is not None and now - self._current.opened_at >= self._segment_age:
                 self._retire(self._current)
             current = self._current.path.name if self._current is not None else None
-        deleted = 0
-        with os.scandir(self.directory) as entries:
-            for entry in entries:
-                if not _SEGMENT.fullmatch(entry.name) or entry.name == current:
-                    continue
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                        continue
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue
-                deleted += 1
+        stale = (now - STALE_TEMPORARY).timestamp()
+
+        def written_before(name: str) -> float | None:
+            if name.startswith("."):
+                return stale
+            if name != current and (_SEGMENT.fullmatch(name) or name.endswith(_PDF_SUFFIX)):
+                return cutoff
+            return None
+
+        deleted = _delete_older(self.directory, written_before)
         if deleted:
-            log.info("expired segments deleted", extra={"directory": str(self.directory), "deleted": deleted})
-        return deleted + _delete_older(self.directory, _PDF_SUFFIX, cutoff, now)
+            log.info(
+                "expired documents deleted", extra={"directory": str(self.directory), "deleted": deleted}
+            )
+        return deleted
 
     def close(self) -> None:
         """Close the segment being written; every put already returned is on disk."""
@@ -324,25 +324,22 @@ def _unpacked(record: bytes, stamp_id: str) -> bytes | None:
     return document if hashlib.sha256(document).digest() == digest else None
 
 
-def _delete_older(directory: Path, suffix: str, cutoff: float, now: datetime) -> int:
-    """Delete directory's files ending in suffix last written before cutoff (a POSIX time), and
-    temporary files (names starting with a dot) older than STALE_TEMPORARY."""
-    stale = (now - STALE_TEMPORARY).timestamp()
+def _delete_older(directory: Path, written_before: Callable[[str], float | None]) -> int:
+    """Delete the files in directory last written before written_before(their name), a POSIX time
+    (None: keep it whatever its age); return how many went."""
     deleted = 0
     with os.scandir(directory) as entries:
         for entry in entries:
-            temporary = entry.name.startswith(".")
-            if not temporary and not entry.name.endswith(suffix):
+            cutoff = written_before(entry.name)
+            if cutoff is None:
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if entry.stat(follow_symlinks=False).st_mtime >= (stale if temporary else cutoff):
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
                     continue
                 os.unlink(entry.path)
             except FileNotFoundError:
                 continue
             deleted += 1
-    if deleted:
-        log.info("expired files deleted", extra={"directory": str(directory), "deleted": deleted})
     return deleted

@@ -2,7 +2,7 @@
 anything lost?
 
     .venv/bin/python bench/surge.py [--quick] [--surge-s S] [--postgres-url URL] [--redis-url URL]
-        [--json-out FILE] [--signer-cpu CORES] [--one-gateway] [--batch-window-ms MS]
+        [--json-out FILE] [--signer-cpu CORES] [--one-gateway] [--warm-up-s S] [--batch-window-ms MS]
 
 The stack runs as in production, each service its own process: auth, quota on a throwaway
 PostgreSQL database, one signer with one worker (the pool), and the gateway with Redis for its
@@ -506,15 +506,18 @@ async def warm_up(
     books are off by."""
     # Several accounts: each is held to its own rate by the per-account bucket.
     accounts = [await sign_in(http, tally) for _ in range(8)]
+    # Enough for each account's bucket (50 a second and a burst of 100, set by the Stack) to run out
+    # first, however long the warm-up.
+    units = round(50 * seconds) + 120
     for account in accounts:
-        await buy(http, account, 300, tally, pay=True)
+        await buy(http, account, units, tally, pay=True)
     client = StampClient(stack.http, document)
     stamped: Counter[int] = Counter()
     stop = time.monotonic() + seconds
 
     async def user(n: int) -> None:
         which = n % len(accounts)
-        while time.monotonic() < stop and stamped[which] < 280:
+        while time.monotonic() < stop and stamped[which] < units - 20:
             key = {"Idempotency-Key": secrets.token_hex(12)}
             status, _, body = await client.post(accounts[which].headers | key)
             if status != 201:
@@ -867,6 +870,12 @@ def main() -> None:
         help="purchases through the stamping gateway, not a purchases lane of their own",
     )
     parser.add_argument(
+        "--warm-up-s",
+        type=float,
+        default=None,
+        help="seconds of steady stamping before the surge, whose gateway CPU a stamp is printed",
+    )
+    parser.add_argument(
         "--batch-window-ms",
         type=float,
         default=None,
@@ -891,6 +900,8 @@ def main() -> None:
         options.drain_s = 90.0
         options.retail_accounts, options.purchase_accounts, options.batch_documents = 20, 4, 10
         options.warm_up_s = 2.0
+    if args.warm_up_s is not None:
+        options.warm_up_s = args.warm_up_s
     document = DOCUMENT.read_bytes()
     with (
         tempfile.TemporaryDirectory(prefix="emeterai-surge-") as directory,

@@ -244,9 +244,12 @@ class LocalDocumentStore:
         """Return once the segment's first `ticket` records are on disk: whoever syncs covers every
         record written before it began, so puts waiting together share one fdatasync."""
         with segment.sync_lock:
-            if segment.failed:
-                raise OSError("an earlier sync of this segment failed; the document may not be on disk")
-            if segment.synced < ticket:
+            try:
+                if segment.synced >= ticket:
+                    # An earlier sync covered it, whatever happened to the syncs since.
+                    return
+                if segment.failed:
+                    raise OSError("an earlier sync of this segment failed; the document may not be on disk")
                 # Read before the sync: the records counted were written, the sync covers them.
                 target = segment.appended
                 try:
@@ -255,7 +258,9 @@ class LocalDocumentStore:
                     segment.failed = True
                     raise
                 segment.synced = target
-            self._close_if_done(segment)
+            finally:
+                # A retired segment may have waited for this sync, failed or not, to be closed.
+                self._close_if_done(segment)
 
     def _retire(self, segment: _Segment) -> None:
         segment.retired = True

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import threading
 import time
@@ -7,12 +8,24 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import Gone, InvalidInput, NotFound
+from services.gateway import documents
 from services.gateway.documents import LocalDocumentStore, retention_from_days
 from tests.conftest import FakeClock
 
 
 def _segments(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.seg"))
+
+
+def _open_segments() -> set[str]:
+    """The segment files this process has descriptors open on (names; a number may be reused)."""
+    found = set()
+    for entry in os.scandir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(entry.path)
+            if target.endswith(".seg"):
+                found.add(Path(target).name)
+    return found
 
 
 def test_put_answers_a_reference_and_get_returns_the_same_bytes(tmp_path: Path) -> None:
@@ -227,11 +240,14 @@ def test_after_a_failed_sync_no_put_in_that_segment_succeeds(
     real = os.fdatasync
     failed: list[int] = []
 
+    failed_segment: list[str] = []
+
     def failing_once(descriptor: int) -> None:
         # The disk reports an error once: what that sync should have covered may be lost, and a
         # later fdatasync on the same file would return success regardless.
         if not failed:
             failed.append(descriptor)
+            failed_segment.append(Path(os.readlink(f"/proc/self/fd/{descriptor}")).name)
             time.sleep(0.05)
             raise OSError(5, "Input/output error")
         real(descriptor)
@@ -255,11 +271,13 @@ def test_after_a_failed_sync_no_put_in_that_segment_succeeds(
         thread.join(timeout=30)
     assert errors, "the put whose sync failed raised"
     assert len(errors) + len(refs) == 8
-    first_segment = sorted(_segments(tmp_path))[0].name
-    assert all(not ref.startswith(first_segment) for ref in refs.values()), "no success in the failed segment"
-    # The next put begins a new segment and is kept.
+    assert all(not ref.startswith(failed_segment[0]) for ref in refs.values()), (
+        "no success in the failed segment"
+    )
+    # The next put begins a new segment and is kept; the failed one's file is closed.
     ref = store.put("hold_after", b"%PDF after")
-    assert not ref.startswith(first_segment)
+    assert not ref.startswith(failed_segment[0])
+    assert failed_segment[0] not in _open_segments(), "the failed segment's descriptor is closed"
     assert store.get("hold_after", ref) == b"%PDF after"
 
 
@@ -287,3 +305,36 @@ def test_the_retention_must_outlast_a_segment_and_a_closed_store_takes_no_puts(t
     with pytest.raises(RuntimeError, match="closed"):
         store.put("hold_after", b"%PDF after")
     assert store.get("hold_before", ref) == b"%PDF before"
+
+
+def test_a_segment_whose_name_cannot_be_made_durable_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalDocumentStore(tmp_path)
+    already_open = _open_segments()
+
+    def failing(directory: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(documents, "fsync_directory", failing)
+    with pytest.raises(OSError):
+        store.put("hold_first", b"%PDF first")
+    assert _segments(tmp_path) == [] and _open_segments() == already_open
+    monkeypatch.undo()
+    ref = store.put("hold_second", b"%PDF second")
+    assert store.get("hold_second", ref) == b"%PDF second"
+
+
+def test_references_with_other_digits_or_far_past_the_end_find_nothing(tmp_path: Path) -> None:
+    store = LocalDocumentStore(tmp_path)
+    ref = store.put("hold_mine", b"%PDF mine")
+    segment, offset, length = ref.split(":")
+    arabic_indic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    for wrong in (
+        f"{segment}:{offset.translate(arabic_indic)}:{length}",
+        f"{segment}:{offset}:{length.translate(arabic_indic)}",
+        f"{segment}:{offset}:9999999999",
+        f"{segment}:999999999999999:{length}",
+    ):
+        with pytest.raises(NotFound):
+            store.get("hold_mine", wrong)

@@ -268,8 +268,7 @@ class Ledger:
         _require("idempotency_key", idempotency_key, KEY_LENGTH)
         if quantity < 0 or quantity > MAX_ORDER_QUANTITY:
             raise InvalidInput(f"quantity must be between 0 and {MAX_ORDER_QUANTITY}")
-        if len(reason) > REASON_LENGTH:
-            raise InvalidInput(f"reason must be at most {REASON_LENGTH} characters")
+        _at_most("reason", reason, REASON_LENGTH)
         now = self._clock()
         refund, order = self._write(
             lambda journal: orders.refund(
@@ -402,8 +401,7 @@ class Ledger:
         """commit without waiting for the result."""
         _require("hold_id", hold_id, ID_LENGTH)
         _require_sha256("stamped_sha256", stamped_sha256)
-        if len(document_ref) > DOCUMENT_REF_LENGTH:
-            raise InvalidInput(f"document_ref must be at most {DOCUMENT_REF_LENGTH} characters")
+        _at_most("document_ref", document_ref, DOCUMENT_REF_LENGTH)
         now = self._clock()
         return self._committer.submit(
             lambda journal: holds.commit(journal, hold_id, stamped_sha256, now, document_ref),
@@ -549,6 +547,10 @@ class Ledger:
 def _require(name: str, value: str, max_length: int) -> None:
     if not value:
         raise InvalidInput(f"{name} is required")
+    _at_most(name, value, max_length)
+
+
+def _at_most(name: str, value: str, max_length: int) -> None:
     if len(value) > max_length:
         raise InvalidInput(f"{name} must be at most {max_length} characters")
 
@@ -560,8 +562,7 @@ def _require_sha256(name: str, value: bytes) -> None:
 
 def _check_metadata(metadata: DocumentMetadata) -> None:
     for name, value in (("name", metadata.name), ("number", metadata.number)):
-        if len(value) > TEXT_LENGTH:
-            raise InvalidInput(f"metadata.{name} must be at most {TEXT_LENGTH} characters")
+        _at_most(f"metadata.{name}", value, TEXT_LENGTH)
     if metadata.date:
         try:
             # fromisoformat also takes "20240131"; the stored form is the dashed one only.

@@ -219,9 +219,9 @@ class LocalDocumentStore:
         """The segment to append a record to, begun anew when the current one is full or old."""
         now = self._clock()
         segment = self._current
+        # A retired segment is never current: _retire lets go of it.
         if segment is not None and (
-            segment.retired
-            or segment.failed
+            segment.failed
             or (segment.size and segment.size + record_bytes > self._segment_bytes)
             or now - segment.opened_at >= self._segment_age
         ):

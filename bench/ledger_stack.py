@@ -225,6 +225,11 @@ class CpuSample:
                 )
         return cls(busy / CLOCK_TICKS, processes)
 
+    def spent_since(self, earlier: CpuSample, pid: int) -> float:
+        """CPU seconds process pid spent since `earlier`: all of its time if it started since."""
+        then = earlier.processes.get(pid)
+        return self.processes[pid].cpu_s - (then.cpu_s if then is not None else 0.0)
+
 
 @dataclass(frozen=True)
 class CpuUse:
@@ -242,9 +247,7 @@ class CpuUse:
         quota_s = postgres_s = 0.0
         spent_by_other: dict[str, float] = {}
         for pid, process in after.processes.items():
-            # A process that started after the first sample spent all its time in between.
-            earlier = before.processes.get(pid)
-            spent = process.cpu_s - (earlier.cpu_s if earlier is not None else 0.0)
+            spent = after.spent_since(before, pid)
             if pid in quota.pids:
                 quota_s += spent
             elif process.name == "postgres" and quota.database and _serves(process.command, quota.database):

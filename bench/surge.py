@@ -532,8 +532,7 @@ async def warm_up(
     # what its refusals and returns through the waiting room cost.
     steady = ""
     if before is not None and after is not None and stamped.total():
-        pid = stack.gateway.pid
-        spent_s = after.processes[pid].cpu_s - before.processes[pid].cpu_s
+        spent_s = after.spent_since(before, stack.gateway.pid)
         steady = f", gateway CPU {spent_s * 1000 / stamped.total():.2f} ms a stamp"
     rate = stamped.total() / seconds
     print(f"warm-up: {rate:.0f} stamps/s through the gateway for {seconds:.0f} s{steady}")
@@ -698,8 +697,7 @@ def print_cpu(services: Services, before: CpuSample, after: CpuSample, stamps: i
     names[os.getpid()] = "load (this benchmark)"
     spent: Counter[str] = Counter()
     for pid, now in after.processes.items():
-        then = before.processes.get(pid)
-        used = now.cpu_s - (then.cpu_s if then is not None else 0.0)
+        used = after.spent_since(before, pid)
         if pid in names:
             spent[names[pid]] += used
         elif "multiprocessing" in now.command:
@@ -835,7 +833,7 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
     if before is not None and after is not None:
         # Both lanes: the purchases lane's work is the gateway's too.
         for pid in (process.pid for process in stack.gateways):
-            gateway_cpu_ms += (after.processes[pid].cpu_s - before.processes[pid].cpu_s) * 1000
+            gateway_cpu_ms += after.spent_since(before, pid) * 1000
         print_cpu(stack.services, before, after, admitted)
     return {
         "admitted_per_s": admitted / window if window > 0 else 0.0,

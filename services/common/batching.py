@@ -5,14 +5,15 @@ small request (a ledger entry, a PIN check), and in a surge the gateway makes th
 Coalescer gathers them on the caller's side: while a few batch calls are in flight, new calls wait
 and go together in the next one, so a busy process sends a few large batches. Calls that can
 afford it may also wait a short window for company, which a steady pace needs to form batches at
-all; without a window a lone call goes at once. On the service's side, batch_error() answers a
-failed item as the error interceptor answers a single call.
+all, but only while the pace brings company within it; otherwise a lone call goes at once. On the
+service's side, batch_error() answers a failed item as the error interceptor answers a single call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+# A window lasts as long as this many more calls take to arrive at the recent pace (at most the
+# longest window): per call, a batch call's fixed cost shrinks as 1/n, so a few items already
+# save most of it, and waiting for more costs each of them time for little.
+COMPANY = 4
+# The pace: the mean time between calls that may wait, each new gap weighing this much. A gap
+# longer than GAP_CAP windows counts as that: it says only that calls are far apart, and a burst
+# after a quiet minute should not take long to count as one.
+PACE_WEIGHT = 1 / 8
+GAP_CAP = 4
 
 
 def call_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
@@ -64,20 +75,33 @@ class Coalescer(Generic[Item]):
 
     With a `window_s`, a call that may wait (`call(..., wait=True)`) also waits up to that long
     for others to go with it: at a steady pace that keeps calls apart (a signer pool's hundred
-    stamps a second) each would otherwise go alone. A call that may not wait (a purchase) sends
-    what is waiting at once, itself included.
+    stamps a second) each would otherwise go alone. The window follows the pace of such calls: as
+    long as COMPANY more take to arrive, at most `window_s`, and none at all while they come
+    further apart than `window_s` (a quiet hour: nobody would come, and the wait would be all
+    loss). A call that may not wait (a purchase) sends what is waiting at once, itself included.
 
     Each caller gets its item's outcome, or the AioRpcError it would have got alone: the item's
     own, or the batch call's when the whole call failed (UNAVAILABLE when it failed otherwise).
     """
 
     def __init__(
-        self, send: Send[Item], *, max_items: int, max_in_flight: int, window_s: float = 0.0
+        self,
+        send: Send[Item],
+        *,
+        max_items: int,
+        max_in_flight: int,
+        window_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send_batch = send
         self._max_items = max_items
         self._max_in_flight = max_in_flight
         self._window_s = window_s
+        self._clock = clock
+        # The pace of calls that may wait: when the last came, and the mean gap between them
+        # (unknown until two have come: the first call waits the whole window).
+        self._last_call: float | None = None
+        self._gap_s: float | None = None
         self._window: asyncio.TimerHandle | None = None
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
         self._in_flight = 0
@@ -88,11 +112,12 @@ class Coalescer(Generic[Item]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, future))
-        if wait and self._window_s > 0 and len(self._waiting) < self._max_items:
+        window_s = self._window_for_pace() if wait and self._window_s > 0 else 0.0
+        if window_s > 0 and len(self._waiting) < self._max_items:
             # A window opens for a call that finds nothing waiting. Items already waiting without
             # one wait for a free batch call, and the newcomer joins them in it.
             if self._window is None and len(self._waiting) == 1:
-                self._window = loop.call_later(self._window_s, self._window_ends)
+                self._window = loop.call_later(window_s, self._window_ends)
         else:
             self._send_waiting()
         try:
@@ -104,6 +129,20 @@ class Coalescer(Generic[Item]):
         except asyncio.CancelledError:
             self._give_up(future)
             raise
+
+    def _window_for_pace(self) -> float:
+        """How long the call now arriving may wait for company, by the pace so far (this call's
+        gap counted in it)."""
+        now = self._clock()
+        if self._last_call is not None:
+            gap = min(now - self._last_call, GAP_CAP * self._window_s)
+            self._gap_s = gap if self._gap_s is None else self._gap_s + (gap - self._gap_s) * PACE_WEIGHT
+        self._last_call = now
+        if self._gap_s is None:
+            return self._window_s
+        if self._gap_s > self._window_s:
+            return 0.0
+        return min(self._window_s, COMPANY * self._gap_s)
 
     def _give_up(self, future: asyncio.Future[Any]) -> None:
         """A caller gave up: its item is not sent if it is still waiting (a reserve nobody waits

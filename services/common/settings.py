@@ -261,12 +261,13 @@ class GatewaySettings(CommonSettings):
     payment_webhook_secret: SecretStr = SecretStr(DEV_PAYMENT_WEBHOOK_SECRET)
     # Deadline for one signer call, seconds.
     sign_timeout_s: float = Field(default=30.0, gt=0)
-    # How long a stamp's PIN check and ledger calls (reserve, commit, release) may wait for others
-    # to travel with in one batch call (services/common/batching.py). At a pool's steady pace the
-    # calls are too far apart to meet otherwise, and each going alone costs auth, quota and
-    # PostgreSQL several times the CPU (docs/gateway.md); a stamp waits one window per call at most.
-    # Purchases never wait for one. 0 sends every call at once.
-    stamp_batch_window_ms: float = Field(default=10.0, ge=0, le=1000)
+    # The longest a stamp's PIN check and ledger calls (reserve, commit, release) may wait for
+    # others to travel with in one batch call (services/common/batching.py). At a pool's steady
+    # pace the calls are too far apart to meet otherwise, and each going alone costs auth, quota
+    # and PostgreSQL several times the CPU (docs/gateway.md). The window follows the pace: as long
+    # as a few more calls take to come, and none while they come further apart than this; a stamp
+    # waits one window per call at most. Purchases never wait for one. 0 sends every call at once.
+    stamp_batch_window_ms: float = Field(default=20.0, ge=0, le=1000)
     # Admission control (docs/gateway.md). Stamps in flight, from every channel, adapt between
     # min and max to what the signer pool sustains; each channel has a guaranteed share of that
     # limit and its own queue. Min and initial are kept within max (max=1 is one stamp at a time).

@@ -164,3 +164,50 @@ async def test_calls_waiting_for_a_free_batch_call_go_in_it_without_another_wind
         "reserve",
     ]
     assert sent == [["order-1"], ["order-2", "reserve"]]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_window_follows_the_pace_of_calls_and_is_short_when_they_come_close() -> None:
+    sent, send = echoing()
+    clock = Clock()
+    # A longest window far past the test: only the pace can make a call go sooner.
+    coalescer: Coalescer[str] = Coalescer(send, max_items=100, max_in_flight=4, window_s=30.0, clock=clock)
+    first = asyncio.ensure_future(coalescer.call("reserve-1", timeout=60, wait=True))
+    await asyncio.sleep(0)
+    clock.now += 0.01
+    second = asyncio.ensure_future(coalescer.call("reserve-2", timeout=60, wait=True))
+    await asyncio.sleep(0)
+    # Nothing was known of the pace when the first came: it waits the longest window, until an
+    # order takes both along.
+    assert sent == []
+    assert await asyncio.wait_for(coalescer.call("order", timeout=60), 1.0) == "order"
+    assert (await first, await second) == ("reserve-1", "reserve-2")
+    # Calls 10 ms apart: the next waits as long as COMPANY more take at that pace, not 30 s.
+    clock.now += 0.01
+    third = asyncio.ensure_future(coalescer.call("commit-1", timeout=60, wait=True))
+    await asyncio.sleep(0)
+    assert sent == [["reserve-1", "reserve-2", "order"]]
+    assert await asyncio.wait_for(third, 1.0) == "commit-1"
+    assert sent[1:] == [["commit-1"]]
+
+
+async def test_calls_further_apart_than_the_window_go_at_once_and_one_close_pair_changes_nothing() -> None:
+    sent, send = echoing()
+    clock = Clock()
+    coalescer: Coalescer[str] = Coalescer(send, max_items=100, max_in_flight=4, window_s=0.5, clock=clock)
+    assert await asyncio.wait_for(coalescer.call("check-1", timeout=60, wait=True), 2.0) == "check-1"
+    # A quiet minute: at that pace nobody would come within the window, so nobody waits for one.
+    for n, step in ((2, 60.0), (3, 0.001)):
+        clock.now += step
+        call = asyncio.ensure_future(coalescer.call(f"check-{n}", timeout=60, wait=True))
+        # A tenth of the window: long enough for a call that went at once to be sent.
+        await asyncio.sleep(0.05)
+        assert sent[-1] == [f"check-{n}"]
+        assert await call == f"check-{n}"

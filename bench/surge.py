@@ -24,6 +24,8 @@ and the run says so.
 1. The pool's standalone capacity: stamps/s of the signer called directly over gRPC, nothing else
    running. This is the reference: the gateway cannot admit more than the pool does.
 2. Purchase latency unloaded: steady POST /v1/orders from a few accounts, nothing else running.
+   The buyers run in a process of their own, as other people's phones would: timed from the
+   process that sends the surge, an order's answer would wait for that event loop's own stalls.
 3. The surge: retail stamp requests arrive at 10x the pool's capacity for --surge-s seconds, each
    following the waiting-room protocol as the web page does (on 429 wait Retry-After, come back
    with the ticket, same Idempotency-Key); steady purchases go on beside them, and a distributor
@@ -47,6 +49,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import secrets
@@ -56,6 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -663,38 +667,67 @@ async def watch_queues(address: str, every_s: float, tally: Tally, stop: asyncio
             await asyncio.wait_for(stop.wait(), every_s)
 
 
+@dataclass
+class Purchases:
+    """What the buyers' process timed: every order's latency (ms), with (when it was sent, on
+    this machine's monotonic clock, and its latency) for the timeline; the statuses answered."""
+
+    latencies: list[float]
+    sent: list[tuple[float, float]]
+    statuses: Counter[int]
+    pid: int
+
+
 async def steady_purchases(
-    http: httpx.AsyncClient, accounts: list[Account], per_s: float, seconds: float, tally: Tally
-) -> list[float]:
-    latencies: list[float] = []
-    interval = 1 / per_s
-    start = time.monotonic()
-    tasks = []
+    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float
+) -> Purchases:
+    """`per_s` orders a second for `seconds`, from the accounts in turn, each timed."""
+    timed = Purchases([], [], Counter(), os.getpid())
+    accounts = [Account(h) for h in headers]
+    tally = Tally()
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
+        # Untimed: this client's own connections are opened first.
+        for account in accounts:
+            await buy(http, account, 1, tally, pay=False)
+        interval = 1 / per_s
+        start = time.monotonic()
+        tasks = []
 
-    async def one(account: Account) -> None:
-        try:
-            sent = time.monotonic()
-            latencies.append(await buy(http, account, 1, tally, pay=False))
-            if tally.first_arrival:
-                tally.purchases.append((sent - tally.first_arrival, latencies[-1]))
-        except httpx.TransportError:
-            # A connection the gateway closed under load: counted with the statuses, as status 0.
-            tally.statuses[0] += 1
+        async def one(account: Account) -> None:
+            try:
+                sent = time.monotonic()
+                timed.latencies.append(await buy(http, account, 1, tally, pay=False))
+                timed.sent.append((sent, timed.latencies[-1]))
+            except httpx.TransportError:
+                # A connection the gateway closed under load: counted with the statuses, as status 0.
+                tally.statuses[0] += 1
 
-    for n in itertools.count():
-        due = start + n * interval
-        if due >= start + seconds:
-            break
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        tasks.append(asyncio.create_task(one(accounts[n % len(accounts)])))
-    await asyncio.gather(*tasks)
-    return latencies
+        for n in itertools.count():
+            due = start + n * interval
+            if due >= start + seconds:
+                break
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            tasks.append(asyncio.create_task(one(accounts[n % len(accounts)])))
+        await asyncio.gather(*tasks)
+    timed.statuses = tally.statuses
+    return timed
 
 
-def print_cpu(services: Services, before: CpuSample, after: CpuSample, stamps: int) -> None:
-    """CPU ms per admitted stamp over the run, by process: where the machine's time went."""
+def purchases_in_own_process(
+    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float
+) -> Purchases:
+    return asyncio.run(steady_purchases(base_url, headers, per_s, seconds))
+
+
+def print_cpu(
+    services: Services, before: CpuSample, after: CpuSample, stamps: int, load: dict[int, str]
+) -> None:
+    """CPU ms per admitted stamp over the run, by process: where the machine's time went. `load`
+    names the benchmark's own processes besides this one."""
     names = {process.pid: name for name, process in services.running.items()}
     names[os.getpid()] = "load (this benchmark)"
+    names.update(load)
     spent: Counter[str] = Counter()
     for pid, now in after.processes.items():
         used = after.spent_since(before, pid)
@@ -734,6 +767,16 @@ def print_timeline(
 
 
 async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> dict[str, float]:
+    # The buyers time their orders from a process of their own, as other people's phones would:
+    # in this one, an event loop sending a thousand stamp requests a second would delay reading
+    # their answers by its own stalls.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as buyers_process:
+        return await _run(options, stack, document, tally, buyers_process)
+
+
+async def _run(
+    options: Options, stack: Stack, document: bytes, tally: Tally, buyers_process: ProcessPoolExecutor
+) -> dict[str, float]:
     capacity = await pool_capacity(stack, document, options.pool_s)
     limit = f"CPU limit {options.signer_cpu:g} cores" if options.signer_cpu else "no CPU limit"
     print(f"pool: one signer, one worker, {limit}: {capacity:.1f} stamps/s standalone")
@@ -752,12 +795,24 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         print(f"{len(retail)} retail accounts with {per_account} stamps each; {len(buyers)} buyers")
 
         warm_lost = await warm_up(stack, http, document, options.warm_up_s, tally)
-        buying = httpx.AsyncClient(base_url=f"http://{stack.purchases_http}", timeout=120, limits=limits)
-        # Untimed: the purchases lane's first calls open its connections to quota and Redis, which
-        # the main lane did while the accounts were funded.
-        for account in buyers * 3:
-            await buy(buying, account, 1, tally, pay=False)
-        unloaded = await steady_purchases(buying, buyers, options.purchases_per_s, options.purchase_s, tally)
+        lane = f"http://{stack.purchases_http}"
+        async with httpx.AsyncClient(base_url=lane, timeout=120, limits=limits) as buying:
+            # Untimed: the purchases lane's first calls open its connections to quota and Redis,
+            # which the main lane did while the accounts were funded.
+            for account in buyers * 3:
+                await buy(buying, account, 1, tally, pay=False)
+        loop = asyncio.get_running_loop()
+        buyer_headers = [account.headers for account in buyers]
+        unloaded_run = await loop.run_in_executor(
+            buyers_process,
+            purchases_in_own_process,
+            lane,
+            buyer_headers,
+            options.purchases_per_s,
+            options.purchase_s,
+        )
+        tally.statuses.update(unloaded_run.statuses)
+        unloaded = unloaded_run.latencies
         p50, p99 = percentile(unloaded, 0.5), percentile(unloaded, 0.99)
         print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
@@ -776,8 +831,13 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         arrival_rate = SURGE_FACTOR * capacity
         users = []
         batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
-        purchases = asyncio.create_task(
-            steady_purchases(buying, buyers, options.purchases_per_s, options.surge_s, tally)
+        purchases = loop.run_in_executor(
+            buyers_process,
+            purchases_in_own_process,
+            lane,
+            buyer_headers,
+            options.purchases_per_s,
+            options.surge_s,
         )
         for n in range(arrivals):
             await asyncio.sleep(max(0.0, tally.first_arrival + n / arrival_rate - time.monotonic()))
@@ -791,8 +851,10 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         tally.events.append(Event(round(offered_s, 3), "arrivals-end", "retail"))
         await asyncio.gather(*users)
         stamper.close()
-        loaded = await purchases
-        await buying.aclose()
+        loaded_run = await purchases
+        tally.statuses.update(loaded_run.statuses)
+        loaded = loaded_run.latencies
+        tally.purchases = [(sent - tally.first_arrival, ms) for sent, ms in loaded_run.sent]
         distributor_lost = await batch
         surge_done.set()
         if watcher is not None:
@@ -834,7 +896,7 @@ async def run(options: Options, stack: Stack, document: bytes, tally: Tally) -> 
         # Both lanes: the purchases lane's work is the gateway's too.
         for pid in (process.pid for process in stack.gateways):
             gateway_cpu_ms += after.spent_since(before, pid) * 1000
-        print_cpu(stack.services, before, after, admitted)
+        print_cpu(stack.services, before, after, admitted, {loaded_run.pid: "load (buyers)"})
     return {
         "admitted_per_s": admitted / window if window > 0 else 0.0,
         "pool_capacity_per_s": capacity,

@@ -1,4 +1,5 @@
-"""The body timeout on its own, as ASGI: a stalled client is answered 408, a steady one is not."""
+"""The body timeout on its own, as ASGI: a stalled client is answered 408, a steady one is not; and
+the transport that sends an answer's writes of one step together, over a loopback socket."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from services.gateway.slow_clients import BodyTimeout
+from services.gateway.slow_clients import JOIN_AT_MOST, BodyTimeout, OneSendPerStep
 
 
 async def _read_body(scope: Any, receive: Any, send: Any) -> None:
@@ -70,3 +71,85 @@ async def test_a_trickle_runs_out_of_allowance() -> None:
     app = BodyTimeout(_read_body, timeout_s=0.3, min_rate=1024)
     sent = await _call(app, _client([b"x"] * 100, pause_s=0.1, stall=False))
     assert sent[0]["status"] == 408
+
+
+class _Counted:
+    """A real transport, counting the writes it is asked for."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _one_connection(act: Any) -> tuple[bytes, list[int]]:
+    """A loopback server whose one connection's transport goes through OneSendPerStep and `act`;
+    what the client read until the server closed, and the server's writes."""
+    counted: list[_Counted] = []
+
+    class Serving(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            counted.append(_Counted(transport))  # type: ignore[arg-type]
+            act(OneSendPerStep(counted[-1]))
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Serving, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            received = await asyncio.wait_for(reader.read(), timeout=5)
+        except ConnectionResetError:
+            # An abort resets the connection.
+            received = b""
+        writer.close()
+    finally:
+        server.close()
+    return received, counted[0].writes
+
+
+async def test_writes_of_one_step_go_in_one_send_and_closing_sends_them_first() -> None:
+    head, body = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 2\r\n\r\n", b"{}"
+
+    def answer(transport: OneSendPerStep) -> None:
+        transport.write(head)
+        transport.write(body)
+        transport.close()
+
+    received, writes = await _one_connection(answer)
+    assert received == head + body
+    assert writes == [len(head + body)]
+
+
+async def test_writes_of_later_steps_and_a_large_body_go_in_sends_of_their_own() -> None:
+    large = b"%" * (JOIN_AT_MOST + 1)
+
+    def answer(transport: OneSendPerStep) -> None:
+        transport.write(b"head")
+        transport.write(large)
+
+        def later() -> None:
+            transport.write(b"tail")
+            asyncio.get_running_loop().call_soon(transport.close)
+
+        asyncio.get_running_loop().call_soon(later)
+
+    received, writes = await _one_connection(answer)
+    assert received == b"head" + large + b"tail"
+    assert writes == [4, len(large), 4]
+
+
+async def test_aborting_drops_what_is_pending() -> None:
+    def answer(transport: OneSendPerStep) -> None:
+        transport.write(b"never sent")
+        transport.abort()
+
+    received, writes = await _one_connection(answer)
+    assert received == b""
+    assert writes == []

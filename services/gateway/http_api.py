@@ -625,6 +625,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         summary="Buy e-meterai quota, stamp PDFs and verify them",
         docs_url="/docs",
         redoc_url=None,
+        # No OpenTelemetry here (the gateway's metrics are Prometheus, at /metrics); left on,
+        # FastAPI looks for configured providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.gateway = gateway
     # Inside the request-id middleware that install() adds, so a refusal carries the id too.

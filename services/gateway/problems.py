@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import random
 from typing import Any
 
 from fastapi import FastAPI, Request, UploadFile
@@ -97,6 +97,12 @@ class BodyLimit:
                 await self._refusal(scope)(scope, receive, send)
 
         await self._app(scope, counted, answered)
+
+
+# Request ids only tell one request's log lines and answer apart: nothing is guarded by guessing
+# them wrong, so they come from a seeded generator in the process, not from the system's random
+# source, a system call for each request (uuid4 was 3% of the gateway's CPU in a surge).
+_request_ids = random.Random()
 
 
 def scope_header(scope: Any, name: bytes) -> str:
@@ -207,7 +213,10 @@ class RequestIds:
             await self._app(scope, receive, send)
             return
         incoming = scope_header(scope, b"x-request-id")
-        rid = incoming if incoming.isalnum() and len(incoming) <= 64 else uuid.uuid4().hex
+        if incoming.isalnum() and len(incoming) <= 64:
+            rid = incoming
+        else:
+            rid = f"{_request_ids.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = rid
         started = False
 

@@ -25,8 +25,8 @@ from services.gateway import problems
 
 # Slower than any mobile line still worth serving (64 kbit/s).
 MIN_UPLOAD_RATE = 8 * 1024
-# Writes of one step joined into one send up to this size; a large body (a stamped PDF) goes in a
-# send of its own rather than be copied to save one.
+# Writes of one step joined into one send up to this size: a larger answer (a stamped PDF) is not
+# copied to save a send, and goes out as it is written.
 JOIN_AT_MOST = 64 * 1024
 
 
@@ -39,8 +39,15 @@ def bounded_http_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
             self._headers_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(OneSendPerStep(transport))  # type: ignore[arg-type]
+            self._writes = OneSendPerStep(transport)
+            super().connection_made(self._writes)  # type: ignore[arg-type]
             self._await_headers()
+
+        def eof_received(self) -> bool | None:
+            # A client that sent its request and shut its side: asyncio closes the transport
+            # itself once this returns, so the answer written in this step must go out first.
+            self._writes.send_pending()
+            return super().eof_received()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
@@ -84,47 +91,49 @@ class OneSendPerStep:
     calls and, with Nagle off as asyncio sets it, two packets the client is woken for. In a surge
     most answers are a small 429, and those sends were a sixth of the gateway's CPU. Whatever is
     written in one step (an answer's two messages, sent without a wait between them) is joined and
-    sent at the end of that step (a large body apart, see JOIN_AT_MOST); closing sends what is
-    pending first, aborting drops it.
+    sent at the end of that step, or at once when it passes JOIN_AT_MOST, so a large answer still
+    meets uvicorn's back-pressure as it would unwrapped. Closing sends what is pending first, and
+    so must whatever learns the peer shut its side (the protocol's eof_received); a transport
+    that is closing or aborted gets nothing more.
     """
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     def write(self, data: bytes) -> None:
         if not data:
             return
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._send_pending)
+            asyncio.get_running_loop().call_soon(self.send_pending)
         self._pending.append(bytes(data))
+        self._pending_bytes += len(data)
+        if self._pending_bytes > JOIN_AT_MOST:
+            self.send_pending()
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._pending)
+        return self._transport.get_write_buffer_size() + self._pending_bytes
 
     def close(self) -> None:
-        self._send_pending()
+        self.send_pending()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._send_pending()
+        self.send_pending()
         self._transport.write_eof()
-
-    def abort(self) -> None:
-        self._pending.clear()
-        self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
-    def _send_pending(self) -> None:
+    def send_pending(self) -> None:
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
         if self._transport.is_closing():
             return
         if len(pending) > 1 and sum(len(data) for data in pending) <= JOIN_AT_MOST:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
-from services.gateway.slow_clients import JOIN_AT_MOST, BodyTimeout, OneSendPerStep
+import uvicorn
+
+from services.gateway.slow_clients import JOIN_AT_MOST, BodyTimeout, OneSendPerStep, bounded_http_protocol
 
 
 async def _read_body(scope: Any, receive: Any, send: Any) -> None:
@@ -153,3 +156,38 @@ async def test_aborting_drops_what_is_pending() -> None:
     received, writes = await _one_connection(answer)
     assert received == b""
     assert writes == []
+
+
+async def test_a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() -> None:
+    """Through uvicorn with the gateway's protocol: the answer is written in the step that also
+    sees the client's end of sending, after which asyncio closes the connection by itself."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 429, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    config = uvicorn.Config(
+        refuse, host="127.0.0.1", port=0, log_config=None, lifespan="off", http=bounded_http_protocol(10.0)
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        def half_closing_client() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(b"GET /v1/stamps HTTP/1.1\r\nHost: gateway\r\n\r\n")
+                connection.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := connection.recv(65536):
+                    received += chunk
+                return received
+
+        for _ in range(5):
+            answer = await asyncio.to_thread(half_closing_client)
+            assert answer.startswith(b"HTTP/1.1 429") and answer.endswith(b"\r\n\r\n{}")
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile as FormFile
 
 from emeterai.v1 import auth_service_pb2, common_pb2, quota_service_pb2
 from services.common.errors import InvalidInput, NotFound, PermissionDenied
@@ -175,6 +178,62 @@ PIN_PATTERN = r"^\d{6}$"
 class PinRequest(BaseModel):
     pin: str = Field(pattern=PIN_PATTERN, description="the new stamping PIN: 6 digits")
     current_pin: str = Field(default="", pattern=r"^(\d{6})?$", description="needed to change a PIN")
+
+
+class StampForm(BaseModel):
+    """The fields of POST /v1/stamps beside the file."""
+
+    page: int = Field(default=0, ge=0, le=100_000, description="1-based page; 0 = last page")
+    rect: str = Field(default="", max_length=100, description="llx,lly,urx,ury in PDF points")
+    doc_type: str = Field(default="other", max_length=40)
+    doc_name: str = Field(default="", max_length=200)
+    doc_number: str = Field(default="", max_length=100)
+    doc_date: str = Field(default="", max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+    doc_value: int = Field(default=0, ge=0)
+    pin: str = Field(default="", pattern=PIN_PATTERN, description="the account's stamping PIN")
+
+
+def _stamp_form_openapi() -> dict[str, Any]:
+    """POST /v1/stamps's body for the OpenAPI document, which FastAPI cannot see (_stamp_form)."""
+    schema = StampForm.model_json_schema()
+    schema["title"] = "StampRequest"
+    schema["properties"] = {
+        "file": {"type": "string", "format": "binary", "description": "the PDF to stamp"},
+        **schema["properties"],
+    }
+    schema["required"] = ["file"]
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+@contextlib.asynccontextmanager
+async def _stamp_form(request: Request) -> AsyncIterator[tuple[FormFile, StampForm]]:
+    """The upload and the fields of a stamp request, checked as FastAPI checks a route's form
+    parameters (an empty field counts as absent; the errors are the same 400), in one step; the
+    form's files are closed on the way out.
+
+    FastAPI's own handling of nine form parameters and a file cost the gateway about 0.1 ms a
+    stamp, most of it working out each parameter's type again on every request; the parsing is
+    Starlette's either way."""
+    try:
+        form = await request.form()
+    except Exception as unreadable:
+        raise InvalidInput("the request body is not a readable multipart form") from unreadable
+    try:
+        upload = form.get("file")
+        found: list[dict[str, Any]] = []
+        if not isinstance(upload, FormFile):
+            found.append({"type": "missing", "loc": ("body", "file"), "msg": "a PDF file is required"})
+        given = {name: value for name, value in form.items() if name != "file" and value != ""}
+        fields = None
+        try:
+            fields = StampForm.model_validate(given)
+        except ValidationError as invalid:
+            found.extend({**error, "loc": ("body", *error["loc"])} for error in invalid.errors())
+        if found or fields is None or not isinstance(upload, FormFile):
+            raise RequestValidationError(found)
+        yield upload, fields
+    finally:
+        await form.close()
 
 
 async def _check_stamping_pin(gateway: Gateway, account_id: str, pin: str) -> None:
@@ -362,40 +421,30 @@ def _account_routes() -> APIRouter:
                 f"ticket in the {TICKET_HEADER} header to keep the place in line."
             }
         },
+        openapi_extra=_stamp_form_openapi(),
     )
     async def stamp(
-        request: Request,
-        user: User,
-        gateway: GatewayDep,
-        file: Annotated[UploadFile, File(description="the PDF to stamp")],
-        page: Annotated[int, Form(ge=0, le=100_000, description="1-based page; 0 = last page")] = 0,
-        rect: Annotated[str, Form(max_length=100, description="llx,lly,urx,ury in PDF points")] = "",
-        doc_type: Annotated[str, Form(max_length=40)] = "other",
-        doc_name: Annotated[str, Form(max_length=200)] = "",
-        doc_number: Annotated[str, Form(max_length=100)] = "",
-        doc_date: Annotated[str, Form(max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = "",
-        doc_value: Annotated[int, Form(ge=0)] = 0,
-        pin: Annotated[str, Form(pattern=PIN_PATTERN, description="the account's stamping PIN")] = "",
-        key: IdempotencyKey = None,
+        request: Request, user: User, gateway: GatewayDep, key: IdempotencyKey = None
     ) -> dict[str, Any]:
-        idempotency_key = _require_key(key)
-        if not pin:
-            raise InvalidInput("the stamping PIN is required to stamp (field pin)")
-        document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
+        async with _stamp_form(request) as (file, form):
+            idempotency_key = _require_key(key)
+            if not form.pin:
+                raise InvalidInput("the stamping PIN is required to stamp (field pin)")
+            document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
         # Before any quota is held: a wrong PIN costs nothing.
-        await _check_stamping_pin(gateway, user.account_id, pin)
+        await _check_stamping_pin(gateway, user.account_id, form.pin)
         outcome = await gateway.stamping.stamp(
             account_id=user.account_id,
             idempotency_key=idempotency_key,
             document=document,
-            placement=common_pb2.StampPlacement(page=page, rect=parse_rect(rect)),
+            placement=common_pb2.StampPlacement(page=form.page, rect=parse_rect(form.rect)),
             metadata=common_pb2.DocumentMetadata(
-                type=document_type(doc_type),
-                name=doc_name or (file.filename or "")[:200],
-                number=doc_number,
-                date=doc_date,
-                value_idr=doc_value,
+                type=document_type(form.doc_type),
+                name=form.doc_name or (file.filename or "")[:200],
+                number=form.doc_number,
+                date=form.doc_date,
+                value_idr=form.doc_value,
             ),
             channel=common_pb2.CHANNEL_RETAIL,
             slot=getattr(request.state, STAMP_SLOT_STATE, None),

@@ -215,6 +215,38 @@ def test_bad_input_gets_a_clear_error_and_costs_nothing(
     assert client.get("/v1/stamps/..%2F..%2Fetc%2Fpasswd/pdf", headers=user).status_code in (400, 404)
 
 
+def test_the_stamp_form_names_every_bad_field_and_is_in_the_openapi_document(client: httpx.Client) -> None:
+    # A user of its own: the module's user has used most of its burst of stamp requests.
+    user = _sign_in(client, "0813-5555-6666", "+6281355556666")
+    document = b"%PDF-1.7\n"
+
+    def stamp(key: str, files: dict[str, Any] | None, **form: str) -> httpx.Response:
+        return client.post(
+            "/v1/stamps", data={"pin": PIN, **form}, files=files, headers=user | {"Idempotency-Key": key}
+        )
+
+    # Every wrong field is named; an empty field counts as absent.
+    bad = stamp(
+        "form-1",
+        {"file": ("doc.pdf", document, "application/pdf")},
+        doc_date="tomorrow",
+        page="-1",
+        doc_value="lots",
+        doc_name="",
+    )
+    assert bad.status_code == 400, bad.text
+    assert {e["field"] for e in bad.json()["errors"]} == {"doc_date", "page", "doc_value"}
+    no_file = stamp("form-2", None)
+    assert no_file.status_code == 400 and [e["field"] for e in no_file.json()["errors"]] == ["file"]
+    for response in (bad, no_file):
+        assert response.headers["content-type"].startswith("application/problem+json")
+    # The route reads its form itself; the OpenAPI document still says what it takes.
+    body = client.get("/openapi.json").json()["paths"]["/v1/stamps"]["post"]["requestBody"]
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"] and form["properties"]["file"]["format"] == "binary"
+    assert form["properties"]["pin"]["pattern"] == r"^\d{6}$"
+
+
 def test_distributor_over_grpc(stack: RunningStack, client: httpx.Client, corpus: Path) -> None:
     created = stack.emeterai("distributors", "create", "--name", "PT Distributor Contoh")
     assert created.returncode == 0, created.stderr

@@ -100,6 +100,8 @@ DOCUMENT = REPO.parent / "shared/corpus/pdf/sf-001-minimal-document.pdf"
 PIN = "482915"
 SURGE_FACTOR = 10
 MAX_CONNECTIONS = 12_000
+# Time the buyers' process has to open its connections before the surge's arrivals start.
+BUYERS_READY_S = 3.0
 STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 RESULT_NAMES = (
     "admitted_per_s",
@@ -679,45 +681,48 @@ class Purchases:
 
 
 async def steady_purchases(
-    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float
+    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float, start_at: float | None
 ) -> Purchases:
-    """`per_s` orders a second for `seconds`, from the accounts in turn, each timed."""
+    """`per_s` orders a second for `seconds` from `start_at` (this machine's monotonic clock; None:
+    as soon as this client's connections are open), from the accounts in turn, each timed."""
     timed = Purchases([], [], Counter(), os.getpid())
     accounts = [Account(h) for h in headers]
     tally = Tally()
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+
+    async def one(account: Account, timing: bool) -> None:
+        try:
+            sent = time.monotonic()
+            elapsed = await buy(http, account, 1, tally, pay=False)
+            if timing:
+                timed.latencies.append(elapsed)
+                timed.sent.append((sent, elapsed))
+        except httpx.TransportError:
+            # A connection the gateway closed under load: counted with the statuses, as status 0.
+            tally.statuses[0] += 1
+
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
-        # Untimed: this client's own connections are opened first.
+        # Untimed, and before the clock starts: this client's own connections are opened first.
         for account in accounts:
-            await buy(http, account, 1, tally, pay=False)
+            await one(account, timing=False)
+        start = time.monotonic() if start_at is None else start_at
         interval = 1 / per_s
-        start = time.monotonic()
         tasks = []
-
-        async def one(account: Account) -> None:
-            try:
-                sent = time.monotonic()
-                timed.latencies.append(await buy(http, account, 1, tally, pay=False))
-                timed.sent.append((sent, timed.latencies[-1]))
-            except httpx.TransportError:
-                # A connection the gateway closed under load: counted with the statuses, as status 0.
-                tally.statuses[0] += 1
-
         for n in itertools.count():
             due = start + n * interval
             if due >= start + seconds:
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            tasks.append(asyncio.create_task(one(accounts[n % len(accounts)])))
+            tasks.append(asyncio.create_task(one(accounts[n % len(accounts)], timing=True)))
         await asyncio.gather(*tasks)
     timed.statuses = tally.statuses
     return timed
 
 
 def purchases_in_own_process(
-    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float
+    base_url: str, headers: list[dict[str, str]], per_s: float, seconds: float, start_at: float | None
 ) -> Purchases:
-    return asyncio.run(steady_purchases(base_url, headers, per_s, seconds))
+    return asyncio.run(steady_purchases(base_url, headers, per_s, seconds, start_at))
 
 
 def print_cpu(
@@ -733,6 +738,9 @@ def print_cpu(
         used = after.spent_since(before, pid)
         if pid in names:
             spent[names[pid]] += used
+        elif "resource_tracker" in now.command:
+            # multiprocessing's helper beside the buyers' process.
+            spent["load (buyers)"] += used
         elif "multiprocessing" in now.command:
             spent["signer workers"] += used
         elif now.name.startswith(("postgres", "redis")):
@@ -810,6 +818,7 @@ async def _run(
             buyer_headers,
             options.purchases_per_s,
             options.purchase_s,
+            None,
         )
         tally.statuses.update(unloaded_run.statuses)
         unloaded = unloaded_run.latencies
@@ -817,6 +826,18 @@ async def _run(
         print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
         stamper = StampClient(stack.http, document)
+        # The buyers start with the arrivals, their connections open by then.
+        starts_at = time.monotonic() + BUYERS_READY_S
+        purchases = loop.run_in_executor(
+            buyers_process,
+            purchases_in_own_process,
+            lane,
+            buyer_headers,
+            options.purchases_per_s,
+            options.surge_s,
+            starts_at,
+        )
+        await asyncio.sleep(max(0.0, starts_at - time.monotonic()))
         before = CpuSample.take()
         deadline = time.monotonic() + options.surge_s + options.drain_s
         tally.first_arrival = time.monotonic()
@@ -831,14 +852,6 @@ async def _run(
         arrival_rate = SURGE_FACTOR * capacity
         users = []
         batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
-        purchases = loop.run_in_executor(
-            buyers_process,
-            purchases_in_own_process,
-            lane,
-            buyer_headers,
-            options.purchases_per_s,
-            options.surge_s,
-        )
         for n in range(arrivals):
             await asyncio.sleep(max(0.0, tally.first_arrival + n / arrival_rate - time.monotonic()))
             account = retail[n % len(retail)]

@@ -75,10 +75,11 @@ class Coalescer(Generic[Item]):
 
     With a `window_s`, a call that may wait (`call(..., wait=True)`) also waits up to that long
     for others to go with it: at a steady pace that keeps calls apart (a signer pool's hundred
-    stamps a second) each would otherwise go alone. The window follows the pace of such calls: as
-    long as COMPANY more take to arrive, at most `window_s`, and none at all while they come
-    further apart than `window_s` (a quiet hour: nobody would come, and the wait would be all
-    loss). A call that may not wait (a purchase) sends what is waiting at once, itself included.
+    stamps a second) each would otherwise go alone. The window follows the pace of such calls, the
+    mean of their recent gaps: as long as COMPANY more take to arrive at it, at most `window_s`,
+    and none while the mean is longer than `window_s` (a slow hour: nobody would come, and the
+    wait would be all loss). Being a mean it lags a change of pace by a few calls. A call that
+    may not wait (a purchase) sends what is waiting at once, itself included.
 
     Each caller gets its item's outcome, or the AioRpcError it would have got alone: the item's
     own, or the batch call's when the whole call failed (UNAVAILABLE when it failed otherwise).

@@ -198,6 +198,27 @@ async def test_the_window_follows_the_pace_of_calls_and_is_short_when_they_come_
     assert sent[1:] == [["commit-1"]]
 
 
+async def test_the_pace_is_a_mean_of_recent_gaps_and_a_quiet_spell_counts_only_as_slow() -> None:
+    sent, send = echoing()
+    clock = Clock()
+    coalescer: Coalescer[str] = Coalescer(send, max_items=100, max_in_flight=4, window_s=1.0, clock=clock)
+    steady = []
+    for n in range(8):
+        steady.append(asyncio.ensure_future(coalescer.call(f"reserve-{n}", timeout=60, wait=True)))
+        await asyncio.sleep(0)
+        clock.now += 0.01
+    assert await asyncio.wait_for(asyncio.gather(*steady), 3.0) == [f"reserve-{n}" for n in range(8)]
+    # A quiet minute after calls 10 ms apart counts as GAP_CAP windows (4 s), weighing an eighth:
+    # the mean gap is then about half a second, within the 1 s window, so the next call still
+    # waits for company. Its last gap alone, or the whole minute, would send it at once.
+    clock.now += 60.0
+    after_quiet = asyncio.ensure_future(coalescer.call("reserve-after", timeout=60, wait=True))
+    await asyncio.sleep(0.1)
+    assert sent[-1] != ["reserve-after"]
+    assert await asyncio.wait_for(after_quiet, 3.0) == "reserve-after"
+    assert sent[-1] == ["reserve-after"]
+
+
 async def test_calls_further_apart_than_the_window_go_at_once_and_one_close_pair_changes_nothing() -> None:
     sent, send = echoing()
     clock = Clock()

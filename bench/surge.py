@@ -726,13 +726,13 @@ def purchases_in_own_process(
 
 
 def print_cpu(
-    services: Services, before: CpuSample, after: CpuSample, stamps: int, load: dict[int, str]
+    services: Services, before: CpuSample, after: CpuSample, stamps: int, load: dict[int, str] | None = None
 ) -> None:
     """CPU ms per admitted stamp over the run, by process: where the machine's time went. `load`
     names the benchmark's own processes besides this one."""
     names = {process.pid: name for name, process in services.running.items()}
     names[os.getpid()] = "load (this benchmark)"
-    names.update(load)
+    names.update(load or {})
     spent: Counter[str] = Counter()
     for pid, now in after.processes.items():
         used = after.spent_since(before, pid)

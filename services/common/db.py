@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +87,24 @@ def create_database_engine(
     return engine
 
 
+def _use_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Switch the database to WAL unless it is already (the mode persists in the file, so only a
+    new file's first connections switch). The switch needs the database to itself, and SQLite
+    answers "database is locked" at once, without its busy timeout, when it would otherwise wait
+    on another connection that is waiting too (replicas opening a new file together, seen in
+    tests/quota/test_migrations.py): such a switch is tried again until the busy timeout."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as refused:
+            if "locked" not in str(refused) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str | None) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -97,7 +117,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float, synchronous: str | 
         # "database is locked".
         cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
         # WAL lets readers go on while one writer writes; the setting persists in the file.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA foreign_keys=ON")
         if synchronous is not None:
             cursor.execute(f"PRAGMA synchronous={synchronous}")

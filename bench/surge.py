@@ -839,8 +839,9 @@ async def _run(
         )
         await asyncio.sleep(max(0.0, starts_at - time.monotonic()))
         before = CpuSample.take()
-        deadline = time.monotonic() + options.surge_s + options.drain_s
-        tally.first_arrival = time.monotonic()
+        # The surge's clock starts when the buyers' does, however long the sample took.
+        tally.first_arrival = starts_at
+        deadline = starts_at + options.surge_s + options.drain_s
         tally.started_at = utc_now()
         tally.events.append(Event(0.0, "arrivals-start", "retail"))
         surge_done = asyncio.Event()

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile as FormFile
+from starlette.requests import ClientDisconnect
 
 from emeterai.v1 import auth_service_pb2, common_pb2, quota_service_pb2
 from services.common.errors import InvalidInput, NotFound, PermissionDenied
@@ -181,7 +182,7 @@ class PinRequest(BaseModel):
 
 
 class StampForm(BaseModel):
-    """The fields of POST /v1/stamps beside the file."""
+    """The fields of POST /v1/stamps beside the file (the file is in the OpenAPI schema too)."""
 
     page: int = Field(default=0, ge=0, le=100_000, description="1-based page; 0 = last page")
     rect: str = Field(default="", max_length=100, description="llx,lly,urx,ury in PDF points")
@@ -215,9 +216,10 @@ async def _stamp_form(request: Request) -> AsyncIterator[tuple[FormFile, StampFo
     stamp, most of it working out each parameter's type again on every request; the parsing is
     Starlette's either way."""
     try:
+        # Starlette answers a malformed form itself (400, with what is wrong).
         form = await request.form()
-    except Exception as unreadable:
-        raise InvalidInput("the request body is not a readable multipart form") from unreadable
+    except ClientDisconnect as gone:
+        raise InvalidInput("the request body did not arrive whole") from gone
     try:
         upload = form.get("file")
         found: list[dict[str, Any]] = []

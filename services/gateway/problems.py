@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from typing import Any
 
@@ -103,6 +104,8 @@ class BodyLimit:
 # them wrong, so they come from a seeded generator in the process, not from the system's random
 # source, a system call for each request (uuid4 was 3% of the gateway's CPU in a surge).
 _request_ids = random.Random()
+# A forked child must not repeat its parent's sequence.
+os.register_at_fork(after_in_child=_request_ids.seed)
 
 
 def scope_header(scope: Any, name: bytes) -> str:

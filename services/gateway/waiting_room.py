@@ -17,6 +17,7 @@ import hashlib
 import heapq
 import hmac
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -55,6 +56,8 @@ STEER_CEILING = 2.0
 # replicas share, is what no one can forge, and binds it to one account), so it comes from a
 # seeded generator in the process rather than a system call for each of a surge's refusals.
 _nonces = random.Random()
+# A forked child must not repeat its parent's sequence.
+os.register_at_fork(after_in_child=_nonces.seed)
 
 
 class TurnedAway(Overloaded):

@@ -133,10 +133,11 @@ class OneSendPerStep:
     def send_pending(self) -> None:
         if not self._pending:
             return
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        pending, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
         if self._transport.is_closing():
             return
-        if len(pending) > 1 and sum(len(data) for data in pending) <= JOIN_AT_MOST:
+        if len(pending) > 1 and size <= JOIN_AT_MOST:
             pending = [b"".join(pending)]
         for data in pending:
             self._transport.write(data)

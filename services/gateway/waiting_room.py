@@ -17,13 +17,12 @@ import hashlib
 import heapq
 import hmac
 import math
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.gateway.admission import RETAIL, Overloaded, StampGate, StampSlot
+from services.gateway.ids import distinct_hex
 
 TICKET_HEADER = "Waiting-Room-Ticket"
 # How long after its Retry-After a ticket still holds its place.
@@ -50,14 +49,6 @@ STEER_S = 1.0
 STEER_UP = 1.25
 STEER_DOWN = 0.8
 STEER_CEILING = 2.0
-
-
-# A ticket's nonce only tells apart tickets out at the same moment (its MAC, with the key the
-# replicas share, is what no one can forge, and binds it to one account), so it comes from a
-# seeded generator in the process rather than a system call for each of a surge's refusals.
-_nonces = random.Random()
-# A forked child must not repeat its parent's sequence.
-os.register_at_fork(after_in_child=_nonces.seed)
 
 
 class TurnedAway(Overloaded):
@@ -232,7 +223,7 @@ class WaitingRoom:
         )
         position = ahead + 1
         wait = self.wait_for(position)
-        ticket = Ticket(arrived, now + wait + GRACE_S, f"{_nonces.getrandbits(72):018x}")
+        ticket = Ticket(arrived, now + wait + GRACE_S, distinct_hex(72))
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
         self._out[ticket.nonce] = arrived

@@ -436,6 +436,10 @@ async def sign_in(http: httpx.AsyncClient, tally: Tally) -> Account:
     return Account(headers)
 
 
+class OrderRefused(RuntimeError):
+    """An order answered with another status than 201 (counted in the statuses already)."""
+
+
 async def buy(http: httpx.AsyncClient, account: Account, quantity: int, tally: Tally, *, pay: bool) -> float:
     """One purchase: the order (timed), then, when asked, its sandbox payment."""
     started = time.perf_counter()
@@ -447,7 +451,7 @@ async def buy(http: httpx.AsyncClient, account: Account, quantity: int, tally: T
     elapsed = (time.perf_counter() - started) * 1000
     tally.statuses[order.status_code] += 1
     if order.status_code != 201:
-        raise RuntimeError(f"order refused: {order.status_code} {order.text}")
+        raise OrderRefused(f"order refused: {order.status_code} {order.text}")
     if pay:
         paid = await http.post(f"/v1/dev/payments/{order.json()['id']}/pay")
         tally.statuses[paid.status_code] += 1
@@ -672,12 +676,18 @@ async def watch_queues(address: str, every_s: float, tally: Tally, stop: asyncio
 @dataclass
 class Purchases:
     """What the buyers' process timed: every order's latency (ms), with (when it was sent, on
-    this machine's monotonic clock, and its latency) for the timeline; the statuses answered."""
+    this machine's monotonic clock, and its latency) for the timeline; the statuses answered.
+    Only orders answered 201 are timed: the rest are in the statuses, a 5xx failing the run."""
 
     latencies: list[float]
     sent: list[tuple[float, float]]
     statuses: Counter[int]
     pid: int
+
+    def describe(self) -> str:
+        refused = sum(n for status, n in self.statuses.items() if status != 201)
+        p50, p99 = percentile(self.latencies, 0.5), percentile(self.latencies, 0.99)
+        return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(self.latencies)} orders, {refused} not created"
 
 
 async def steady_purchases(
@@ -700,6 +710,10 @@ async def steady_purchases(
         except httpx.TransportError:
             # A connection the gateway closed under load: counted with the statuses, as status 0.
             tally.statuses[0] += 1
+        except OrderRefused:
+            # A refusal (429 when the purchases bulkhead is full) or a failure: a surge must not
+            # end the run before it is reported.
+            pass
 
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
         # Untimed, and before the clock starts: this client's own connections are opened first.
@@ -822,8 +836,7 @@ async def _run(
         )
         tally.statuses.update(unloaded_run.statuses)
         unloaded = unloaded_run.latencies
-        p50, p99 = percentile(unloaded, 0.5), percentile(unloaded, 0.99)
-        print(f"purchases unloaded: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        print(f"purchases unloaded: {unloaded_run.describe()}")
 
         stamper = StampClient(stack.http, document)
         # The buyers start with the arrivals, their connections open by then.
@@ -868,6 +881,7 @@ async def _run(
         loaded_run = await purchases
         tally.statuses.update(loaded_run.statuses)
         loaded = loaded_run.latencies
+        print(f"purchases in the surge: {loaded_run.describe()}")
         tally.purchases = [(sent - tally.first_arrival, ms) for sent, ms in loaded_run.sent]
         distributor_lost = await batch
         surge_done.set()

@@ -42,6 +42,8 @@ def test_quick_surge_loses_nothing_answers_no_5xx_and_turns_the_excess_away(tmp_
     assert float(found["admitted"]) > 0 and float(found["pool"]) > 0, output
     assert re.search(r"statuses: \{.*429: [1-9]", output), f"no request met the waiting room:\n{output}"
     assert "emeterai audit reconcile: exit 0" in output, output
+    # The buyers' process timed orders beside the surge, and reported what it could not create.
+    assert re.search(r"purchases in the surge: .* over [1-9]\d* orders, \d+ not created", output), output
 
     # The run file, read as bench/report.py reads it: the surge second by second, the queue seen.
     surge = read_run(tmp_path / "surge.json")

@@ -147,18 +147,20 @@ class TransferQuotaResponse(_message.Message):
     def __init__(self, transfer: _Optional[_Union[_ledger_pb2.Transfer, _Mapping]] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
-    __slots__ = ("account_id", "idempotency_key", "document_sha256", "metadata", "channel")
+    __slots__ = ("account_id", "idempotency_key", "document_sha256", "metadata", "channel", "request_sha256")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     idempotency_key: str
     document_sha256: bytes
     metadata: _common_pb2.DocumentMetadata
     channel: _common_pb2.Channel
-    def __init__(self, account_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., document_sha256: _Optional[bytes] = ..., metadata: _Optional[_Union[_common_pb2.DocumentMetadata, _Mapping]] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ...) -> None: ...
+    request_sha256: bytes
+    def __init__(self, account_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., document_sha256: _Optional[bytes] = ..., metadata: _Optional[_Union[_common_pb2.DocumentMetadata, _Mapping]] = ..., channel: _Optional[_Union[_common_pb2.Channel, str]] = ..., request_sha256: _Optional[bytes] = ...) -> None: ...
 
 class ReserveResponse(_message.Message):
     __slots__ = ("hold", "replayed")

@@ -45,6 +45,18 @@ def check_document(document: bytes, max_bytes: int) -> None:
         raise InvalidInput("the file is not a PDF")
 
 
+def request_fingerprint(placement: common_pb2.StampPlacement, metadata: common_pb2.DocumentMetadata) -> bytes:
+    """SHA-256 of what a stamp depends on besides the document: where it goes and what the document
+    is declared to be. The ledger keeps it with the hold; a retry with the same idempotency key
+    must send the same (the IETF draft's 422 for a key reused with another payload)."""
+    digest = hashlib.sha256()
+    for part in (placement, metadata):
+        # Length-prefixed, so no two different pairs encode alike.
+        encoded = part.SerializeToString(deterministic=True)
+        digest.update(len(encoded).to_bytes(4, "big") + encoded)
+    return digest.digest()
+
+
 # Each channel's part of the stamp gate.
 GATE_PARTITIONS = {
     common_pb2.CHANNEL_RETAIL: RETAIL,
@@ -93,6 +105,7 @@ class StampingFlow:
                             document_sha256=hashlib.sha256(document).digest(),
                             metadata=metadata,
                             channel=channel,
+                            request_sha256=request_fingerprint(placement, metadata),
                         ),
                         timeout=10,
                     )

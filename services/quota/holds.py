@@ -96,6 +96,8 @@ class ReserveRequest:
     now: datetime
     ttl: timedelta
     unit_price_idr: int
+    # The caller's fingerprint of the rest of the request; empty for none.
+    request_sha256: bytes = b""
 
 
 def reserve(journal: Journal, request: ReserveRequest) -> tuple[Hold, bool]:
@@ -108,6 +110,14 @@ def reserve(journal: Journal, request: ReserveRequest) -> tuple[Hold, bool]:
         # A retry must get the serial it was first given, or a second stamp would burn a second unit.
         if bytes(earlier.document_sha256) != request.document_sha256:
             raise Conflict("this idempotency key was used to reserve a stamp for a different document")
+        # Compared only when both have one: a hold made before fingerprints, or a caller that
+        # sends none, is matched by its document alone.
+        fingerprinted = earlier.request_sha256 is not None and request.request_sha256
+        if fingerprinted and bytes(earlier.request_sha256) != request.request_sha256:
+            raise Conflict(
+                "this idempotency key was used to reserve a stamp with another placement or "
+                "other document details"
+            )
         return hold_from_row(earlier), True
 
     hold_id = new_id("hold")
@@ -159,6 +169,7 @@ def _new_hold(
         "expires_at": request.now + request.ttl,
         "resolved_at": None,
         "document_ref": None,
+        "request_sha256": request.request_sha256 or None,
     }
     return serial_row, hold_row
 

@@ -357,13 +357,17 @@ class Ledger:
         document_sha256: bytes,
         metadata: DocumentMetadata,
         channel: Channel,
+        request_sha256: bytes = b"",
     ) -> tuple[Hold, bool]:
         """Hold one available unit for the document and issue its serial; (hold, replayed).
 
-        The same key with the same document returns the same hold and serial; with another
-        document it is a Conflict. No available unit raises InsufficientQuota.
+        The same key with the same document (and, when both requests carry one, the same
+        request_sha256: the caller's fingerprint of the rest of the request) returns the same hold
+        and serial; anything else is a Conflict. No available unit raises InsufficientQuota.
         """
-        return self.reserve_later(account_id, idempotency_key, document_sha256, metadata, channel).result()
+        return self.reserve_later(
+            account_id, idempotency_key, document_sha256, metadata, channel, request_sha256
+        ).result()
 
     def reserve_later(
         self,
@@ -372,11 +376,14 @@ class Ledger:
         document_sha256: bytes,
         metadata: DocumentMetadata,
         channel: Channel,
+        request_sha256: bytes = b"",
     ) -> Future[tuple[Hold, bool]]:
         """reserve without waiting for the result."""
         _require("account_id", account_id, ACCOUNT_ID_LENGTH)
         _require("idempotency_key", idempotency_key, KEY_LENGTH)
         _require_sha256("document_sha256", document_sha256)
+        if request_sha256:
+            _require_sha256("request_sha256", request_sha256)
         _check_metadata(metadata)
         now = self._clock()
         request = holds.ReserveRequest(
@@ -388,6 +395,7 @@ class Ledger:
             now=now,
             ttl=self._hold_ttl,
             unit_price_idr=self._unit_price_idr,
+            request_sha256=request_sha256,
         )
         return self._committer.submit(lambda journal: holds.reserve(journal, request), ("reserve", request))
 

@@ -294,6 +294,9 @@ holds = Table(
     Column("resolved_at", UtcDateTime, nullable=True),
     # Where the gateway's document store keeps the stamped PDF: opaque here, set on commit.
     Column("document_ref", String(DOCUMENT_REF_LENGTH), nullable=True),
+    # The caller's fingerprint of the rest of the stamp request (placement, metadata), which a retry
+    # with the same key must match; NULL when none was given, or for holds made before it.
+    Column("request_sha256", LargeBinary(32), nullable=True),
     UniqueConstraint("account_id", "idempotency_key"),
     CheckConstraint(_one_of("status", HoldStatus), name="status_known"),
     CheckConstraint(_one_of("channel", Channel), name="channel_known"),

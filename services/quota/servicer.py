@@ -412,7 +412,12 @@ class QuotaServicer(quota_service_pb2_grpc.QuotaServiceServicer):
         channel = enum_from_proto(Channel, request.channel, "channel")
         metadata = metadata_from_proto(request.metadata)
         return self._ledger.reserve_later(
-            request.account_id, request.idempotency_key, request.document_sha256, metadata, channel
+            request.account_id,
+            request.idempotency_key,
+            request.document_sha256,
+            metadata,
+            channel,
+            request.request_sha256,
         )
 
     async def _answer_reserve(self, result: tuple[Hold, bool]) -> quota_service_pb2.ReserveResponse:

@@ -511,6 +511,19 @@ def test_idempotency_keys_follow_the_ietf_draft(
         "/v1/orders", json={"quantity": 4}, headers=user | {"Idempotency-Key": "order-1"}
     )
     assert other_order.status_code == 422, other_order.text
+    # The same key and document with the stamp placed elsewhere: 422 too, not the first stamp.
+    bought = client.post(
+        "/v1/orders", json={"quantity": 1}, headers=user | {"Idempotency-Key": "order-placed"}
+    )
+    assert client.post(f"/v1/dev/payments/{bought.json()['id']}/pay").json()["webhook_status"] == 200
+    placed = stamp("placed-1")
+    assert placed.status_code == 201, placed.text
+    form["rect"] = "60,60,160,160"
+    moved = stamp("placed-1")
+    assert moved.status_code == 422 and "another placement" in moved.json()["detail"], moved.text
+    form["rect"] = "50,50,150,150"
+    again = stamp("placed-1")
+    assert again.status_code in (200, 201) and again.json()["serial"] == placed.json()["serial"], again.text
 
     # A first request still signing (here: a hold reserved under the key and not yet resolved).
     bought = client.post(

@@ -156,6 +156,30 @@ def test_the_same_key_for_another_document_is_a_conflict(ledger: Ledger, buy: Bu
     assert ledger.get_balance("acct-a").held == 1
 
 
+def test_the_same_key_with_another_request_fingerprint_is_a_conflict(ledger: Ledger, buy: Buy) -> None:
+    buy("acct-a", 3)
+    page_1 = sha("page 1")
+    first, _ = ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL, page_1)
+    again, replayed = ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL, page_1)
+    assert replayed and again == first
+    with pytest.raises(Conflict, match="another placement"):
+        ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL, sha("page 2"))
+    # A caller that sends no fingerprint is matched by the document alone.
+    assert ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL) == (first, True)
+    # And so is a hold made without one, whatever the retry sends.
+    older, _ = ledger.reserve("acct-a", "stamp-2", sha("doc"), NO_METADATA, Channel.RETAIL)
+    retried = ledger.reserve("acct-a", "stamp-2", sha("doc"), NO_METADATA, Channel.RETAIL, sha("x"))
+    assert retried == (older, True)
+    assert ledger.get_balance("acct-a").held == 2
+
+
+def test_a_request_fingerprint_must_be_a_sha256(ledger: Ledger, buy: Buy) -> None:
+    buy("acct-a", 1)
+    with pytest.raises(InvalidInput, match="request_sha256"):
+        ledger.reserve("acct-a", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL, b"short")
+    assert ledger.get_balance("acct-a").held == 0
+
+
 def test_reserve_without_quota_is_insufficient_quota_and_changes_nothing(ledger: Ledger, buy: Buy) -> None:
     with pytest.raises(InsufficientQuota, match="buy more"):
         ledger.reserve("acct-new", "stamp-1", sha("doc"), NO_METADATA, Channel.RETAIL)

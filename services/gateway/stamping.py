@@ -2,7 +2,10 @@
 
 A crash between the steps leaves a reserved hold, which the ledger releases when it expires, so
 quota is never lost. A retry with the same idempotency key finds the same hold: a committed one
-is answered from the document store, a reserved one is signed again under the same serial.
+is answered from the document store; a reserved one is answered 409 while its first attempt may
+still be working, and signed again under the same serial once that attempt has surely given up
+(its deadlines are past), so a user whose request died mid-way gets the stamp on a retry instead of
+waiting for the hold to expire.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from emeterai.v1 import common_pb2, ledger_pb2, quota_service_pb2, signer_service_pb2
 from services.common.errors import DomainError, InvalidInput, PreconditionFailed, RequestInFlight, Unavailable
@@ -25,6 +29,12 @@ log = logging.getLogger(__name__)
 
 # Releases must happen even when the client went away; give them their own short deadline.
 RELEASE_TIMEOUT_S = 10.0
+# Reserve and Commit: the ledger answers in milliseconds, or is not answering.
+LEDGER_TIMEOUT_S = 10.0
+# Past its signing and commit deadlines, how much longer a first attempt is given before a retry
+# signs again: the document store's write, and clocks (the ledger's, which dates the hold, and
+# this gateway's) that disagree by a few seconds.
+ABANDON_MARGIN_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,22 @@ class StampingFlow:
     Release are never shed."""
 
     def __init__(
-        self, backends: Backends, store: DocumentStore, sign_timeout_s: float, gate: StampGate | None = None
+        self,
+        backends: Backends,
+        store: DocumentStore,
+        sign_timeout_s: float,
+        gate: StampGate | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._quota = backends.quota
         self._signer = backends.signer
         self._store = store
         self._sign_timeout = sign_timeout_s
         self._gate = gate
+        self._clock = clock
+        # How old a reserved hold is when the attempt that reserved it has surely stopped: every
+        # gateway replica runs the same deadlines, so none of them can still sign or commit it.
+        self._abandoned_after = timedelta(seconds=sign_timeout_s + LEDGER_TIMEOUT_S + ABANDON_MARGIN_S)
 
     async def stamp(
         self,
@@ -107,7 +126,7 @@ class StampingFlow:
                             channel=channel,
                             request_sha256=request_fingerprint(placement, metadata),
                         ),
-                        timeout=10,
+                        timeout=LEDGER_TIMEOUT_S,
                     )
                 )
             except BaseException as exc:
@@ -118,12 +137,17 @@ class StampingFlow:
                 raise
             hold = reserved.hold
             if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
-                # The first request with this key is still signing (or died, and its hold will expire):
-                # signing again would race it for the same serial.
-                count_stamp(partition, REFUSED)
-                raise RequestInFlight(
-                    "a request with this idempotency key is still being processed; retry in a moment"
-                )
+                if not self._abandoned(hold):
+                    # The first request with this key may still be signing: signing again now would
+                    # race it for the same serial.
+                    count_stamp(partition, REFUSED)
+                    raise RequestInFlight(
+                        "a request with this idempotency key is still being processed; retry in a moment"
+                    )
+                # Its first attempt died (a gateway crash, a commit the ledger never answered):
+                # this one signs under the same serial; the ledger commits the hold once, whichever
+                # attempt gets there.
+                log.info("signing again a hold its first attempt left", extra={"hold_id": hold.hold_id})
             if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
                 try:
                     stored = await asyncio.to_thread(self._store.get, hold.hold_id, hold.document_ref)
@@ -141,6 +165,16 @@ class StampingFlow:
             return await self._sign_and_commit(
                 partition, hold, document, placement, metadata, document_password
             )
+
+    def _abandoned(self, hold: ledger_pb2.Hold) -> bool:
+        """True when the attempt that reserved `hold` has stopped, and the hold has time left for
+        another to sign and commit it (past its deadline the ledger refuses the commit, and the
+        sweep releases it: a retry then learns to send a new key)."""
+        now = self._clock()
+        created = hold.created_at.ToDatetime(tzinfo=UTC)
+        expires = hold.expires_at.ToDatetime(tzinfo=UTC)
+        latest_start = expires - timedelta(seconds=self._sign_timeout + LEDGER_TIMEOUT_S)
+        return created + self._abandoned_after <= now < latest_start
 
     @contextlib.asynccontextmanager
     async def _admitted(self, partition: str, slot: StampSlot | None) -> AsyncIterator[None]:
@@ -192,7 +226,7 @@ class StampingFlow:
                         stamped_sha256=signed.stamped_sha256,
                         document_ref=document_ref,
                     ),
-                    timeout=10,
+                    timeout=LEDGER_TIMEOUT_S,
                 )
             )
         except BaseException:

@@ -43,7 +43,11 @@ PIN = "482915"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), signers=2) as running:
+    # One account walks every test here, stamping more than the default burst of 10 while the
+    # bucket refills at 0.5/s: how many tokens are left would then hang on how fast this machine
+    # is. The per-account limit has its own tests (tests/gateway, tests/e2e/test_web_page.py).
+    walk_limits = {"EMETERAI_RETAIL_STAMP_BURST": "100"}
+    with running_stack(tmp_path_factory.mktemp("stack"), signers=2, environment=walk_limits) as running:
         yield running
 
 

@@ -4,6 +4,7 @@ from emeterai.v1 import common_pb2 as _common_pb2
 from emeterai.v1 import accounts_pb2 as _accounts_pb2
 from emeterai.v1 import ledger_pb2 as _ledger_pb2
 from emeterai.v1 import verification_pb2 as _verification_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -240,18 +241,20 @@ class BatchStampRequest(_message.Message):
     def __init__(self, client_ref: _Optional[str] = ..., document: _Optional[_Union[StampDocumentRequest, _Mapping]] = ...) -> None: ...
 
 class BatchStampResponse(_message.Message):
-    __slots__ = ("client_ref", "code", "message", "stamp", "stamped_document")
+    __slots__ = ("client_ref", "code", "message", "stamp", "stamped_document", "retry_after")
     CLIENT_REF_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STAMP_FIELD_NUMBER: _ClassVar[int]
     STAMPED_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     client_ref: str
     code: int
     message: str
     stamp: StampRecord
     stamped_document: bytes
-    def __init__(self, client_ref: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., stamp: _Optional[_Union[StampRecord, _Mapping]] = ..., stamped_document: _Optional[bytes] = ...) -> None: ...
+    retry_after: _duration_pb2.Duration
+    def __init__(self, client_ref: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., stamp: _Optional[_Union[StampRecord, _Mapping]] = ..., stamped_document: _Optional[bytes] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitStampJobRequest(_message.Message):
     __slots__ = ("documents", "callback_url", "idempotency_key")

@@ -215,7 +215,10 @@ class DistributorServiceServicer:
 
     def BatchStamp(self, request_iterator, context):
         """Stamps many documents over one stream, one result per document in the
-        order they finish, each tagged with the caller's reference.
+        order they finish, each tagged with the caller's reference. Each document
+        takes a token from the account's stamp bucket, as a StampDocument call does;
+        one over the rate gets RESOURCE_EXHAUSTED with retry_after, and the stream
+        goes on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -226,6 +229,8 @@ class DistributorServiceServicer:
         has its result, POSTs the job's results to callback_url, signed with the
         distributor's webhook secret (docs/distributor-api.md). Answers at once
         with the job id; the same idempotency key and request give the same job.
+        The job stamps at the account's stamp rate: each document waits for a token
+        from the account's bucket instead of failing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,13 +55,18 @@ class DistributorServiceStub:
     """
     BatchStamp: _grpc.StreamStreamMultiCallable[_distributor_service_pb2.BatchStampRequest, _distributor_service_pb2.BatchStampResponse]
     """Stamps many documents over one stream, one result per document in the
-    order they finish, each tagged with the caller's reference.
+    order they finish, each tagged with the caller's reference. Each document
+    takes a token from the account's stamp bucket, as a StampDocument call does;
+    one over the rate gets RESOURCE_EXHAUSTED with retry_after, and the stream
+    goes on.
     """
     SubmitStampJob: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.SubmitStampJobRequest, _distributor_service_pb2.SubmitStampJobResponse]
     """Queues documents and stamps them in the background; when every document
     has its result, POSTs the job's results to callback_url, signed with the
     distributor's webhook secret (docs/distributor-api.md). Answers at once
     with the job id; the same idempotency key and request give the same job.
+    The job stamps at the account's stamp rate: each document waits for a token
+    from the account's bucket instead of failing.
     """
     GetStampJob: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampJobRequest, _distributor_service_pb2.GetStampJobResponse]
     """A job's status and its results so far, without document bytes."""
@@ -107,13 +112,18 @@ class DistributorServiceAsyncStub(DistributorServiceStub):
     """
     BatchStamp: _aio.StreamStreamMultiCallable[_distributor_service_pb2.BatchStampRequest, _distributor_service_pb2.BatchStampResponse]  # type: ignore[assignment]
     """Stamps many documents over one stream, one result per document in the
-    order they finish, each tagged with the caller's reference.
+    order they finish, each tagged with the caller's reference. Each document
+    takes a token from the account's stamp bucket, as a StampDocument call does;
+    one over the rate gets RESOURCE_EXHAUSTED with retry_after, and the stream
+    goes on.
     """
     SubmitStampJob: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.SubmitStampJobRequest, _distributor_service_pb2.SubmitStampJobResponse]  # type: ignore[assignment]
     """Queues documents and stamps them in the background; when every document
     has its result, POSTs the job's results to callback_url, signed with the
     distributor's webhook secret (docs/distributor-api.md). Answers at once
     with the job id; the same idempotency key and request give the same job.
+    The job stamps at the account's stamp rate: each document waits for a token
+    from the account's bucket instead of failing.
     """
     GetStampJob: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.GetStampJobRequest, _distributor_service_pb2.GetStampJobResponse]  # type: ignore[assignment]
     """A job's status and its results so far, without document bytes."""
@@ -222,7 +232,10 @@ class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_distributor_service_pb2.BatchStampResponse], _abc.AsyncIterator[_distributor_service_pb2.BatchStampResponse]]:
         """Stamps many documents over one stream, one result per document in the
-        order they finish, each tagged with the caller's reference.
+        order they finish, each tagged with the caller's reference. Each document
+        takes a token from the account's stamp bucket, as a StampDocument call does;
+        one over the rate gets RESOURCE_EXHAUSTED with retry_after, and the stream
+        goes on.
         """
 
     @_abc_1.abstractmethod
@@ -235,6 +248,8 @@ class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
         has its result, POSTs the job's results to callback_url, signed with the
         distributor's webhook secret (docs/distributor-api.md). Answers at once
         with the job id; the same idempotency key and request give the same job.
+        The job stamps at the account's stamp rate: each document waits for a token
+        from the account's bucket instead of failing.
         """
 
     @_abc_1.abstractmethod

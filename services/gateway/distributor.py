@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -14,6 +14,7 @@ from emeterai.v1 import distributor_service_pb2 as pb
 from services.common.errors import (
     BASE_STATUS_CODES,
     DomainError,
+    Exhausted,
     NotFound,
     status_code_for,
 )
@@ -92,7 +93,10 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         *,
         jobs: StampJobs,
         notices: NoticeBoard,
+        take_stamp_token: Callable[[str], Awaitable[None]],
     ) -> None:
+        """take_stamp_token(account_id) takes a token from the account's stamp bucket, or raises
+        Exhausted: once per document of a BatchStamp stream."""
         self._auth = backends.auth
         self._quota = backends.quota
         self._backends = backends
@@ -101,6 +105,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         self._max_bytes = max_document_bytes
         self._jobs = jobs
         self._notices = notices
+        self._take_stamp_token = take_stamp_token
         self._webhook_secrets = AuthWebhookSecrets(backends.auth)
 
     async def _acting_account(self, account_id: str) -> str:
@@ -257,9 +262,12 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         """Stamp each document as it arrives, at most BATCH_CONCURRENCY at once; one result each."""
         results: asyncio.Queue[pb.BatchStampResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+        distributor = current_principal().account_id
 
         async def one(item: pb.BatchStampRequest) -> None:
             try:
+                # Per document, as for StampDocument: a stream is no way around the account's rate.
+                await self._take_stamp_token(distributor)
                 stamped = await self._stamp(item.document)
                 await results.put(
                     pb.BatchStampResponse(
@@ -271,9 +279,12 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
                 )
             except DomainError as exc:
                 code = status_code_for(exc, BASE_STATUS_CODES)
-                await results.put(
-                    pb.BatchStampResponse(client_ref=item.client_ref, code=code.value[0], message=exc.message)
+                refused = pb.BatchStampResponse(
+                    client_ref=item.client_ref, code=code.value[0], message=exc.message
                 )
+                if isinstance(exc, Exhausted):
+                    refused.retry_after.FromSeconds(exc.retry_after_s)
+                await results.put(refused)
             except Exception:
                 log.exception("batch item failed", extra={"client_ref": item.client_ref})
                 await results.put(

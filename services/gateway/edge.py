@@ -99,6 +99,11 @@ class AdmissionControl:
                 max(1, math.ceil(wait)),
             )
 
+    async def wait_for_stamp_token(self, account_id: str) -> float:
+        """A distributor stamp job's pace: 0 when the account's stamp bucket gave a token, else the
+        seconds until it has one. Unlike a refusal this is not counted: the job waits its turn."""
+        return await self.buckets.take(self.rules[DISTRIBUTOR_STAMP_RULE], account_id)
+
 
 def http_bulkhead(method: str, path: str) -> str | None:
     """Which bulkhead an HTTP request goes through; None for what always passes."""
@@ -211,6 +216,8 @@ async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> 
 
 
 # Distributor RPCs by bulkhead; the stamping RPCs are admitted by the stamp gate in StampingFlow.
+# The account's stamp bucket is taken per document: here for StampDocument, by the servicer for
+# each document of a BatchStamp stream, by the job runner for each document of a stamp job.
 PURCHASE_METHODS = frozenset({"CreateOrder", "CancelOrder", "RefundOrder", "TransferQuota"})
 _VERIFICATION_METHODS = frozenset({"VerifyDocument", "LookupSerial"})
 _GATED_METHODS = frozenset({"StampDocument", "BatchStamp", "SubmitStampJob"})
@@ -234,7 +241,7 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         rule = None
         if method in _GATED_METHODS:
             kind = None
-            rule = DISTRIBUTOR_STAMP_RULE
+            rule = DISTRIBUTOR_STAMP_RULE if method == "StampDocument" else None
         elif method in PURCHASE_METHODS:
             kind = PURCHASES
             rule = ORDER_RULE if method == "CreateOrder" else None
@@ -242,6 +249,8 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
             kind = VERIFICATION
         else:
             kind = DISTRIBUTOR
+        if kind is None and rule is None:
+            return handler
         return self._limited(handler, kind, rule)
 
     def _limited(self, handler: grpc.RpcMethodHandler, kind: str | None, rule: str | None) -> Any:

@@ -21,7 +21,7 @@ import copy
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -256,7 +256,11 @@ def _failure(error: DomainError) -> ItemResult:
 
 class StampJobs:
     """Accepts jobs and runs them as background tasks of the event loop: at most `workers` jobs
-    at once, each stamping up to `documents_at_once` documents at a time."""
+    at once, each stamping up to `documents_at_once` documents at a time.
+
+    `pace(owner)` is the distributor's stamp bucket: 0 when it gave a token for the next document,
+    else the seconds until it has one. Each document waits for its token, so a job of any size
+    stamps at the account's rate, as its StampDocument calls would, without failing for it."""
 
     def __init__(
         self,
@@ -272,8 +276,10 @@ class StampJobs:
         document_retries: Backoff = DOCUMENT_RETRIES,
         callback_retries: Backoff = CALLBACK_RETRIES,
         clock: Callable[[], datetime] = utc_now,
+        pace: Callable[[str], Awaitable[float]] | None = None,
     ) -> None:
         self._store = store
+        self._pace = pace
         self._stamper = stamper
         self._secrets = secrets
         self._callbacks = callbacks
@@ -431,6 +437,9 @@ class StampJobs:
             check_document(document.document, self._limits.max_document_bytes)
         except InvalidInput as exc:
             return _failure(exc)
+        if self._pace is not None:
+            while (wait := await self._pace(job.owner)) > 0:
+                await self._pause(wait)
         item = job.items[index]
         last: DomainError = Unavailable("stamping did not succeed in time; submit it again")
         for retry in range(self._document_retries.attempts):

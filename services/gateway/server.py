@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from services.common.tokens import RemoteJwks, token_verifier
 from services.gateway.callbacks import AuthWebhookSecrets, CallbackClient
 from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServicer
 from services.gateway.documents import LocalDocumentStore, retention_from_days
-from services.gateway.edge import AdmissionControl, GrpcAdmission
+from services.gateway.edge import DISTRIBUTOR_STAMP_RULE, AdmissionControl, GrpcAdmission
 from services.gateway.http_api import Gateway, create_app
 from services.gateway.job_store import LocalJobStore
 from services.gateway.jobs import JobLimits, StampJobs
@@ -85,6 +86,7 @@ async def serve(settings: GatewaySettings) -> None:
         JobLimits(settings.job_max_documents, settings.job_max_bytes, settings.max_upload_bytes),
         dev=settings.is_dev,
         workers=settings.job_workers,
+        pace=admission.wait_for_stamp_token,
     )
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)
@@ -95,7 +97,13 @@ async def serve(settings: GatewaySettings) -> None:
             Registration(
                 distributor_service_pb2_grpc.add_DistributorServiceServicer_to_server,
                 DistributorServicer(
-                    backends, stamping, store, settings.max_upload_bytes, jobs=jobs, notices=notices
+                    backends,
+                    stamping,
+                    store,
+                    settings.max_upload_bytes,
+                    jobs=jobs,
+                    notices=notices,
+                    take_stamp_token=functools.partial(admission.take_token, DISTRIBUTOR_STAMP_RULE),
                 ),
                 SERVICE_NAME,
             )

@@ -38,6 +38,7 @@ from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
 from services.auth.store import create_auth_engine
 from services.common.errors import IdempotencyKeyReused, InvalidInput, NotFound, PreconditionFailed
 from services.common.interceptors import ErrorInterceptor
+from services.common.limits import BucketRule, MemoryTokenBuckets
 from services.common.settings import AuthSettings
 from services.common.webhooks import verify_webhook
 from services.gateway.callbacks import (
@@ -256,6 +257,31 @@ async def test_a_job_stamps_its_documents_and_calls_back_signed(parts: Parts, co
     assert first["serial"] == stamps[0].serial and first["status"] == "stamped"
     assert first["document_sha256"] == hashlib.sha256(documents[0].document).hexdigest()
     assert body["results"][1]["stamp"] is None
+
+
+async def test_a_job_stamps_at_its_accounts_rate_waiting_for_tokens_instead_of_failing(
+    parts: Parts, corpus: Path
+) -> None:
+    # The account's bucket: one token saved up, five a second after that.
+    buckets = MemoryTokenBuckets()
+    rule = BucketRule("distributor-stamps", rate=5.0, burst=1)
+    asked: list[tuple[str, float]] = []
+
+    async def pace(owner: str) -> float:
+        wait = await buckets.take(rule, owner)
+        asked.append((owner, wait))
+        return wait
+
+    jobs = parts.runner(pace=pace)
+    documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 3)
+    job = await jobs.submit(parts.distributor, "job-paced", documents, "")
+    done = await _done(jobs, parts.distributor, job.job_id)
+    assert [item.result.code for item in done.items if item.result] == ["OK"] * 3
+    # One token per document, each from the owner's bucket; past the burst, documents waited.
+    assert {owner for owner, _ in asked} == {parts.distributor}
+    assert sum(1 for _, wait in asked if wait == 0) == 3
+    assert any(wait > 0 for _, wait in asked)
+    assert (await parts.balance()).consumed == 3
 
 
 async def test_the_same_key_is_the_same_job_and_only_its_owner_sees_it(parts: Parts, corpus: Path) -> None:

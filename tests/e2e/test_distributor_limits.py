@@ -1,0 +1,88 @@
+"""A distributor's stamp rate over gRPC, on the whole stack (`emeterai up`) with a small bucket:
+every document takes a token, whichever RPC carries it, and one over the rate costs nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from emeterai.v1 import common_pb2, distributor_service_pb2_grpc
+from emeterai.v1 import distributor_service_pb2 as dpb
+from services.common.errors import RETRY_AFTER_TRAILER
+from tests.conftest import require_corpus
+from tests.e2e.local_stack import RunningStack, running_stack
+
+# Two stamps saved up, and a refill too slow to matter while the test runs (one per 100 s).
+LIMITS = {"EMETERAI_DISTRIBUTOR_STAMP_BURST": "2", "EMETERAI_DISTRIBUTOR_STAMPS_PER_S": "0.01"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_stack(tmp_path_factory.mktemp("limited-stack"), environment=LIMITS) as running:
+        yield running
+
+
+def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_rest_again(
+    stack: RunningStack,
+) -> None:
+    document = (require_corpus() / "sf-001-minimal-document.pdf").read_bytes()
+    created = stack.emeterai("distributors", "create", "--name", "PT Batas Laju")
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+    with (
+        grpc.insecure_channel(stack.grpc_address) as channel,
+        httpx.Client(base_url=stack.http, timeout=60) as client,
+    ):
+        api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
+        signed_in = dpb.IssueTokenRequest(
+            client_id=credential["client_id"], client_secret=credential["client_secret"]
+        )
+        token = api.IssueToken(signed_in).access_token
+        auth = (("authorization", f"Bearer {token}"),)
+        order = api.CreateOrder(
+            dpb.DistributorServiceCreateOrderRequest(quantity=5, idempotency_key="stock"), metadata=auth
+        ).order
+        assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+
+        batch = [
+            dpb.BatchStampRequest(
+                client_ref=f"ref-{i}",
+                document=dpb.StampDocumentRequest(
+                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key=f"b-{i}"
+                ),
+            )
+            for i in range(3)
+        ]
+        results = list(api.BatchStamp(iter(batch), metadata=auth, timeout=120))
+        # Every document has its result; the stream itself is not refused.
+        assert sorted(r.client_ref for r in results) == ["ref-0", "ref-1", "ref-2"]
+        stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
+        refused = [r for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+        assert (len(stamped), len(refused)) == (2, 1), results
+        assert "faster than allowed" in refused[0].message
+        assert refused[0].retry_after.seconds >= 1 and not refused[0].stamped_document
+
+        # The bucket is empty for StampDocument too: refused with the wait, as RetryInfo and trailer.
+        with pytest.raises(grpc.RpcError) as caught:
+            api.StampDocument(
+                dpb.StampDocumentRequest(
+                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="single"
+                ),
+                metadata=auth,
+                timeout=60,
+            )
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(caught.value)
+        retry = error_details_pb2.RetryInfo()
+        assert status is not None and status.details[0].Unpack(retry) and retry.retry_delay.seconds >= 1
+        assert RETRY_AFTER_TRAILER in dict(caught.value.trailing_metadata())
+
+        # What was refused cost nothing.
+        balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+        assert (balance.available, balance.held, balance.consumed) == (3, 0, 2)

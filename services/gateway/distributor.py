@@ -238,7 +238,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         )
         return pb.DistributorServiceTransferQuotaResponse(transfer=moved.transfer)
 
-    async def _stamp(self, request: pb.StampDocumentRequest) -> pb.StampDocumentResponse:
+    async def _stamp(self, request: pb.StampDocumentRequest, context: Any) -> pb.StampDocumentResponse:
         check_document(request.document, self._max_bytes)
         outcome = await self._stamping.stamp(
             account_id=await self._acting_account(request.account_id),
@@ -248,13 +248,15 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
             metadata=request.metadata,
             channel=common_pb2.CHANNEL_DISTRIBUTOR,
             document_password=request.document_password,
+            # The caller's deadline goes on to the ledger and the signer (None: it set none).
+            time_left_s=context.time_remaining(),
         )
         return pb.StampDocumentResponse(
             stamp=stamp_record(outcome.hold), stamped_document=outcome.stamped_document
         )
 
     async def StampDocument(self, request: pb.StampDocumentRequest, context: Any) -> pb.StampDocumentResponse:
-        return await self._stamp(request)
+        return await self._stamp(request, context)
 
     async def BatchStamp(
         self, request_iterator: AsyncIterator[pb.BatchStampRequest], context: Any
@@ -268,7 +270,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
             try:
                 # Per document, as for StampDocument: a stream is no way around the account's rate.
                 await self._take_stamp_token(distributor)
-                stamped = await self._stamp(item.document)
+                stamped = await self._stamp(item.document, context)
                 await results.put(
                     pb.BatchStampResponse(
                         client_ref=item.client_ref,

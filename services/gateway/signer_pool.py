@@ -2,6 +2,10 @@
 flight, a replica that answers UNAVAILABLE is set aside for a while and the call goes to another,
 and every call keeps the caller's deadline whatever replica it ends on.
 
+Health-aware: every HEALTH_CHECK_S each replica is asked grpc.health.v1 Check for SignerService. A
+replica that says NOT_SERVING (it is shutting down and draining) or does not answer in time gets no
+new calls until a check says SERVING again; one without the health service is taken as serving.
+
 Signing is a pure function of its request (the hold and its serial are the ledger's), so a call
 that a replica refused can be sent again to another. Replicas are addresses, or a DNS name that
 resolves to several (a Kubernetes headless Service), looked up again every RESOLVE_S.
@@ -10,6 +14,7 @@ resolves to several (a Kubernetes headless Service), looked up again every RESOL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -19,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from emeterai.v1 import signer_service_pb2_grpc
+from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
 from services.common.clients import ServiceChannel, ServiceTokenSource, service_channel
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,10 @@ log = logging.getLogger(__name__)
 EJECT_S = 10.0
 # How often DNS names are looked up again.
 RESOLVE_S = 30.0
+# How often each replica's health is checked, and how long a check may take.
+HEALTH_CHECK_S = 2.0
+HEALTH_TIMEOUT_S = 1.0
+SIGNER_SERVICE = signer_service_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 
 
 @dataclass(eq=False)
@@ -36,7 +46,10 @@ class _Replica:
     address: str
     stub: Any
     channel: grpc.aio.Channel | ServiceChannel
+    health: Any
     in_flight: int = 0
+    # What its last health check said; a new replica is taken as serving until checked.
+    serving: bool = True
     ejected_until: float = float("-inf")
     last_used: float = field(default=float("-inf"))
 
@@ -58,6 +71,7 @@ class SignerPool:
         channel_for: Callable[[str], grpc.aio.Channel | ServiceChannel],
         *,
         clock: Callable[[], float] = time.monotonic,
+        health_check_s: float = HEALTH_CHECK_S,
     ) -> None:
         if not addresses:
             raise ValueError("the pool needs at least one signer address")
@@ -70,6 +84,8 @@ class SignerPool:
         self._resolved_at = float("-inf")
         self._resolving = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
+        self._health_check_s = health_check_s
+        self._checking: asyncio.Task[None] | None = None
 
     @classmethod
     def for_service(cls, addresses: Sequence[str], tokens: ServiceTokenSource) -> SignerPool:
@@ -88,7 +104,15 @@ class SignerPool:
         """Calls in flight by replica address."""
         return {address: replica.in_flight for address, replica in self._replicas.items()}
 
+    def serving(self) -> dict[str, bool]:
+        """What each replica's last health check said, by address."""
+        return {address: replica.serving for address, replica in self._replicas.items()}
+
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checking
         for replica in self._replicas.values():
             await replica.channel.close()
 
@@ -118,9 +142,9 @@ class SignerPool:
     def _pick(self, tried: set[_Replica]) -> _Replica:
         now = self._clock()
         untried = [r for r in self._replicas.values() if r not in tried]
-        healthy = [r for r in untried if r.ejected_until <= now]
-        # Every replica set aside: try the one set aside longest ago rather than fail outright.
-        candidates = healthy or sorted(untried, key=lambda r: r.ejected_until)[:1]
+        healthy = [r for r in untried if r.ejected_until <= now and r.serving]
+        # Every replica set aside or not serving: try the likeliest rather than fail outright.
+        candidates = healthy or sorted(untried, key=lambda r: (not r.serving, r.ejected_until))[:1]
         return min(candidates, key=lambda r: (r.in_flight, r.last_used))
 
     async def _resolve(self) -> None:
@@ -136,7 +160,8 @@ class SignerPool:
                 if address not in self._replicas:
                     channel = self._channel_for(address)
                     stub = signer_service_pb2_grpc.SignerServiceStub(channel)
-                    self._replicas[address] = _Replica(address, stub, channel)
+                    health = health_pb2_grpc.HealthStub(channel)
+                    self._replicas[address] = _Replica(address, stub, channel, health)
             for address in [a for a in self._replicas if a not in wanted]:
                 gone = self._replicas.pop(address)
                 # Calls already on their way finish on it: close() waits for them, up to a grace.
@@ -144,6 +169,33 @@ class SignerPool:
                 self._closing.add(closing)
                 closing.add_done_callback(self._closing.discard)
             self._resolved_at = self._clock()
+            if self._checking is None:
+                self._checking = asyncio.create_task(self._check_health_periodically())
+
+    async def _check_health_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_check_s)
+            await asyncio.gather(*(self._check_health(r) for r in list(self._replicas.values())))
+
+    async def _check_health(self, replica: _Replica) -> None:
+        request = health_pb2.HealthCheckRequest(service=SIGNER_SERVICE)
+        try:
+            answer = await replica.health.Check(request, timeout=HEALTH_TIMEOUT_S)
+            serving = answer.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.aio.AioRpcError as exc:
+            # A replica that cannot say is judged by its calls alone (UNAVAILABLE sets it aside).
+            serving = exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        except Exception:
+            # Not the replica's answer (this gateway's service token could not be had, say): it
+            # says nothing of the replica, which keeps what its last check said.
+            log.warning("signer health check not sent", extra={"signer": replica.address}, exc_info=True)
+            return
+        if serving != replica.serving:
+            log.warning(
+                "signer replica serving" if serving else "signer replica not serving; no new calls",
+                extra={"signer": replica.address},
+            )
+        replica.serving = serving
 
     async def _lookup(self, address: str) -> list[str]:
         host, _, port = address.rpartition(":")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 RELEASE_TIMEOUT_S = 10.0
 # Reserve and Commit: the ledger answers in milliseconds, or is not answering.
 LEDGER_TIMEOUT_S = 10.0
+# Of a caller's own deadline, what the signing leaves for the commit. The commit itself keeps its
+# full LEDGER_TIMEOUT_S: a document signed is committed even when its caller is out of time, so the
+# caller's retry replays it.
+COMMIT_ALLOWANCE_S = 1.0
 # Past its signing and commit deadlines, how much longer a first attempt is given before a retry
 # signs again: the document store's write, and clocks (the ledger's, which dates the hold, and
 # this gateway's) that disagree by a few seconds.
@@ -108,11 +113,17 @@ class StampingFlow:
         channel: common_pb2.Channel.ValueType,
         document_password: str = "",
         slot: StampSlot | None = None,
+        time_left_s: float | None = None,
     ) -> StampOutcome:
         """Stamp under `slot` when the caller was admitted already (the waiting room), else
-        under a slot of the channel's partition taken here."""
+        under a slot of the channel's partition taken here.
+
+        time_left_s is the caller's own deadline (a distributor's gRPC deadline), when it has one:
+        the Reserve and the signing get no more than what is left of it, so the signer replicas
+        see the caller's deadline and drop work nobody waits for."""
         if not idempotency_key:
             raise InvalidInput("an idempotency key is required")
+        deadline = None if time_left_s is None else time.monotonic() + time_left_s
         partition = GATE_PARTITIONS.get(channel, DISTRIBUTOR)
         async with self._admitted(partition, slot):
             try:
@@ -126,7 +137,7 @@ class StampingFlow:
                             channel=channel,
                             request_sha256=request_fingerprint(placement, metadata),
                         ),
-                        timeout=LEDGER_TIMEOUT_S,
+                        timeout=_within(deadline, LEDGER_TIMEOUT_S),
                     )
                 )
             except BaseException as exc:
@@ -163,7 +174,7 @@ class StampingFlow:
                     "send the document again with a new key"
                 )
             return await self._sign_and_commit(
-                partition, hold, document, placement, metadata, document_password
+                partition, hold, document, placement, metadata, document_password, deadline
             )
 
     def _abandoned(self, hold: ledger_pb2.Hold) -> bool:
@@ -195,7 +206,10 @@ class StampingFlow:
         placement: common_pb2.StampPlacement,
         metadata: common_pb2.DocumentMetadata,
         document_password: str,
+        deadline: float | None,
     ) -> StampOutcome:
+        # What the caller's deadline leaves after the commit's usual time.
+        sign_deadline = None if deadline is None else deadline - COMMIT_ALLOWANCE_S
         try:
             signed = await upstream(
                 self._signer.Stamp(
@@ -206,7 +220,7 @@ class StampingFlow:
                         metadata=metadata,
                         document_password=document_password,
                     ),
-                    timeout=self._sign_timeout,
+                    timeout=_within(sign_deadline, self._sign_timeout),
                 )
             )
         except BaseException:
@@ -254,3 +268,10 @@ class StampingFlow:
             )
         except Exception:
             log.warning("release failed; the hold will expire instead", extra={"hold_id": hold.hold_id})
+
+
+def _within(deadline: float | None, timeout_s: float) -> float:
+    """timeout_s, or less when the caller's deadline (time.monotonic()) comes first."""
+    if deadline is None:
+        return timeout_s
+    return max(0.0, min(timeout_s, deadline - time.monotonic()))

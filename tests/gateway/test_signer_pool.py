@@ -1,5 +1,6 @@
 """The signer pool against real gRPC servers on 127.0.0.1 that answer as signer replicas do, each
-told how to behave: fast, held until released, or gone."""
+told how to behave: fast, held until released, or gone; each with grpc.health.v1 as every service
+of ours serves it (services/common/boot.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
-from services.gateway.signer_pool import SignerPool
+from services.gateway.signer_pool import SIGNER_SERVICE, SignerPool
+from tests.polling import eventually
 
 
 @dataclass
@@ -21,6 +24,7 @@ class Replica(signer_service_pb2_grpc.SignerServiceServicer):
     hold: asyncio.Event | None = None
     delay_s: float = 0.0
     server: grpc.aio.Server | None = None
+    health: health.aio.HealthServicer | None = None
     address: str = ""
 
     async def Stamp(self, request, context):  # type: ignore[no-untyped-def]
@@ -34,6 +38,9 @@ class Replica(signer_service_pb2_grpc.SignerServiceServicer):
 async def _start(replica: Replica) -> Replica:
     replica.server = grpc.aio.server()
     signer_service_pb2_grpc.add_SignerServiceServicer_to_server(replica, replica.server)
+    replica.health = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(replica.health, replica.server)
+    await replica.health.set(SIGNER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     port = replica.server.add_insecure_port("127.0.0.1:0")
     await replica.server.start()
     replica.address = f"127.0.0.1:{port}"
@@ -52,7 +59,7 @@ async def replicas() -> AsyncIterator[list[Replica]]:
 
 @pytest.fixture
 async def pool(replicas: list[Replica]) -> AsyncIterator[SignerPool]:
-    pool = SignerPool([r.address for r in replicas], grpc.aio.insecure_channel)
+    pool = SignerPool([r.address for r in replicas], grpc.aio.insecure_channel, health_check_s=0.05)
     yield pool
     await pool.close()
 
@@ -94,6 +101,38 @@ async def test_a_replica_that_is_gone_is_set_aside_and_the_call_goes_to_another(
     for _ in range(3):
         assert (await pool.Stamp(_stamp(), timeout=10)).stamped_document == b"b"
     assert b.calls == calls_on_b + 3
+
+
+async def test_a_replica_not_serving_gets_no_new_calls_until_it_serves_again(
+    pool: SignerPool, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    await pool.Stamp(_stamp(), timeout=10)
+    # a is draining (SIGTERM: NOT_SERVING while calls in flight finish): the next check sees it.
+    await a.health.set(SIGNER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[union-attr]
+    await eventually(lambda: pool.serving() == {a.address: False, b.address: True})
+    calls_on_a = a.calls
+    answers = [await pool.Stamp(_stamp(), timeout=10) for _ in range(4)]
+    assert {answer.stamped_document for answer in answers} == {b"b"} and a.calls == calls_on_a
+
+    # Serving again: it is back among the replicas the calls are spread over.
+    await a.health.set(SIGNER_SERVICE, health_pb2.HealthCheckResponse.SERVING)  # type: ignore[union-attr]
+    await eventually(lambda: pool.serving()[a.address])
+    answers = [await pool.Stamp(_stamp(), timeout=10) for _ in range(4)]
+    assert b"a" in {answer.stamped_document for answer in answers}
+
+
+async def test_a_replica_that_does_not_answer_its_health_check_is_not_serving(
+    pool: SignerPool, replicas: list[Replica]
+) -> None:
+    a, b = replicas
+    await pool.Stamp(_stamp(), timeout=10)
+    await a.server.stop(None)  # type: ignore[union-attr]
+    await eventually(lambda: pool.serving() == {a.address: False, b.address: True})
+    # Every replica not serving: a call still tries one rather than fail outright.
+    await b.health.set(SIGNER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)  # type: ignore[union-attr]
+    await eventually(lambda: not any(pool.serving().values()))
+    assert (await pool.Stamp(_stamp(), timeout=10)).stamped_document == b"b"
 
 
 async def test_every_replica_gone_is_unavailable(pool: SignerPool, replicas: list[Replica]) -> None:

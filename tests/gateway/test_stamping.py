@@ -22,10 +22,10 @@ from emeterai.v1 import (
     quota_service_pb2_grpc,
     signer_service_pb2_grpc,
 )
-from services.common.errors import RequestInFlight
+from services.common.errors import RequestInFlight, Unavailable
 from services.common.interceptors import ErrorInterceptor
 from services.gateway.documents import LocalDocumentStore
-from services.gateway.stamping import StampingFlow, request_fingerprint
+from services.gateway.stamping import COMMIT_ALLOWANCE_S, StampingFlow, StampOutcome, request_fingerprint
 from services.gateway.upstream import Backends
 from services.quota.db import create_ledger_engine
 from services.quota.ledger import Ledger
@@ -109,7 +109,7 @@ async def parts(tmp_path: Path, signer_address: str) -> AsyncIterator[Parts]:
     ledger.close()
 
 
-async def _stamp(flow: StampingFlow, key: str, document: bytes):  # type: ignore[no-untyped-def]
+async def _stamp(flow: StampingFlow, key: str, document: bytes, **options: float) -> StampOutcome:
     return await flow.stamp(
         account_id=ACCOUNT,
         idempotency_key=key,
@@ -117,6 +117,7 @@ async def _stamp(flow: StampingFlow, key: str, document: bytes):  # type: ignore
         placement=PLACEMENT,
         metadata=METADATA,
         channel=common_pb2.CHANNEL_RETAIL,
+        **options,
     )
 
 
@@ -160,3 +161,20 @@ async def test_a_hold_too_near_its_deadline_is_not_signed_again(parts: Parts, co
         await _stamp(parts.flow(ahead_s=ttl_s - SIGN_TIMEOUT_S), "died-long-ago", document)
     balance = await parts.balance()
     assert (balance.held, balance.consumed) == (1, 0)
+
+
+async def test_the_callers_deadline_bounds_the_signing_and_an_expired_one_costs_nothing(
+    parts: Parts, corpus: Path
+) -> None:
+    document = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    before = await parts.balance()
+    # A millisecond left for signing once the commit's allowance is set aside: the signer call
+    # carries that deadline and misses it, and the unit goes back at once.
+    with pytest.raises(Unavailable):
+        await _stamp(parts.flow(), "short-deadline", document, time_left_s=COMMIT_ALLOWANCE_S + 0.001)
+    after = await parts.balance()
+    assert (after.available, after.held, after.consumed) == (before.available, 0, before.consumed)
+
+    # A deadline with room to spare: stamped as without one.
+    stamped = await _stamp(parts.flow(), "ample-deadline", document, time_left_s=60)
+    assert stamped.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED

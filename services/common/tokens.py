@@ -18,7 +18,7 @@ import grpc
 import jwt
 
 from emeterai.v1 import auth_service_pb2, auth_service_pb2_grpc
-from services.common.errors import Unauthenticated
+from services.common.errors import Unauthenticated, Unavailable
 from services.common.revocations import RevokedTokens, revoked_tokens
 from services.common.settings import CommonSettings
 
@@ -75,6 +75,8 @@ class RemoteJwks:
         self._fetched_at = float("-inf")
         self._interval = refetch_interval_s
         self._lock = asyncio.Lock()
+        # Whether the last fetch failed: an unknown kid is then unknown for want of asking.
+        self._unreachable = False
 
     async def public_key(self, kid: str) -> Any | None:
         if kid in self._keys:
@@ -82,7 +84,12 @@ class RemoteJwks:
         async with self._lock:
             if kid not in self._keys and time.monotonic() - self._fetched_at >= self._interval:
                 await self._fetch()
-        return self._keys.get(kid)
+        key = self._keys.get(kid)
+        if key is None and self._unreachable:
+            # The token may well be good (signed with a key made since the last fetch): while the
+            # auth service cannot be asked, say so, rather than sign its holder out with a 401.
+            raise Unavailable("token keys cannot be fetched right now; try again shortly")
+        return key
 
     async def _fetch(self) -> None:
         if self._channel is None:
@@ -92,9 +99,11 @@ class RemoteJwks:
             response = await stub.GetJwks(auth_service_pb2.GetJwksRequest(), timeout=5)
         except grpc.aio.AioRpcError as exc:
             log.warning("could not fetch signing keys from the auth service", extra={"code": exc.code().name})
-            raise Unauthenticated("token keys are unavailable, try again") from None
+            self._unreachable = True
+            return
         finally:
             self._fetched_at = time.monotonic()
+        self._unreachable = False
         self._keys = {
             k.kid: jwt.PyJWK({"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid}).key for k in response.keys
         }

@@ -97,7 +97,9 @@ _operator = _caller(KIND_OPERATOR, "this API is for operators")
 
 User = Annotated[Principal, Depends(_retail_user)]
 Operator = Annotated[Principal, Depends(_operator)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+# As long as the ledger keeps (services/quota/schema.py KEY_LENGTH): a longer one is refused here,
+# by its own name.
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
 
 def _require_key(key: str | None) -> str:
@@ -190,7 +192,8 @@ class StampForm(BaseModel):
     doc_name: str = Field(default="", max_length=200)
     doc_number: str = Field(default="", max_length=100)
     doc_date: str = Field(default="", max_length=10, pattern=r"^(\d{4}-\d{2}-\d{2})?$")
-    doc_value: int = Field(default=0, ge=0)
+    # Rupiah; bounded well inside the ledger's int64 (a quadrillion rupiah is no real document).
+    doc_value: int = Field(default=0, ge=0, le=10**15, description="the document's value in rupiah")
     pin: str = Field(default="", pattern=PIN_PATTERN, description="the account's stamping PIN")
 
 

@@ -17,6 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors
 from services.gateway.ids import distinct_hex
+from services.gateway.problem_texts import (
+    BAHASA,
+    field_problem,
+    indonesian,
+    indonesian_title,
+    preferred_language,
+)
 from services.gateway.upstream import UpstreamFailure
 
 log = logging.getLogger(__name__)
@@ -122,9 +129,10 @@ def request_id(request: Request) -> str:
 def problem(
     request: Request, status: int, title: str, detail: str, *, retry_after_s: int = 0, **extra: Any
 ) -> JSONResponse:
-    body = _document(request.url.path, request_id(request), status, title, detail, extra)
+    language = preferred_language(request.headers.get("accept-language", ""))
+    body, said_in = _document(request.url.path, request_id(request), status, title, detail, extra, language)
     return JSONResponse(
-        body, status_code=status, media_type=PROBLEM_JSON, headers=_headers(status, retry_after_s)
+        body, status_code=status, media_type=PROBLEM_JSON, headers=_headers(status, retry_after_s, said_in)
     )
 
 
@@ -134,24 +142,30 @@ async def send_problem(
     """problem() for ASGI middleware that answers before the application: the same document,
     sent straight as two messages. Refusing a surge must cost far less than serving it."""
     rid = scope.get("state", {}).get("request_id", "")
-    body = json.dumps(
-        _document(scope["path"], rid, status, title_for(status), detail, extra),
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+    language = preferred_language(scope_header(scope, b"accept-language"))
+    document, said_in = _document(scope["path"], rid, status, title_for(status), detail, extra, language)
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
-        *((name.lower().encode(), value.encode()) for name, value in _headers(status, retry_after_s).items()),
+        *(
+            (name.lower().encode(), value.encode())
+            for name, value in _headers(status, retry_after_s, said_in).items()
+        ),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def _document(
-    path: str, rid: str, status: int, title: str, detail: str, extra: dict[str, Any]
-) -> dict[str, Any]:
-    return {
+    path: str, rid: str, status: int, title: str, detail: str, extra: dict[str, Any], language: str
+) -> tuple[dict[str, Any], str]:
+    """The problem document, and the language its detail is in: Indonesian when asked for and the
+    catalogue has it (problem_texts.py), else English as the services said it."""
+    said_in = "en"
+    if language == BAHASA and (translated := indonesian(detail)) is not None:
+        detail, title, said_in = translated, indonesian_title(status) or title, BAHASA
+    document = {
         "type": "about:blank",
         "title": title,
         "status": status,
@@ -160,10 +174,11 @@ def _document(
         "request_id": rid,
         **extra,
     }
+    return document, said_in
 
 
-def _headers(status: int, retry_after_s: int) -> dict[str, str]:
-    headers = {}
+def _headers(status: int, retry_after_s: int, language: str) -> dict[str, str]:
+    headers = {"Content-Language": language}
     if status in (429, 503) or retry_after_s:
         headers["Retry-After"] = str(retry_after_s or 5)
     if status == 401:
@@ -246,8 +261,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        language = preferred_language(request.headers.get("accept-language", ""))
         fields = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "problem": e["msg"]}
+            {
+                "field": ".".join(str(p) for p in e["loc"] if p != "body"),
+                "problem": field_problem(e, language),
+            }
             for e in exc.errors()
         ]
         return problem(request, 400, _TITLES[400], "the request has invalid fields", errors=fields)

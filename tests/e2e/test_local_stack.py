@@ -240,6 +240,11 @@ def test_the_stamp_form_names_every_bad_field_and_is_in_the_openapi_document(cli
     )
     assert bad.status_code == 400, bad.text
     assert {e["field"] for e in bad.json()["errors"]} == {"doc_date", "page", "doc_value"}
+    # A value past what the ledger can keep is a bad field too, not a failure on our side.
+    huge = stamp("form-3", {"file": ("doc.pdf", document, "application/pdf")}, doc_value=str(10**19))
+    assert huge.status_code == 400 and [e["field"] for e in huge.json()["errors"]] == ["doc_value"], huge.text
+    long_key = stamp("k" * 129, {"file": ("doc.pdf", document, "application/pdf")})
+    assert long_key.status_code == 400 and "Idempotency-Key" in long_key.text, long_key.text
     no_file = stamp("form-2", None)
     assert no_file.status_code == 400 and [e["field"] for e in no_file.json()["errors"]] == ["file"]
     for response in (bad, no_file):

@@ -358,10 +358,12 @@ def test_a_retail_user_stamps_a_document_through_the_page(
     page.get_by_label("Tanggal dokumen").fill("2026-11-20")
     page.get_by_label("Nilai dokumen (Rp)").fill("7500000")
 
-    # A wrong PIN: the API's own words are shown, and nothing is charged.
+    # A wrong PIN: the API's own words are shown, in the page's language, and nothing is charged.
     page.get_by_label("PIN e-meterai (6 angka)").fill("999999")
     page.get_by_role("button", name="Bubuhkan e-meterai").click()
-    expect(page.locator("#error")).to_have_text("wrong stamping PIN; 4 tries left before it locks")
+    expect(page.locator("#error")).to_have_text(
+        "PIN e-meterai salah; sisa 4 kali percobaan sebelum PIN terkunci"
+    )
     assert balance(client, tokens)["available"] == 2
 
     page.get_by_label("PIN e-meterai (6 angka)").fill(PIN)
@@ -554,9 +556,16 @@ def test_other_errors_show_the_problem_detail_and_never_a_trace(
 ) -> None:
     tokens = ready_user(client, "0812-7000-0004", "+6281270000004", quantity=1)
     open_signed_in(page, stack, tokens, "+6281270000004")
+    # The server's own reason, in the page's language: Indonesian first, English after the switch.
     page.get_by_label("Dokumen PDF").set_input_files(corpus / "sf-005-encrypted-password.pdf")
-    expect(page.locator("#error")).to_contain_text("The PDF is password-protected")
+    expect(page.locator("#error")).to_contain_text("PDF dilindungi kata sandi")
     expect(page.locator("#placement")).to_be_hidden()
+    page.get_by_role("button", name="English").click()
+    page.get_by_label("PDF document").set_input_files(corpus / "sf-002-libreoffice-writer.pdf")
+    expect(page.get_by_role("img", name="Preview of page 1 of 1")).to_be_visible()
+    page.get_by_label("PDF document").set_input_files(corpus / "sf-005-encrypted-password.pdf")
+    expect(page.locator("#error")).to_contain_text("The PDF is password-protected")
+    page.get_by_role("button", name="Bahasa Indonesia").click()
 
     def broken(route: Route, request: Request) -> None:
         if request.method != "POST":

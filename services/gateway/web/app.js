@@ -149,7 +149,8 @@ function refreshTokens() {
 // The raw response, after one token refresh when a signed-in call gets 401. Throws ApiError
 // only when the server could not be reached or the session is over.
 async function send(method, path, { json, form, headers = {}, auth = false } = {}, retried = false) {
-  const init = { method, headers: { ...headers } };
+  // The server's problem details come in the page's language.
+  const init = { method, headers: { "Accept-Language": state.language, ...headers } };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);

@@ -1,0 +1,155 @@
+"""Problem details in the caller's language, and a catalogue that stays true to the source."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import fastapi
+import pytest
+import starlette
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
+
+from services.common import errors
+from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS, INDONESIAN_TITLES
+from services.gateway.problem_texts import BAHASA, ENGLISH, indonesian, preferred_language
+from services.gateway.problems import install
+
+# Ours, and the libraries that answer beneath the routes (404, 405, a malformed multipart body).
+SOURCES = [
+    Path(__file__).resolve().parents[2] / "services",
+    Path(starlette.__file__).parent,
+    Path(fastapi.__file__).parent,
+]
+PLACEHOLDER = re.compile(r"\{[^{}]+\}")
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        ("", ENGLISH),
+        ("id", BAHASA),
+        ("id-ID,id;q=0.9,en-US;q=0.8,en;q=0.7", BAHASA),
+        ("en-GB,en;q=0.9,id;q=0.8", ENGLISH),
+        ("en;q=0.5, id;q=0.8", BAHASA),
+        ("in", BAHASA),
+        ("fr-FR, de", ENGLISH),
+        ("id;q=0", ENGLISH),
+        ("id;q=nonsense, en", ENGLISH),
+    ],
+)
+def test_indonesian_is_for_whoever_prefers_it(header: str, language: str) -> None:
+    assert preferred_language(header) == language
+
+
+def _messages_in_source() -> set[str]:
+    """Every string the source can produce as a literal, f-strings written with their
+    placeholders as the catalogue writes them; adjacent literals joined, as Python joins them."""
+    found: set[str] = set()
+    for path in (path for source in SOURCES for path in source.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+            elif isinstance(node, ast.JoinedStr):
+                found.add("".join(_piece(value) for value in node.values))
+    return found
+
+
+def _piece(value: ast.expr) -> str:
+    if isinstance(value, ast.Constant):
+        return str(value.value)
+    assert isinstance(value, ast.FormattedValue)
+    spec = ""
+    if value.format_spec is not None:
+        assert isinstance(value.format_spec, ast.JoinedStr)
+        spec = ":" + "".join(_piece(v) for v in value.format_spec.values)
+    return "{" + ast.unparse(value.value) + spec + "}"
+
+
+def test_every_catalogue_entry_is_a_message_the_services_say() -> None:
+    said = _messages_in_source()
+    strays = [english for english in INDONESIAN if english not in said]
+    assert not strays, f"not said anywhere (changed or gone?): {strays}"
+
+
+def test_every_translation_keeps_its_placeholders() -> None:
+    for english, text in INDONESIAN.items():
+        # Each value the Indonesian shows is one the English has (it may leave out a word such as
+        # the plural "pages").
+        assert set(PLACEHOLDER.findall(text)) <= set(PLACEHOLDER.findall(english)), english
+        assert text.strip() and text != english, english
+
+
+def test_messages_with_values_are_translated_with_the_values_kept() -> None:
+    templated = [english for english in INDONESIAN if PLACEHOLDER.search(english)]
+    assert templated, "the catalogue has messages with values in them"
+    for english in templated:
+        values = {p: f"<{i}>" for i, p in enumerate(PLACEHOLDER.findall(english))}
+        said = english
+        expected = INDONESIAN[english]
+        for placeholder, value in values.items():
+            said, expected = said.replace(placeholder, value), expected.replace(placeholder, value)
+        assert indonesian(said) == expected, english
+    assert indonesian("a message nobody wrote down") is None
+
+
+class Order(BaseModel):
+    quantity: int = Field(ge=1)
+
+
+def _app() -> TestClient:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise errors.InvalidInput(next(e for e in INDONESIAN if not PLACEHOLDER.search(e)))
+
+    @app.get("/untranslated")
+    async def untranslated() -> None:
+        raise errors.InvalidInput("a message nobody wrote down")
+
+    @app.post("/orders")
+    async def orders(order: Order) -> None:
+        return None
+
+    return TestClient(app)
+
+
+def test_a_problem_is_in_indonesian_when_asked_and_in_english_otherwise() -> None:
+    client = _app()
+    english = next(e for e in INDONESIAN if not PLACEHOLDER.search(e))
+    asked = client.get("/refused", headers={"Accept-Language": "id-ID,id;q=0.9"})
+    assert asked.status_code == 400 and asked.headers["content-language"] == "id"
+    assert asked.json()["detail"] == INDONESIAN[english]
+    assert asked.json()["title"] == INDONESIAN_TITLES[400]
+
+    plain = client.get("/refused")
+    assert plain.headers["content-language"] == "en"
+    assert (plain.json()["detail"], plain.json()["title"]) == (english, "Bad request")
+
+    # Not in the catalogue: English as said, and labelled so, rather than half translated.
+    unknown = client.get("/untranslated", headers={"Accept-Language": "id"})
+    assert unknown.headers["content-language"] == "en"
+    assert (unknown.json()["detail"], unknown.json()["title"]) == (
+        "a message nobody wrote down",
+        "Bad request",
+    )
+
+
+def test_invalid_fields_are_named_in_the_callers_language() -> None:
+    answer = _app().post("/orders", json={"quantity": "many"}, headers={"Accept-Language": "id"})
+    assert answer.status_code == 400 and answer.headers["content-language"] == "id"
+    body = answer.json()
+    assert body["detail"] == INDONESIAN["the request has invalid fields"]
+    assert body["errors"] == [{"field": "quantity", "problem": INDONESIAN_FIELD_PROBLEMS["int_parsing"]}]
+    # With its limit filled in.
+    small = _app().post("/orders", json={"quantity": 0}, headers={"Accept-Language": "id"})
+    assert small.json()["errors"] == [{"field": "quantity", "problem": "paling sedikit 1"}]
+    english = _app().post("/orders", json={"quantity": 0})
+    assert english.json()["errors"] == [
+        {"field": "quantity", "problem": "Input should be greater than or equal to 1"}
+    ]

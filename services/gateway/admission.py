@@ -326,18 +326,27 @@ class GateStats:
 
 
 class StampSlot:
-    """A stamp's place in the gate, from admission until its hold is committed or released."""
+    """A stamp's place in the gate, from admission until its hold is committed or released.
+
+    Its round trip, which the adaptive limit learns from, is timed from admission, or from when
+    its document is all here (document_received) for a slot taken before the upload was read."""
 
     def __init__(self, gate: StampGate, partition: str) -> None:
         self._gate = gate
         self.partition = partition
-        self._started = time.monotonic()
+        self._started = gate.clock()
         self._released = False
+
+    def document_received(self) -> None:
+        """The upload is in: time the stamping from now. A user on a slow mobile connection takes
+        seconds to send a PDF; counted as the stamp's round trip, that would read as the signers
+        slowing down, and the limit would shrink just when a surge of such users arrives."""
+        self._started = self._gate.clock()
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._gate._finish(self.partition, time.monotonic() - self._started)
+            self._gate._finish(self.partition, self._gate.clock() - self._started)
 
 
 class StampGate:
@@ -351,7 +360,8 @@ class StampGate:
     def __init__(
         self, limit: GradientLimit, partitions: list[Partition], clock: Callable[[], float] = time.monotonic
     ) -> None:
-        """clock: for the rates the gate measures."""
+        """clock: for the rates and round trips the gate measures."""
+        self.clock = clock
         self.limit = limit
         self.partitions = {p.name: p for p in partitions}
         self.in_flight = 0

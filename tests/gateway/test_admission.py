@@ -153,6 +153,36 @@ async def test_stamp_gate_lends_idle_capacity_and_takes_it_back_for_the_guarante
     assert gate.in_flight == 0
 
 
+class RecordedLimit(GradientLimit):
+    """The adaptive limit, keeping the round trips it is fed."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(initial=4, min_limit=4, max_limit=4, clock=clock)
+        self.round_trips: list[float] = []
+
+    def sample(self, rtt_s: float, in_flight: int) -> None:
+        self.round_trips.append(rtt_s)
+        super().sample(rtt_s, in_flight)
+
+
+async def test_a_stamps_round_trip_is_timed_from_when_its_document_is_all_here() -> None:
+    clock = Clock()
+    limit = RecordedLimit(clock)
+    gate = StampGate(limit, [Partition("retail", 1.0, 4, 5)], clock=clock)
+    # Admitted before its upload was read: 6 s of a slow connection, then 0.2 s of stamping.
+    uploaded = await gate.enter("retail")
+    clock.now += 6.0
+    uploaded.document_received()
+    clock.now += 0.2
+    uploaded.release()
+    # Admitted with its document in hand (a distributor's): timed from admission.
+    direct = await gate.enter("retail")
+    clock.now += 0.3
+    direct.release()
+    assert limit.round_trips == [pytest.approx(0.2), pytest.approx(0.3)]
+    assert gate.in_flight == 0
+
+
 async def test_stamp_gate_serves_the_earliest_arrival_and_an_earlier_one_takes_a_later_ones_place() -> None:
     gate = fixed_gate(1, retail_queue=2)
     first = await gate.enter("retail")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,48 @@ def _operators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notice(args: argparse.Namespace) -> int:
+    """The degraded-mode notice, from the command line: for when an operator cannot sign in on the
+    page (the outage the notice is about may be why)."""
+    import grpc
+
+    if args.action == "publish" and not (args.text_id and args.text_en):
+        print("publish needs --id and --en: the notice in Indonesian and in English", file=sys.stderr)
+        return 2
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        # A container user with no name (no passwd entry, no USER).
+        who = str(os.getuid())
+    by = f"cli:{who}"
+    requests = {
+        "show": ("GetNotice", auth_service_pb2.GetNoticeRequest()),
+        "publish": (
+            "PublishNotice",
+            auth_service_pb2.PublishNoticeRequest(
+                text_id=args.text_id, text_en=args.text_en, published_by=by
+            ),
+        ),
+        "clear": ("ClearNotice", auth_service_pb2.ClearNoticeRequest(cleared_by=by)),
+    }
+    method, request = requests[args.action]
+    try:
+        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    shown = None
+    if args.action != "clear" and reply.HasField("notice"):
+        notice = reply.notice
+        shown = {
+            "text_id": notice.text_id,
+            "text_en": notice.text_en,
+            "published_at": notice.published_at.ToDatetime(tzinfo=UTC).isoformat(),
+        }
+    print(json.dumps({"notice": shown}, indent=2, ensure_ascii=False))
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     """Bring the auth and quota databases up to date, e.g. from a Job before a rollout.
 
@@ -222,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     operators.add_argument("phone", nargs="?", help="the operator's phone number (add, remove)")
     operators.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     operators.set_defaults(run=_operators)
+
+    notice = commands.add_parser("notice", help="show, publish or clear the degraded-mode notice")
+    notice.add_argument("action", choices=["show", "publish", "clear"])
+    notice.add_argument("--id", dest="text_id", default="", help="the notice in Indonesian (publish)")
+    notice.add_argument("--en", dest="text_en", default="", help="the notice in English (publish)")
+    notice.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    notice.set_defaults(run=_notice)
 
     migrate = commands.add_parser("migrate", help="bring the auth and quota databases up to date")
     migrate.add_argument("--auth-database-url", help="the auth service's database")

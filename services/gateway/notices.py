@@ -1,12 +1,19 @@
 """The degraded-mode notice as every gateway replica shows it: read from the auth service at most
 every few seconds, and kept when the auth service cannot be reached, since a notice matters most
-while something is down."""
+while something is down.
+
+Kept on disk too (`keep`, a file beside the replica's documents): a gateway that restarts while
+the auth service is away still shows the last notice it read, instead of none.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,10 +27,13 @@ REFRESH_S = 5.0
 
 
 class NoticeBoard:
-    def __init__(self, auth: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, auth: Any, clock: Callable[[], float] = time.monotonic, keep: Path | None = None
+    ) -> None:
         self._auth = auth
         self._clock = clock
-        self._notice: auth_service_pb2.Notice | None = None
+        self._keep = keep
+        self._notice = _read_kept(keep) if keep is not None else None
         self._read_at = float("-inf")
 
     async def current(self) -> auth_service_pb2.Notice | None:
@@ -38,5 +48,40 @@ class NoticeBoard:
             # The last notice known stays up; an outage is when it is needed.
             log.warning("notice not refreshed", extra={"code": exc.code().name})
         else:
-            self._notice = answer.notice if answer.HasField("notice") else None
+            notice = answer.notice if answer.HasField("notice") else None
+            if notice != self._notice and self._keep is not None:
+                # Only when it changes: a few bytes, rarely.
+                _keep(self._keep, notice)
+            self._notice = notice
         self._read_at = self._clock()
+
+
+def _keep(path: Path, notice: auth_service_pb2.Notice | None) -> None:
+    try:
+        if notice is None:
+            path.unlink(missing_ok=True)
+            return
+        kept = {
+            "text_id": notice.text_id,
+            "text_en": notice.text_en,
+            "published_at": notice.published_at.ToJsonString(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as exc:
+        log.warning("notice not kept on disk", extra={"error": str(exc)})
+
+
+def _read_kept(path: Path) -> auth_service_pb2.Notice | None:
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        notice = auth_service_pb2.Notice(text_id=str(kept["text_id"]), text_en=str(kept["text_en"]))
+        notice.published_at.FromJsonString(str(kept["published_at"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("kept notice not readable; none until auth answers", extra={"error": str(exc)})
+        return None
+    return notice

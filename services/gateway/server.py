@@ -75,7 +75,7 @@ async def serve(settings: GatewaySettings) -> None:
     admission = AdmissionControl.from_settings(settings, redis, ticket_key)
     ADMISSION.attach(admission)
     stamping = StampingFlow(backends, store, settings.sign_timeout_s, admission.gate)
-    notices = NoticeBoard(backends.auth)
+    notices = NoticeBoard(backends.auth, keep=settings.resolved_document_store_dir.parent / "notice.json")
     job_store = LocalJobStore(settings.resolved_job_store_dir, retention)
     callbacks = CallbackClient()
     jobs = StampJobs(

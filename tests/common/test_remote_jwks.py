@@ -3,54 +3,25 @@ auth service on 127.0.0.1, and from none."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
-from argon2 import PasswordHasher
 
-from emeterai.v1 import auth_service_pb2_grpc
-from services.auth.domain import build_auth_domain
-from services.auth.keys import Keyring
-from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
-from services.auth.store import create_auth_engine
 from services.common.errors import Unavailable
-from services.common.interceptors import ErrorInterceptor
-from services.common.settings import AuthSettings
 from services.common.tokens import RemoteJwks
+from tests.auth_server import running_auth
 from tests.conftest import free_port
 
 
-@pytest.fixture
-async def auth(tmp_path: Path) -> AsyncIterator[tuple[str, Keyring]]:
-    settings = AuthSettings(mode="dev", data_dir=tmp_path, service_secret="test-service-secret-0123456789")
-    engine = create_auth_engine(settings.resolved_database_url)
-    keyring = Keyring.load(settings.resolved_jwt_key_dir)
-    domain = build_auth_domain(
-        settings,
-        engine,
-        keyring,
-        password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(AUTH_STATUS_CODES)])
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(domain), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield f"127.0.0.1:{port}", keyring
-    await server.stop(None)
-    engine.dispose()
-
-
-async def test_known_keys_are_found_and_an_unknown_one_is_not(auth: tuple[str, Keyring]) -> None:
-    address, keyring = auth
-    jwks = RemoteJwks(address)
-    try:
-        assert await jwks.public_key(keyring.current.kid) is not None
-        # A made-up key id: simply unknown (the verifier answers 401), the auth service was asked.
-        assert await jwks.public_key("made-up") is None
-    finally:
-        await jwks.close()
+async def test_known_keys_are_found_and_an_unknown_one_is_not(tmp_path: Path) -> None:
+    async with running_auth(tmp_path) as auth:
+        jwks = RemoteJwks(auth.address)
+        try:
+            assert await jwks.public_key(auth.keyring.current.kid) is not None
+            # A made-up key id: simply unknown (the verifier answers 401), the auth service was asked.
+            assert await jwks.public_key("made-up") is None
+        finally:
+            await jwks.close()
 
 
 async def test_while_the_auth_service_cannot_be_asked_an_unknown_key_is_unavailable_not_unknown() -> None:

@@ -620,6 +620,49 @@ def test_the_operators_notice_appears_within_thirty_seconds_in_the_chosen_langua
     expect(banner).to_be_hidden()
 
 
+def test_an_outage_answer_looks_for_the_notice_at_once_and_operators_publish_it_from_the_command_line(
+    page: Page, stack: RunningStack, client: httpx.Client, corpus: Path
+) -> None:
+    tokens = ready_user(client, "0812-7000-0008", "+6281270000008", quantity=1)
+    # The page's own timers stand still: only the failed stamp can make it look for the notice.
+    page.clock.install()
+    open_signed_in(page, stack, tokens, "+6281270000008")
+    banner = page.locator("#notice")
+    expect(banner).to_be_hidden()
+    text_id = "Pembubuhan e-meterai terganggu. Bea meterai dapat dibayar dengan SSP."
+    published = stack.emeterai("notice", "publish", "--id", text_id, "--en", "Stamping is down; pay by SSP.")
+    try:
+        assert published.returncode == 0, published.stderr
+        assert json.loads(published.stdout)["notice"]["text_id"] == text_id
+        # Every replica reads the board within 5 s; this one, once the API shows it.
+        deadline = time.monotonic() + 30
+        while client.get("/v1/notice").json()["notice"] is None:
+            assert time.monotonic() < deadline, "the notice never reached the gateway"
+            time.sleep(0.2)
+
+        def down(route: Route, request: Request) -> None:
+            if request.method != "POST":
+                route.continue_()
+                return
+            problem = {"status": 503, "title": "Service unavailable", "detail": "stamping is down"}
+            route.fulfill(status=503, content_type="application/problem+json", body=json.dumps(problem))
+
+        page.route("**/v1/stamps", down)
+        page.get_by_label("Dokumen PDF").set_input_files(corpus / "sf-002-libreoffice-writer.pdf")
+        expect(page.get_by_role("img", name="Pratinjau halaman 1 dari 1")).to_be_visible()
+        page.get_by_label("PIN e-meterai (6 angka)").fill(PIN)
+        page.get_by_role("button", name="Bubuhkan e-meterai").click()
+        expect(page.locator("#error")).to_have_text("stamping is down")
+        expect(banner).to_be_visible()
+        expect(page.locator("#notice-text")).to_have_text(text_id)
+    finally:
+        cleared = stack.emeterai("notice", "clear")
+        assert cleared.returncode == 0 and json.loads(cleared.stdout) == {"notice": None}, cleared.stderr
+    shown = stack.emeterai("notice", "show")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == {"notice": None}
+    assert balance(client, tokens)["consumed"] == 0
+
+
 # ---- the waiting room, with the real admission gate ----------------------------------------------------
 
 

@@ -207,6 +207,9 @@ function showError(error) {
   if (!(error instanceof ApiError)) console.error(error);
   state.message = { kind: "error", problem };
   renderMessage();
+  // Something is down: an operator's notice may say what to do meanwhile (pay by SSP, say), so
+  // look for one now rather than at the next half-minute.
+  if (error instanceof ApiError && (error.status === 503 || error.status === 0)) loadNotice();
 }
 
 function showInfo(key, vars = {}) {

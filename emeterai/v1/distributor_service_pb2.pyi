@@ -118,6 +118,22 @@ class DistributorServiceGetOrderResponse(_message.Message):
     order: _ledger_pb2.Order
     def __init__(self, order: _Optional[_Union[_ledger_pb2.Order, _Mapping]] = ...) -> None: ...
 
+class DistributorServiceListOrdersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class DistributorServiceListOrdersResponse(_message.Message):
+    __slots__ = ("orders", "next_page_token")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Order]
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[_ledger_pb2.Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class DistributorServiceCancelOrderRequest(_message.Message):
     __slots__ = ("order_id",)
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]

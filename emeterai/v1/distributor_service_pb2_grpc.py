@@ -54,6 +54,11 @@ class DistributorServiceStub:
                 request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderRequest.SerializeToString,
                 response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderResponse.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/emeterai.v1.DistributorService/ListOrders',
+                request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersRequest.SerializeToString,
+                response_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersResponse.FromString,
+                _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/emeterai.v1.DistributorService/CancelOrder',
                 request_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceCancelOrderRequest.SerializeToString,
@@ -164,6 +169,13 @@ class DistributorServiceServicer:
 
     def GetOrder(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrders(self, request, context):
+        """The distributor's orders, newest first, a page at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -307,6 +319,11 @@ def add_DistributorServiceServicer_to_server(servicer, server):
                     servicer.GetOrder,
                     request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderRequest.FromString,
                     response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderResponse.SerializeToString,
+            ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersRequest.FromString,
+                    response_serializer=emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
@@ -480,6 +497,33 @@ class DistributorService:
             '/emeterai.v1.DistributorService/GetOrder',
             emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderRequest.SerializeToString,
             emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceGetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/emeterai.v1.DistributorService/ListOrders',
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersRequest.SerializeToString,
+            emeterai_dot_v1_dot_distributor__service__pb2.DistributorServiceListOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

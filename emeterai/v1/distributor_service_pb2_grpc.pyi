@@ -42,6 +42,8 @@ class DistributorServiceStub:
     """Client-credentials grant: the only call that needs no token."""
     CreateOrder: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceCreateOrderRequest, _distributor_service_pb2.DistributorServiceCreateOrderResponse]
     GetOrder: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetOrderRequest, _distributor_service_pb2.DistributorServiceGetOrderResponse]
+    ListOrders: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceListOrdersRequest, _distributor_service_pb2.DistributorServiceListOrdersResponse]
+    """The distributor's orders, newest first, a page at a time."""
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceCancelOrderRequest, _distributor_service_pb2.DistributorServiceCancelOrderResponse]
     RefundOrder: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceRefundOrderRequest, _distributor_service_pb2.DistributorServiceRefundOrderResponse]
     GetBalance: _grpc.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetBalanceRequest, _distributor_service_pb2.DistributorServiceGetBalanceResponse]
@@ -99,6 +101,8 @@ class DistributorServiceAsyncStub(DistributorServiceStub):
     """Client-credentials grant: the only call that needs no token."""
     CreateOrder: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceCreateOrderRequest, _distributor_service_pb2.DistributorServiceCreateOrderResponse]  # type: ignore[assignment]
     GetOrder: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetOrderRequest, _distributor_service_pb2.DistributorServiceGetOrderResponse]  # type: ignore[assignment]
+    ListOrders: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceListOrdersRequest, _distributor_service_pb2.DistributorServiceListOrdersResponse]  # type: ignore[assignment]
+    """The distributor's orders, newest first, a page at a time."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceCancelOrderRequest, _distributor_service_pb2.DistributorServiceCancelOrderResponse]  # type: ignore[assignment]
     RefundOrder: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceRefundOrderRequest, _distributor_service_pb2.DistributorServiceRefundOrderResponse]  # type: ignore[assignment]
     GetBalance: _aio.UnaryUnaryMultiCallable[_distributor_service_pb2.DistributorServiceGetBalanceRequest, _distributor_service_pb2.DistributorServiceGetBalanceResponse]  # type: ignore[assignment]
@@ -171,6 +175,14 @@ class DistributorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _distributor_service_pb2.DistributorServiceGetOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_distributor_service_pb2.DistributorServiceGetOrderResponse, _abc.Awaitable[_distributor_service_pb2.DistributorServiceGetOrderResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListOrders(
+        self,
+        request: _distributor_service_pb2.DistributorServiceListOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_distributor_service_pb2.DistributorServiceListOrdersResponse, _abc.Awaitable[_distributor_service_pb2.DistributorServiceListOrdersResponse]]:
+        """The distributor's orders, newest first, a page at a time."""
 
     @_abc_1.abstractmethod
     def CancelOrder(

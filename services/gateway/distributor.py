@@ -160,6 +160,21 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         )
         return pb.DistributorServiceGetOrderResponse(order=found.order)
 
+    async def ListOrders(self, request: Any, context: Any) -> pb.DistributorServiceListOrdersResponse:
+        listed = await upstream(
+            self._quota.ListOrders(
+                quota_service_pb2.ListOrdersRequest(
+                    account_id=current_principal().account_id,
+                    page_size=request.page_size,
+                    page_token=request.page_token,
+                ),
+                timeout=10,
+            )
+        )
+        return pb.DistributorServiceListOrdersResponse(
+            orders=listed.orders, next_page_token=listed.next_page_token
+        )
+
     async def CancelOrder(self, request: Any, context: Any) -> pb.DistributorServiceCancelOrderResponse:
         cancelled = await upstream(
             self._quota.CancelOrder(

@@ -283,6 +283,18 @@ def test_distributor_over_grpc(stack: RunningStack, client: httpx.Client, corpus
     assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
     balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
     assert balance.available == 5
+    second = api.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=2, idempotency_key="wholesale-2"), metadata=auth
+    ).order
+    # Its orders, newest first, a page at a time.
+    first_page = api.ListOrders(dpb.DistributorServiceListOrdersRequest(page_size=1), metadata=auth)
+    assert [o.order_id for o in first_page.orders] == [second.order_id] and first_page.next_page_token
+    last_page = api.ListOrders(
+        dpb.DistributorServiceListOrdersRequest(page_size=1, page_token=first_page.next_page_token),
+        metadata=auth,
+    )
+    assert [o.order_id for o in last_page.orders] == [order.order_id]
+    assert last_page.orders[0].status == ledger_pb2.ORDER_STATUS_PAID and not last_page.next_page_token
 
     original = (corpus / "sf-001-minimal-document.pdf").read_bytes()
     placement = common_pb2.StampPlacement(page=1, rect=common_pb2.Rect(llx=50, lly=50, urx=150, ury=150))

@@ -25,7 +25,7 @@ from services.common.errors import InvalidInput, NotFound, PermissionDenied
 from services.common.settings import GatewaySettings
 from services.common.tokens import KIND_OPERATOR, KIND_RETAIL, Principal, TokenVerifier, bearer_token
 from services.common.webhooks import sign_webhook
-from services.gateway import problems
+from services.gateway import api_docs, problems
 from services.gateway.documents import DocumentStore
 from services.gateway.edge import PRINCIPAL_STATE, STAMP_SLOT_STATE, AdmissionControl, HttpAdmission
 from services.gateway.metrics import HttpMetrics
@@ -680,7 +680,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         title="e-meterai",
         version="1",
         summary="Buy e-meterai quota, stamp PDFs and verify them",
-        docs_url="/docs",
+        # Served by api_docs, from the gateway's own copy of Swagger UI rather than a CDN.
+        docs_url=None,
         redoc_url=None,
         # No OpenTelemetry here (the gateway's metrics are Prometheus, at /metrics); left on,
         # FastAPI looks for configured providers on every request.
@@ -696,6 +697,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     problems.install(app)
     # Outermost: every answer is counted, admission's refusals and unexpected 500s too.
     app.add_middleware(HttpMetrics)
+    api_docs.install(app)
     app.include_router(_public_routes())
     app.include_router(_account_routes())
     app.include_router(_operator_routes())

@@ -217,6 +217,32 @@ def test_the_page_and_its_files_come_from_the_gateway_alone(client: httpx.Client
     assert client.get("/v1/config").json() == {"sandbox_payments": True, "max_upload_bytes": 10 * 1024 * 1024}
 
 
+def test_the_api_docs_render_in_a_browser_that_reaches_nothing_but_the_gateway(
+    browser: Browser, stack: RunningStack
+) -> None:
+    context = browser.new_context()
+    context.set_default_timeout(WAIT_MS)
+    outside: list[str] = []
+
+    def only_the_gateway(route: Route, request: Request) -> None:
+        if request.url.startswith(stack.http):
+            route.continue_()
+        else:
+            outside.append(request.url)
+            route.abort()
+
+    context.route("**/*", only_the_gateway)
+    try:
+        docs = context.new_page()
+        docs.goto(stack.http + "/docs")
+        # Swagger UI drew the API from /openapi.json: the stamping operation is there to try.
+        expect(docs.locator(".opblock-summary-path", has_text="/v1/stamps").first).to_be_visible()
+        expect(docs.get_by_text("Stamp a PDF").first).to_be_visible()
+    finally:
+        context.close()
+    assert not outside, outside
+
+
 def test_every_file_of_the_page_is_package_data() -> None:
     """An installed package must carry the page: each file matches the package-data globs."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -615,6 +615,56 @@ def test_other_errors_show_the_problem_detail_and_never_a_trace(
     assert balance(client, tokens)["consumed"] == 1
 
 
+def test_history_shows_a_released_stamp_and_refunded_orders_in_either_language(
+    page: Page, stack: RunningStack, client: httpx.Client
+) -> None:
+    tokens = ready_user(client, "0812-7000-0009", "+6281270000009", quantity=3)
+    user = bearer(tokens)
+    # Past the gateway's checks, refused by the signer: its hold is released, the unit goes back.
+    broken = client.post(
+        "/v1/stamps",
+        data={"pin": PIN, "page": "1", "doc_name": "Berkas rusak"},
+        files={"file": ("rusak.pdf", b"%PDF-1.7\n" + b"\x00broken" * 100, "application/pdf")},
+        headers=user | {"Idempotency-Key": "broken-1"},
+    )
+    assert broken.status_code in (400, 422), broken.text
+    (first,) = client.get("/v1/orders", headers=user).json()["orders"]
+    partly = client.post(
+        f"/v1/orders/{first['id']}/refund", json={"quantity": 1}, headers=user | {"Idempotency-Key": "r-1"}
+    )
+    assert partly.status_code == 200, partly.text
+    buy_by_api(client, tokens, 1, "buy-again-0009")
+    second = next(
+        o for o in client.get("/v1/orders", headers=user).json()["orders"] if o["id"] != first["id"]
+    )
+    whole = client.post(
+        f"/v1/orders/{second['id']}/refund", json={}, headers=user | {"Idempotency-Key": "r-2"}
+    )
+    assert whole.status_code == 200, whole.text
+
+    open_signed_in(page, stack, tokens, "+6281270000009")
+    nav(page, "Riwayat")
+    stamp_item = page.locator("#stamps li.record")
+    expect(stamp_item).to_have_count(1)
+    expect(stamp_item).to_contain_text("Berkas rusak")
+    expect(stamp_item.locator(".status")).to_have_text(
+        "Dibatalkan, kuota dikembalikan (penandatanganan gagal)"
+    )
+    expect(stamp_item.get_by_role("button", name="Unduh PDF")).to_have_count(0)
+    partly_item = page.locator(f'#orders li.record[data-id="{first["id"]}"]')
+    expect(partly_item.locator(".status")).to_have_text("Sebagian dikembalikan")
+    expect(partly_item).to_contain_text("1 dikembalikan")
+    whole_item = page.locator(f'#orders li.record[data-id="{second["id"]}"]')
+    expect(whole_item.locator(".status")).to_have_text("Dikembalikan")
+
+    page.get_by_role("button", name="English").click()
+    expect(stamp_item.locator(".status")).to_have_text("Released, quota returned (signing failed)")
+    expect(partly_item.locator(".status")).to_have_text("Partially refunded")
+    expect(partly_item).to_contain_text("1 refunded")
+    expect(whole_item.locator(".status")).to_have_text("Refunded")
+    assert balance(client, tokens)["refunded"] == 2
+
+
 # ---- the operators' notice ------------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from services.common.limits import (
     rate_limiter,
     token_buckets,
 )
-from services.common.redis_state import redis_client
+from services.common.redis_state import async_redis_client, redis_client
 from tests.conftest import free_port
 
 
@@ -169,6 +169,37 @@ async def test_token_buckets_fall_back_to_this_replica_while_redis_is_away(ticks
     ticks.now += 6
     assert not buckets.degraded
     await client.aclose()
+
+
+async def test_a_redis_that_hangs_costs_one_timeout_then_the_buckets_fall_back() -> None:
+    """A Redis that takes the connection and never answers (stopped with SIGSTOP, a network that
+    drops packets): the gateway's own client gives up after its timeout, and every take meanwhile,
+    however many at once, falls back instead of waiting on it."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = async_redis_client(f"redis://127.0.0.1:{port}")
+    buckets = RedisTokenBuckets(client, fallback_s=30)
+    try:
+        # Bounded by the client's 2 s timeouts, not by the hang; the outer bound only keeps a
+        # broken timeout from hanging the test run.
+        waits = await asyncio.wait_for(asyncio.gather(*(buckets.take(RULE, "acct") for _ in range(50))), 20)
+        assert held, "the takes reached the silent server"
+        assert buckets.degraded
+        # This replica's own bucket answered them: its burst, then waits.
+        assert sum(1 for w in waits if w == 0) == RULE.burst
+        # While degraded, nothing waits on Redis at all.
+        assert await asyncio.wait_for(buckets.take(RULE, "other"), 0.5) == 0
+    finally:
+        await client.aclose()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 def test_token_buckets_choose_their_store() -> None:

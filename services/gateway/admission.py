@@ -328,25 +328,26 @@ class GateStats:
 class StampSlot:
     """A stamp's place in the gate, from admission until its hold is committed or released.
 
-    Its round trip, which the adaptive limit learns from, is timed from admission, or from when
-    its document is all here (document_received) for a slot taken before the upload was read."""
+    The adaptive limit learns from the slot's round trip from start_timing (the signing, keeping
+    and committing of its stamp) to release. A slot released without it (a refusal, a replay, an
+    upload that never finished, a wrong PIN) gives no sample: how long a user's phone takes to
+    send a PDF, or how fast a refusal is, says nothing of what the signers sustain, and would
+    read as slow signers, or pull the long-run round trip down, and move the limit for nothing."""
 
     def __init__(self, gate: StampGate, partition: str) -> None:
         self._gate = gate
         self.partition = partition
-        self._started = gate.clock()
+        self._started: float | None = None
         self._released = False
 
-    def document_received(self) -> None:
-        """The upload is in: time the stamping from now. A user on a slow mobile connection takes
-        seconds to send a PDF; counted as the stamp's round trip, that would read as the signers
-        slowing down, and the limit would shrink just when a surge of such users arrives."""
+    def start_timing(self) -> None:
         self._started = self._gate.clock()
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._gate._finish(self.partition, self._gate.clock() - self._started)
+            rtt = None if self._started is None else self._gate.clock() - self._started
+            self._gate._finish(self.partition, rtt)
 
 
 class StampGate:
@@ -461,7 +462,7 @@ class StampGate:
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Admitted just as the wait ended: the slot goes to the next in line.
-                self._finish(partition, None)
+                self._finish(partition, None, served=False)
             else:
                 # Timed out or cancelled (which cancels the future too), or evicted meanwhile.
                 future.cancel()
@@ -480,12 +481,15 @@ class StampGate:
         self.stats[partition].admitted += 1
         return StampSlot(self, partition)
 
-    def _finish(self, partition: str, rtt_s: float | None) -> None:
+    def _finish(self, partition: str, rtt_s: float | None, served: bool = True) -> None:
+        """A slot given back: `served` when a request used it (the pace the waiting room reads),
+        with its round trip when it stamped (what the limit learns from)."""
         self.in_flight -= 1
         self._in_flight[partition] -= 1
-        if rtt_s is not None:
+        if served:
             self._done.add()
             self._saturated.finished(any(self._queues.values()))
+        if rtt_s is not None:
             self.limit.sample(rtt_s, self.in_flight + 1)
         self._dispatch()
 

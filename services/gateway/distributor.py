@@ -14,7 +14,6 @@ from emeterai.v1 import distributor_service_pb2 as pb
 from services.common.errors import (
     BASE_STATUS_CODES,
     DomainError,
-    Exhausted,
     NotFound,
     status_code_for,
 )
@@ -299,8 +298,10 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
                 refused = pb.BatchStampResponse(
                     client_ref=item.client_ref, code=code.value[0], message=exc.message
                 )
-                if isinstance(exc, Exhausted):
-                    refused.retry_after.FromSeconds(exc.retry_after_s)
+                # Over the rate, over capacity, or the same key still in flight: when to send it again.
+                wait = getattr(exc, "retry_after_s", 0)
+                if wait:
+                    refused.retry_after.FromSeconds(wait)
                 await results.put(refused)
             except Exception:
                 log.exception("batch item failed", extra={"client_ref": item.client_ref})

@@ -437,8 +437,6 @@ def _account_routes() -> APIRouter:
                 raise InvalidInput("the stamping PIN is required to stamp (field pin)")
             document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         slot = getattr(request.state, STAMP_SLOT_STATE, None)
-        if slot is not None:
-            slot.document_received()
         check_document(document, gateway.settings.max_upload_bytes)
         # Before any quota is held: a wrong PIN costs nothing.
         await _check_stamping_pin(gateway, user.account_id, form.pin)

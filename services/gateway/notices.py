@@ -2,8 +2,8 @@
 every few seconds, and kept when the auth service cannot be reached, since a notice matters most
 while something is down.
 
-Kept on disk too (`keep`, a file beside the replica's documents): a gateway that restarts while
-the auth service is away still shows the last notice it read, instead of none.
+Kept on disk too (`keep`, a file beside the documents, which replicas may share): a gateway that
+restarts while the auth service is away still shows the last notice read, instead of none.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +68,11 @@ def _keep(path: Path, notice: auth_service_pb2.Notice | None) -> None:
             "published_at": notice.published_at.ToJsonString(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+        # Replicas sharing the folder each write a file of their own, then one rename: whoever
+        # renames last, the file is one whole notice (they all read the same one).
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(kept, ensure_ascii=False))
         os.replace(partial, path)
     except OSError as exc:
         log.warning("notice not kept on disk", extra={"error": str(exc)})

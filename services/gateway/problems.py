@@ -178,7 +178,8 @@ def _document(
 
 
 def _headers(status: int, retry_after_s: int, language: str) -> dict[str, str]:
-    headers = {"Content-Language": language}
+    # The detail depends on Accept-Language: a cache must not give one caller's language to another.
+    headers = {"Content-Language": language, "Vary": "Accept-Language"}
     if status in (429, 503) or retry_after_s:
         headers["Retry-After"] = str(retry_after_s or 5)
     if status == 401:

@@ -143,8 +143,16 @@ class SignerPool:
         now = self._clock()
         untried = [r for r in self._replicas.values() if r not in tried]
         healthy = [r for r in untried if r.ejected_until <= now and r.serving]
-        # Every replica set aside or not serving: try the likeliest rather than fail outright.
-        candidates = healthy or sorted(untried, key=lambda r: (not r.serving, r.ejected_until))[:1]
+        if not healthy:
+            # Every replica set aside or not serving: try the likeliest rather than fail outright,
+            # and spread over those equally likely (every check failing at once, say, when this
+            # gateway's own loop lagged) rather than pile onto one.
+            def likeliness(r: _Replica) -> tuple[bool, float]:
+                return (not r.serving, r.ejected_until)
+
+            best = min(likeliness(r) for r in untried)
+            healthy = [r for r in untried if likeliness(r) == best]
+        candidates = healthy
         return min(candidates, key=lambda r: (r.in_flight, r.last_used))
 
     async def _resolve(self) -> None:
@@ -183,7 +191,8 @@ class SignerPool:
             answer = await replica.health.Check(request, timeout=HEALTH_TIMEOUT_S)
             serving = answer.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.aio.AioRpcError as exc:
-            # A replica that cannot say is judged by its calls alone (UNAVAILABLE sets it aside).
+            # One without the health service (UNIMPLEMENTED) is judged by its calls alone; one
+            # that is gone or does not answer in time is not serving.
             serving = exc.code() == grpc.StatusCode.UNIMPLEMENTED
         except Exception:
             # Not the replica's answer (this gateway's service token could not be had, say): it

@@ -101,6 +101,8 @@ class StampingFlow:
         # How old a reserved hold is when the attempt that reserved it has surely stopped: every
         # gateway replica runs the same deadlines, so none of them can still sign or commit it.
         self._abandoned_after = timedelta(seconds=sign_timeout_s + LEDGER_TIMEOUT_S + ABANDON_MARGIN_S)
+        # Keeping and committing what was signed, for callers that may have gone.
+        self._finishing: set[asyncio.Future[StampOutcome]] = set()
 
     async def stamp(
         self,
@@ -125,7 +127,7 @@ class StampingFlow:
             raise InvalidInput("an idempotency key is required")
         deadline = None if time_left_s is None else time.monotonic() + time_left_s
         partition = GATE_PARTITIONS.get(channel, DISTRIBUTOR)
-        async with self._admitted(partition, slot):
+        async with self._admitted(partition, slot) as admitted:
             try:
                 reserved = await idempotent(
                     self._quota.Reserve(
@@ -147,7 +149,8 @@ class StampingFlow:
                 count_stamp(partition, REFUSED if said_no else FAILED)
                 raise
             hold = reserved.hold
-            if reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED:
+            signing_again = reserved.replayed and hold.status == ledger_pb2.HOLD_STATUS_RESERVED
+            if signing_again:
                 if not self._abandoned(hold):
                     # The first request with this key may still be signing: signing again now would
                     # race it for the same serial.
@@ -173,8 +176,12 @@ class StampingFlow:
                     "an earlier attempt with this idempotency key failed and its quota was returned; "
                     "send the document again with a new key"
                 )
+            if admitted is not None:
+                # What the adaptive limit learns from: signing, keeping and committing, the work
+                # the gate meters; not an upload, a refusal or a replay.
+                admitted.start_timing()
             return await self._sign_and_commit(
-                partition, hold, document, placement, metadata, document_password, deadline
+                partition, hold, document, placement, metadata, document_password, deadline, signing_again
             )
 
     def _abandoned(self, hold: ledger_pb2.Hold) -> bool:
@@ -188,12 +195,12 @@ class StampingFlow:
         return created + self._abandoned_after <= now < latest_start
 
     @contextlib.asynccontextmanager
-    async def _admitted(self, partition: str, slot: StampSlot | None) -> AsyncIterator[None]:
+    async def _admitted(self, partition: str, slot: StampSlot | None) -> AsyncIterator[StampSlot | None]:
         """Under `slot`, or under one of the partition's taken here; released either way."""
         if slot is None and self._gate is not None:
             slot = await self._gate.enter(partition)
         try:
-            yield
+            yield slot
         finally:
             if slot is not None:
                 slot.release()
@@ -207,6 +214,7 @@ class StampingFlow:
         metadata: common_pb2.DocumentMetadata,
         document_password: str,
         deadline: float | None,
+        signing_again: bool,
     ) -> StampOutcome:
         # What the caller's deadline leaves after the commit's usual time.
         sign_deadline = None if deadline is None else deadline - COMMIT_ALLOWANCE_S
@@ -224,12 +232,41 @@ class StampingFlow:
                 )
             )
         except BaseException:
-            await self._release(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
+            if signing_again:
+                # Judged abandoned is not proven dead: should the first attempt still be on its
+                # way to its commit, a release now would void its stamp. The hold expires instead.
+                count_stamp(partition, FAILED)
+            else:
+                await self._release(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
             raise
+        # Signed: keeping and committing go on even when the caller is gone or out of time (a
+        # distributor's deadline, a dropped connection), so the caller's retry finds the stamp
+        # committed and replays it, instead of a hold left reserved.
+        finishing = asyncio.ensure_future(self._keep_and_commit(partition, hold, signed, signing_again))
+        self._finishing.add(finishing)
+        finishing.add_done_callback(self._finished)
+        return await asyncio.shield(finishing)
+
+    def _finished(self, finishing: asyncio.Future[StampOutcome]) -> None:
+        self._finishing.discard(finishing)
+        # Read here, so a result nobody waited for (the caller went away) raises no warning.
+        if not finishing.cancelled():
+            finishing.exception()
+
+    async def _keep_and_commit(
+        self,
+        partition: str,
+        hold: ledger_pb2.Hold,
+        signed: signer_service_pb2.StampResponse,
+        signing_again: bool,
+    ) -> StampOutcome:
         try:
             document_ref = await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
         except BaseException:
-            await self._release(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
+            if signing_again:
+                count_stamp(partition, FAILED)
+            else:
+                await self._release(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
             raise
         # A failed commit is not released: it may have been applied. The retry, or expiry, settles it.
         try:
@@ -243,6 +280,13 @@ class StampingFlow:
                     timeout=LEDGER_TIMEOUT_S,
                 )
             )
+        except PreconditionFailed:
+            if not signing_again:
+                count_stamp(partition, FAILED)
+                raise
+            # Another attempt at the same hold committed first (its own signature of the same
+            # document, under the same serial): that stamp is the one, and this answer replays it.
+            return await self._replay_committed(partition, hold)
         except BaseException:
             count_stamp(partition, FAILED)
             raise
@@ -253,6 +297,25 @@ class StampingFlow:
             log.error("the ledger did not keep the document reference", extra={"hold_id": hold.hold_id})
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
+
+    async def _replay_committed(self, partition: str, hold: ledger_pb2.Hold) -> StampOutcome:
+        try:
+            found = await upstream(
+                self._quota.GetHold(
+                    quota_service_pb2.GetHoldRequest(hold_id=hold.hold_id), timeout=LEDGER_TIMEOUT_S
+                )
+            )
+            if found.hold.status != ledger_pb2.HOLD_STATUS_COMMITTED:
+                raise PreconditionFailed(
+                    "an earlier attempt with this idempotency key failed and its quota was returned; "
+                    "send the document again with a new key"
+                )
+            stored = await asyncio.to_thread(self._store.get, found.hold.hold_id, found.hold.document_ref)
+        except BaseException:
+            count_stamp(partition, FAILED)
+            raise
+        count_stamp(partition, REPLAYED)
+        return StampOutcome(found.hold, stored, replayed=True)
 
     async def _release(
         self, partition: str, hold: ledger_pb2.Hold, reason: ledger_pb2.ReleaseReason.ValueType

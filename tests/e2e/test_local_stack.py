@@ -389,6 +389,13 @@ def test_no_account_reaches_another_accounts_quota_or_documents(
     customer = first.CreateCustomer(
         dpb.CreateCustomerRequest(display_name="Toko Satu", external_ref="c-1"), metadata=first_auth
     ).account.account_id
+    # Orders are listed for the caller alone.
+    first_order = first.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=1, idempotency_key="own"), metadata=first_auth
+    ).order
+    listed = first.ListOrders(dpb.DistributorServiceListOrdersRequest(), metadata=first_auth).orders
+    assert [o.order_id for o in listed] == [first_order.order_id]
+    assert not second.ListOrders(dpb.DistributorServiceListOrdersRequest(), metadata=second_auth).orders
     # Another distributor's customer and a made-up id look the same: not found.
     for account in (customer, "acc_does_not_exist"):
         calls = [

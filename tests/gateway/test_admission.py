@@ -165,21 +165,21 @@ class RecordedLimit(GradientLimit):
         super().sample(rtt_s, in_flight)
 
 
-async def test_a_stamps_round_trip_is_timed_from_when_its_document_is_all_here() -> None:
+async def test_a_stamps_round_trip_is_its_signing_and_a_slot_that_never_signed_gives_no_sample() -> None:
     clock = Clock()
     limit = RecordedLimit(clock)
     gate = StampGate(limit, [Partition("retail", 1.0, 4, 5)], clock=clock)
     # Admitted before its upload was read: 6 s of a slow connection, then 0.2 s of stamping.
     uploaded = await gate.enter("retail")
     clock.now += 6.0
-    uploaded.document_received()
+    uploaded.start_timing()
     clock.now += 0.2
     uploaded.release()
-    # Admitted with its document in hand (a distributor's): timed from admission.
-    direct = await gate.enter("retail")
-    clock.now += 0.3
-    direct.release()
-    assert limit.round_trips == [pytest.approx(0.2), pytest.approx(0.3)]
+    # Admitted, then refused before signing (a wrong PIN, no quota, a replay): no sample.
+    refused = await gate.enter("retail")
+    clock.now += 3.0
+    refused.release()
+    assert limit.round_trips == [pytest.approx(0.2)]
     assert gate.in_flight == 0
 
 

@@ -4,7 +4,10 @@ the attempt before it died with its hold reserved."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,9 +23,10 @@ from emeterai.v1 import (
     ledger_pb2,
     quota_service_pb2,
     quota_service_pb2_grpc,
+    signer_service_pb2,
     signer_service_pb2_grpc,
 )
-from services.common.errors import RequestInFlight, Unavailable
+from services.common.errors import InvalidInput, RequestInFlight, Unavailable
 from services.common.interceptors import ErrorInterceptor
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.stamping import COMMIT_ALLOWANCE_S, StampingFlow, StampOutcome, request_fingerprint
@@ -46,11 +50,11 @@ class Parts:
     backends: Backends
     store: LocalDocumentStore
 
-    def flow(self, ahead_s: float = 0.0) -> StampingFlow:
+    def flow(self, ahead_s: float = 0.0, store: LocalDocumentStore | None = None) -> StampingFlow:
         """A saga whose clock runs `ahead_s` ahead of the ledger's: as if that long had passed."""
         return StampingFlow(
             self.backends,
-            self.store,
+            store or self.store,
             SIGN_TIMEOUT_S,
             clock=lambda: datetime.now(UTC) + timedelta(seconds=ahead_s),
         )
@@ -75,6 +79,25 @@ class Parts:
         return reserved.hold
 
 
+class HeldStore(LocalDocumentStore):
+    """The document store, its puts held until `go` is set: a slow disk, to act at that moment."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.putting = threading.Event()
+        self.go = threading.Event()
+
+    def put(self, stamp_id: str, document: bytes) -> str:
+        self.putting.set()
+        assert self.go.wait(30), "the test never let the put go"
+        return super().put(stamp_id, document)
+
+
+async def _hold(parts: Parts, hold_id: str) -> ledger_pb2.Hold:
+    found = await parts.backends.quota.GetHold(quota_service_pb2.GetHoldRequest(hold_id=hold_id))
+    return found.hold
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def parts(tmp_path: Path, signer_address: str) -> AsyncIterator[Parts]:
     provider = SandboxProvider(b"test-payment-secret")
@@ -95,7 +118,7 @@ async def parts(tmp_path: Path, signer_address: str) -> AsyncIterator[Parts]:
     quota = backends.quota
     created = await quota.CreateOrder(
         quota_service_pb2.CreateOrderRequest(
-            account_id=ACCOUNT, quantity=3, idempotency_key="buy", channel=common_pb2.CHANNEL_RETAIL
+            account_id=ACCOUNT, quantity=10, idempotency_key="buy", channel=common_pb2.CHANNEL_RETAIL
         )
     )
     payload, signature = provider.pay(ledger.get_order(created.order.order_id))
@@ -143,7 +166,7 @@ async def test_a_retry_signs_again_under_the_same_serial_once_the_first_attempt_
     assert stamped.hold.stamped_sha256 == hashlib.sha256(stamped.stamped_document).digest()
     assert stamped.stamped_document.startswith(document)
     balance = await parts.balance()
-    assert (balance.held, balance.consumed, balance.available) == (0, 1, 2)
+    assert (balance.held, balance.consumed, balance.available) == (0, 1, 9)
 
     # And from then on the key replays that stamp.
     again = await _stamp(parts.flow(), "died-mid-way", document)
@@ -178,3 +201,72 @@ async def test_the_callers_deadline_bounds_the_signing_and_an_expired_one_costs_
     # A deadline with room to spare: stamped as without one.
     stamped = await _stamp(parts.flow(), "ample-deadline", document, time_left_s=60)
     assert stamped.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED
+
+
+async def test_a_signed_stamp_is_committed_even_when_its_caller_goes_away(parts: Parts, corpus: Path) -> None:
+    document = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    # Replicas share the folder.
+    store = HeldStore(parts.store.directory)
+    before = await parts.balance()
+    stamping = asyncio.create_task(_stamp(parts.flow(store=store), "caller-gone", document))
+    # Signed, and being kept: the caller goes (its deadline, a dropped connection).
+    assert await asyncio.to_thread(store.putting.wait, 30)
+    stamping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stamping
+    store.go.set()
+
+    async def consumed() -> bool:
+        return (await parts.balance()).consumed == before.consumed + 1
+
+    deadline = time.monotonic() + 30
+    while not await consumed():
+        assert time.monotonic() < deadline, "the signed stamp was never committed"
+        await asyncio.sleep(0.05)
+    # The caller's retry replays it.
+    again = await _stamp(parts.flow(store=store), "caller-gone", document)
+    assert again.replayed and again.hold.status == ledger_pb2.HOLD_STATUS_COMMITTED
+    assert (await parts.balance()).held == before.held
+
+
+async def test_signing_again_loses_to_a_first_attempt_that_commits_after_all_and_replays_it(
+    parts: Parts, corpus: Path
+) -> None:
+    document = (corpus / "sf-001-minimal-document.pdf").read_bytes()
+    left = await parts.reserve_and_die("late-first", document)
+    # Replicas share the folder.
+    store = HeldStore(parts.store.directory)
+    later = parts.flow(ahead_s=SIGN_TIMEOUT_S + 10 + 16, store=store)
+    again = asyncio.create_task(_stamp(later, "late-first", document))
+    assert await asyncio.to_thread(store.putting.wait, 30)
+    # Meanwhile the first attempt, judged abandoned, reaches its commit after all.
+    first = await parts.backends.signer.Stamp(
+        signer_service_pb2.StampRequest(
+            document=document, placement=PLACEMENT, serial=left.serial, metadata=METADATA
+        )
+    )
+    ref = await asyncio.to_thread(parts.store.put, left.hold_id, first.stamped_document)
+    await parts.backends.quota.Commit(
+        quota_service_pb2.CommitRequest(
+            hold_id=left.hold_id, stamped_sha256=first.stamped_sha256, document_ref=ref
+        )
+    )
+    store.go.set()
+    outcome = await again
+    # The first attempt's stamp is the one; the second answers with it, charged once.
+    assert outcome.replayed and outcome.stamped_document == first.stamped_document
+    assert outcome.hold.stamped_sha256 == first.stamped_sha256
+    assert (await _hold(parts, left.hold_id)).status == ledger_pb2.HOLD_STATUS_COMMITTED
+
+
+async def test_signing_again_that_fails_leaves_the_hold_to_expire_rather_than_release_it(
+    parts: Parts,
+) -> None:
+    # Past the gateway's cheap checks, refused by the signer.
+    broken = b"%PDF-1.7\n" + b"\x00broken" * 100
+    left = await parts.reserve_and_die("broken-again", broken)
+    with pytest.raises(InvalidInput):
+        await _stamp(parts.flow(ahead_s=SIGN_TIMEOUT_S + 10 + 16), "broken-again", broken)
+    # Should its first attempt be alive after all, a release would void its stamp: the hold stays
+    # reserved until it expires.
+    assert (await _hold(parts, left.hold_id)).status == ledger_pb2.HOLD_STATUS_RESERVED

@@ -312,6 +312,8 @@ GRPC_MATRIX: dict[str, dict[str, Any]] = {
     "DistributorService/IssueToken": OPEN,
     "DistributorService/CreateOrder": DISTRIBUTORS_ONLY,
     "DistributorService/GetOrder": OWN_DISTRIBUTOR_ONLY,
+    # Always the caller's own orders: another distributor sees its own list, not these.
+    "DistributorService/ListOrders": DISTRIBUTORS_ONLY,
     "DistributorService/CancelOrder": OWN_DISTRIBUTOR_ONLY,
     "DistributorService/RefundOrder": OWN_DISTRIBUTOR_ONLY,
     "DistributorService/GetBalance": OWN_DISTRIBUTOR_ONLY,

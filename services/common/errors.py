@@ -83,6 +83,14 @@ class NotImplementedYet(DomainError):
 RETRY_AFTER_TRAILER = "retry-after"
 
 
+def retry_after_of(error: DomainError) -> int:
+    """The seconds `error` says to wait before sending the request again: a limit's wait, or a
+    request still in flight; 0 when it says nothing of when."""
+    if isinstance(error, Exhausted | RequestInFlight):
+        return error.retry_after_s
+    return 0
+
+
 # The default table. Services add their own types or override entries.
 BASE_STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,

@@ -15,6 +15,7 @@ from services.common.errors import (
     BASE_STATUS_CODES,
     DomainError,
     NotFound,
+    retry_after_of,
     status_code_for,
 )
 from services.common.interceptors import AccessPolicy, current_principal
@@ -299,7 +300,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
                     client_ref=item.client_ref, code=code.value[0], message=exc.message
                 )
                 # Over the rate, over capacity, or the same key still in flight: when to send it again.
-                wait = getattr(exc, "retry_after_s", 0)
+                wait = retry_after_of(exc)
                 if wait:
                     refused.retry_after.FromSeconds(wait)
                 await results.put(refused)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import redis.asyncio
 
-from services.common.errors import DomainError, Exhausted
+from services.common.errors import DomainError, Exhausted, retry_after_of
 from services.common.interceptors import current_principal
 from services.common.limits import BucketRule, TokenBuckets, token_buckets
 from services.common.settings import GatewaySettings
@@ -202,7 +202,7 @@ class HttpAdmission:
 
 
 async def _refuse(scope: Any, receive: Any, send: Any, refused: DomainError) -> None:
-    wait = refused.retry_after_s if isinstance(refused, Exhausted) else 0
+    wait = retry_after_of(refused)
     extra: dict[str, Any] = {}
     if isinstance(refused, TurnedAway):
         extra["waiting_room"] = {

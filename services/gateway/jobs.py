@@ -38,6 +38,7 @@ from services.common.errors import (
     PreconditionFailed,
     RequestInFlight,
     Unavailable,
+    retry_after_of,
     status_code_for,
 )
 from services.gateway.callbacks import Attempt, CallbackClient, WebhookSecrets, check_callback_url
@@ -459,7 +460,7 @@ class StampJobs:
                 )
             except (Unavailable, Exhausted, RequestInFlight) as exc:
                 last = exc
-                wait = max(self._document_retries.delay(retry), float(getattr(exc, "retry_after_s", 0)))
+                wait = max(self._document_retries.delay(retry), float(retry_after_of(exc)))
                 log.info(
                     "stamp job document retried",
                     extra={"job_id": job.job_id, "index": index, "reason": type(exc).__name__},

@@ -253,7 +253,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def _domain(request: Request, exc: errors.DomainError) -> JSONResponse:
         status = http_status_for(exc)
-        wait = exc.retry_after_s if isinstance(exc, errors.Exhausted | errors.RequestInFlight) else 0
+        wait = errors.retry_after_of(exc)
         return problem(request, status, _TITLES.get(status, "Error"), exc.message, retry_after_s=wait)
 
     @app.exception_handler(UpstreamFailure)

@@ -162,20 +162,8 @@ class StampingFlow:
                 # this one signs under the same serial; the ledger commits the hold once, whichever
                 # attempt gets there.
                 log.info("signing again a hold its first attempt left", extra={"hold_id": hold.hold_id})
-            if hold.status == ledger_pb2.HOLD_STATUS_COMMITTED:
-                try:
-                    stored = await asyncio.to_thread(self._store.get, hold.hold_id, hold.document_ref)
-                except BaseException:
-                    count_stamp(partition, FAILED)
-                    raise
-                count_stamp(partition, REPLAYED)
-                return StampOutcome(hold, stored, replayed=True)
-            if hold.status == ledger_pb2.HOLD_STATUS_RELEASED:
-                count_stamp(partition, REFUSED)
-                raise PreconditionFailed(
-                    "an earlier attempt with this idempotency key failed and its quota was returned; "
-                    "send the document again with a new key"
-                )
+            if hold.status != ledger_pb2.HOLD_STATUS_RESERVED:
+                return await self._settled(partition, hold)
             if admitted is not None:
                 # What the adaptive limit learns from: signing, keeping and committing, the work
                 # the gate meters; not an upload, a refusal or a replay.
@@ -232,12 +220,7 @@ class StampingFlow:
                 )
             )
         except BaseException:
-            if signing_again:
-                # Judged abandoned is not proven dead: should the first attempt still be on its
-                # way to its commit, a release now would void its stamp. The hold expires instead.
-                count_stamp(partition, FAILED)
-            else:
-                await self._release(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED)
+            await self._give_back(partition, hold, ledger_pb2.RELEASE_REASON_SIGNING_FAILED, signing_again)
             raise
         # Signed: keeping and committing go on even when the caller is gone or out of time (a
         # distributor's deadline, a dropped connection), so the caller's retry finds the stamp
@@ -263,10 +246,7 @@ class StampingFlow:
         try:
             document_ref = await asyncio.to_thread(self._store.put, hold.hold_id, signed.stamped_document)
         except BaseException:
-            if signing_again:
-                count_stamp(partition, FAILED)
-            else:
-                await self._release(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED)
+            await self._give_back(partition, hold, ledger_pb2.RELEASE_REASON_STORAGE_FAILED, signing_again)
             raise
         # A failed commit is not released: it may have been applied. The retry, or expiry, settles it.
         try:
@@ -281,12 +261,12 @@ class StampingFlow:
                 )
             )
         except PreconditionFailed:
-            if not signing_again:
-                count_stamp(partition, FAILED)
-                raise
-            # Another attempt at the same hold committed first (its own signature of the same
-            # document, under the same serial): that stamp is the one, and this answer replays it.
-            return await self._replay_committed(partition, hold)
+            if signing_again:
+                # Another attempt at the same hold committed first (its own signature of the same
+                # document, under the same serial): that stamp is the one, and this answer replays it.
+                return await self._settled(partition, await self._hold_now(partition, hold))
+            count_stamp(partition, FAILED)
+            raise
         except BaseException:
             count_stamp(partition, FAILED)
             raise
@@ -298,24 +278,49 @@ class StampingFlow:
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
 
-    async def _replay_committed(self, partition: str, hold: ledger_pb2.Hold) -> StampOutcome:
+    async def _settled(self, partition: str, hold: ledger_pb2.Hold) -> StampOutcome:
+        """The answer for a key whose hold is settled: its stamp from the document store when
+        committed; else its unit went back, and the key is spent."""
+        if hold.status != ledger_pb2.HOLD_STATUS_COMMITTED:
+            count_stamp(partition, REFUSED)
+            raise PreconditionFailed(
+                "an earlier attempt with this idempotency key failed and its quota was returned; "
+                "send the document again with a new key"
+            )
+        try:
+            stored = await asyncio.to_thread(self._store.get, hold.hold_id, hold.document_ref)
+        except BaseException:
+            count_stamp(partition, FAILED)
+            raise
+        count_stamp(partition, REPLAYED)
+        return StampOutcome(hold, stored, replayed=True)
+
+    async def _hold_now(self, partition: str, hold: ledger_pb2.Hold) -> ledger_pb2.Hold:
         try:
             found = await upstream(
                 self._quota.GetHold(
                     quota_service_pb2.GetHoldRequest(hold_id=hold.hold_id), timeout=LEDGER_TIMEOUT_S
                 )
             )
-            if found.hold.status != ledger_pb2.HOLD_STATUS_COMMITTED:
-                raise PreconditionFailed(
-                    "an earlier attempt with this idempotency key failed and its quota was returned; "
-                    "send the document again with a new key"
-                )
-            stored = await asyncio.to_thread(self._store.get, found.hold.hold_id, found.hold.document_ref)
         except BaseException:
             count_stamp(partition, FAILED)
             raise
-        count_stamp(partition, REPLAYED)
-        return StampOutcome(found.hold, stored, replayed=True)
+        return found.hold
+
+    async def _give_back(
+        self,
+        partition: str,
+        hold: ledger_pb2.Hold,
+        reason: ledger_pb2.ReleaseReason.ValueType,
+        signing_again: bool,
+    ) -> None:
+        """After a failure before the commit: the unit goes back at once, unless this attempt
+        signs a hold another left. Judged abandoned is not proven dead: should the first attempt
+        still be on its way to its commit, a release now would void its stamp; it expires instead."""
+        if signing_again:
+            count_stamp(partition, FAILED)
+        else:
+            await self._release(partition, hold, reason)
 
     async def _release(
         self, partition: str, hold: ledger_pb2.Hold, reason: ledger_pb2.ReleaseReason.ValueType

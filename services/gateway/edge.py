@@ -240,8 +240,11 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
             return handler
         rule = None
         if method in _GATED_METHODS:
+            if method != "StampDocument":
+                # Their documents take tokens one by one: the servicer's stream, the job runner.
+                return handler
             kind = None
-            rule = DISTRIBUTOR_STAMP_RULE if method == "StampDocument" else None
+            rule = DISTRIBUTOR_STAMP_RULE
         elif method in PURCHASE_METHODS:
             kind = PURCHASES
             rule = ORDER_RULE if method == "CreateOrder" else None
@@ -249,8 +252,6 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
             kind = VERIFICATION
         else:
             kind = DISTRIBUTOR
-        if kind is None and rule is None:
-            return handler
         return self._limited(handler, kind, rule)
 
     def _limited(self, handler: grpc.RpcMethodHandler, kind: str | None, rule: str | None) -> Any:

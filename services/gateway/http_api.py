@@ -436,7 +436,6 @@ def _account_routes() -> APIRouter:
             if not form.pin:
                 raise InvalidInput("the stamping PIN is required to stamp (field pin)")
             document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
-        slot = getattr(request.state, STAMP_SLOT_STATE, None)
         check_document(document, gateway.settings.max_upload_bytes)
         # Before any quota is held: a wrong PIN costs nothing.
         await _check_stamping_pin(gateway, user.account_id, form.pin)
@@ -453,7 +452,7 @@ def _account_routes() -> APIRouter:
                 value_idr=form.doc_value,
             ),
             channel=common_pb2.CHANNEL_RETAIL,
-            slot=slot,
+            slot=getattr(request.state, STAMP_SLOT_STATE, None),
         )
         return stamp_json(stamp_record(outcome.hold))
 

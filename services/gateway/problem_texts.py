@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS, INDONESIAN_TITLES
+from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS
 
 ENGLISH = "en"
 BAHASA = "id"
@@ -89,10 +89,6 @@ def indonesian(message: str) -> str | None:
         if filled is not None:
             return filled
     return None
-
-
-def indonesian_title(status: int) -> str | None:
-    return INDONESIAN_TITLES.get(status)
 
 
 def field_problem(error: Mapping[str, Any], language: str) -> str:

@@ -17,13 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common import errors
 from services.gateway.ids import distinct_hex
-from services.gateway.problem_texts import (
-    BAHASA,
-    field_problem,
-    indonesian,
-    indonesian_title,
-    preferred_language,
-)
+from services.gateway.problem_catalogue import INDONESIAN_TITLES
+from services.gateway.problem_texts import BAHASA, field_problem, indonesian, preferred_language
 from services.gateway.upstream import UpstreamFailure
 
 log = logging.getLogger(__name__)
@@ -122,14 +117,26 @@ def http_status_for(error: errors.DomainError) -> int:
     return 500
 
 
+def request_language(request: Request) -> str:
+    return preferred_language(request.headers.get("accept-language", ""))
+
+
 def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "")
 
 
 def problem(
-    request: Request, status: int, title: str, detail: str, *, retry_after_s: int = 0, **extra: Any
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    retry_after_s: int = 0,
+    language: str | None = None,
+    **extra: Any,
 ) -> JSONResponse:
-    language = preferred_language(request.headers.get("accept-language", ""))
+    """language: what the caller asked for, when already read from its Accept-Language."""
+    language = language or request_language(request)
     body, said_in = _document(request.url.path, request_id(request), status, title, detail, extra, language)
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_JSON, headers=_headers(status, retry_after_s, said_in)
@@ -164,7 +171,7 @@ def _document(
     catalogue has it (problem_texts.py), else English as the services said it."""
     said_in = "en"
     if language == BAHASA and (translated := indonesian(detail)) is not None:
-        detail, title, said_in = translated, indonesian_title(status) or title, BAHASA
+        detail, title, said_in = translated, INDONESIAN_TITLES.get(status, title), BAHASA
     document = {
         "type": "about:blank",
         "title": title,
@@ -262,7 +269,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        language = preferred_language(request.headers.get("accept-language", ""))
+        language = request_language(request)
         fields = [
             {
                 "field": ".".join(str(p) for p in e["loc"] if p != "body"),
@@ -270,7 +277,9 @@ def install(app: FastAPI) -> None:
             }
             for e in exc.errors()
         ]
-        return problem(request, 400, _TITLES[400], "the request has invalid fields", errors=fields)
+        return problem(
+            request, 400, _TITLES[400], "the request has invalid fields", language=language, errors=fields
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

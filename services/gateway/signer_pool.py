@@ -54,6 +54,11 @@ class _Replica:
     last_used: float = field(default=float("-inf"))
 
 
+def _likeliness(replica: _Replica) -> tuple[bool, float]:
+    """Which replica to try when none is fit: serving first, then the one set aside longest ago."""
+    return (not replica.serving, replica.ejected_until)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -142,17 +147,13 @@ class SignerPool:
     def _pick(self, tried: set[_Replica]) -> _Replica:
         now = self._clock()
         untried = [r for r in self._replicas.values() if r not in tried]
-        healthy = [r for r in untried if r.ejected_until <= now and r.serving]
-        if not healthy:
+        candidates = [r for r in untried if r.ejected_until <= now and r.serving]
+        if not candidates:
             # Every replica set aside or not serving: try the likeliest rather than fail outright,
             # and spread over those equally likely (every check failing at once, say, when this
             # gateway's own loop lagged) rather than pile onto one.
-            def likeliness(r: _Replica) -> tuple[bool, float]:
-                return (not r.serving, r.ejected_until)
-
-            best = min(likeliness(r) for r in untried)
-            healthy = [r for r in untried if likeliness(r) == best]
-        candidates = healthy
+            best = min(map(_likeliness, untried))
+            candidates = [r for r in untried if _likeliness(r) == best]
         return min(candidates, key=lambda r: (r.in_flight, r.last_used))
 
     async def _resolve(self) -> None:

@@ -8,7 +8,6 @@ restarts while the auth service is away still shows the last notice read, instea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from emeterai.v1 import auth_service_pb2
 
@@ -62,17 +62,12 @@ def _keep(path: Path, notice: auth_service_pb2.Notice | None) -> None:
         if notice is None:
             path.unlink(missing_ok=True)
             return
-        kept = {
-            "text_id": notice.text_id,
-            "text_en": notice.text_en,
-            "published_at": notice.published_at.ToJsonString(),
-        }
         path.parent.mkdir(parents=True, exist_ok=True)
         # Replicas sharing the folder each write a file of their own, then one rename: whoever
         # renames last, the file is one whole notice (they all read the same one).
         fd, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(kept, ensure_ascii=False))
+            out.write(json_format.MessageToJson(notice, preserving_proto_field_name=True))
         os.replace(partial, path)
     except OSError as exc:
         log.warning("notice not kept on disk", extra={"error": str(exc)})
@@ -80,12 +75,9 @@ def _keep(path: Path, notice: auth_service_pb2.Notice | None) -> None:
 
 def _read_kept(path: Path) -> auth_service_pb2.Notice | None:
     try:
-        kept = json.loads(path.read_text(encoding="utf-8"))
-        notice = auth_service_pb2.Notice(text_id=str(kept["text_id"]), text_en=str(kept["text_en"]))
-        notice.published_at.FromJsonString(str(kept["published_at"]))
+        return json_format.Parse(path.read_text(encoding="utf-8"), auth_service_pb2.Notice())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, json_format.ParseError) as exc:
         log.warning("kept notice not readable; none until auth answers", extra={"error": str(exc)})
         return None
-    return notice

@@ -8,7 +8,6 @@ import getpass
 import json
 import os
 import sys
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from emeterai.v1 import accounts_pb2, auth_service_pb2, auth_service_pb2_grpc, q
 from services.auth.cli import add_commands as add_auth_commands
 from services.auth.store import create_auth_engine
 from services.common.clients import ServiceTokenSource, service_channel
-from services.gateway.records import credential_json
+from services.gateway.records import credential_json, timestamp_json
 from services.quota.cli import add_commands as add_quota_commands
 from services.quota.cli import run_db
 from services.signer.cli import add_commands as add_signer_commands
@@ -93,9 +92,19 @@ async def call_service(
         await tokens.close()
 
 
-def _distributors(args: argparse.Namespace) -> int:
+def _ask_auth(data_dir: Path, method: str, request: object) -> Any | None:
+    """The auth service's answer to an operator's command; None, once the reason is on stderr,
+    when it refused or could not be reached."""
     import grpc
 
+    try:
+        return asyncio.run(call_service(data_dir, "auth", method, request))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return None
+
+
+def _distributors(args: argparse.Namespace) -> int:
     requests = {
         "create": (
             "CreateDistributor",
@@ -118,10 +127,8 @@ def _distributors(args: argparse.Namespace) -> int:
     if args.action in ("rotate", "revoke") and not args.client_id:
         print(f"{args.action} needs --client-id", file=sys.stderr)
         return 2
-    try:
-        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
-    except grpc.aio.AioRpcError as exc:
-        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+    reply = _ask_auth(args.data_dir, method, request)
+    if reply is None:
         return 1
     if args.action == "list":
         out: object = [credential_json(c) for c in reply.credentials]
@@ -134,8 +141,6 @@ def _distributors(args: argparse.Namespace) -> int:
 
 
 def _operators(args: argparse.Namespace) -> int:
-    import grpc
-
     if args.action in ("add", "remove") and not args.phone:
         print(f"{args.action} needs the operator's phone number", file=sys.stderr)
         return 2
@@ -144,10 +149,8 @@ def _operators(args: argparse.Namespace) -> int:
     else:
         method = "SetOperator"
         request = auth_service_pb2.SetOperatorRequest(phone=args.phone, operator=args.action == "add")
-    try:
-        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
-    except grpc.aio.AioRpcError as exc:
-        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+    reply = _ask_auth(args.data_dir, method, request)
+    if reply is None:
         return 1
     accounts = list(reply.accounts) if args.action == "list" else [reply.account]
     kinds = {
@@ -163,8 +166,6 @@ def _operators(args: argparse.Namespace) -> int:
 def _notice(args: argparse.Namespace) -> int:
     """The degraded-mode notice, from the command line: for when an operator cannot sign in on the
     page (the outage the notice is about may be why)."""
-    import grpc
-
     if args.action == "publish" and not (args.text_id and args.text_en):
         print("publish needs --id and --en: the notice in Indonesian and in English", file=sys.stderr)
         return 2
@@ -185,10 +186,8 @@ def _notice(args: argparse.Namespace) -> int:
         "clear": ("ClearNotice", auth_service_pb2.ClearNoticeRequest(cleared_by=by)),
     }
     method, request = requests[args.action]
-    try:
-        reply = asyncio.run(call_service(args.data_dir, "auth", method, request))
-    except grpc.aio.AioRpcError as exc:
-        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+    reply = _ask_auth(args.data_dir, method, request)
+    if reply is None:
         return 1
     shown = None
     if args.action != "clear" and reply.HasField("notice"):
@@ -196,7 +195,7 @@ def _notice(args: argparse.Namespace) -> int:
         shown = {
             "text_id": notice.text_id,
             "text_en": notice.text_en,
-            "published_at": notice.published_at.ToDatetime(tzinfo=UTC).isoformat(),
+            "published_at": timestamp_json(notice.published_at),
         }
     print(json.dumps({"notice": shown}, indent=2, ensure_ascii=False))
     return 0

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 import pytest_asyncio
-from argon2 import PasswordHasher
 from prometheus_client import REGISTRY
 
 from emeterai.v1 import (
@@ -32,14 +31,8 @@ from emeterai.v1 import (
     quota_service_pb2_grpc,
     signer_service_pb2_grpc,
 )
-from services.auth.domain import build_auth_domain
-from services.auth.keys import Keyring
-from services.auth.servicer import AUTH_STATUS_CODES, AuthServicer
-from services.auth.store import create_auth_engine
 from services.common.errors import IdempotencyKeyReused, InvalidInput, NotFound, PreconditionFailed
-from services.common.interceptors import ErrorInterceptor
 from services.common.limits import BucketRule, MemoryTokenBuckets
-from services.common.settings import AuthSettings
 from services.common.webhooks import verify_webhook
 from services.gateway.callbacks import (
     DELIVERY_ID_HEADER,
@@ -65,10 +58,8 @@ from services.gateway.jobs import (
 from services.gateway.metrics import STAMP_OUTCOMES
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
-from services.quota.db import create_ledger_engine
-from services.quota.ledger import Ledger
-from services.quota.payments import SandboxProvider
-from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
+from tests.auth_server import running_auth
+from tests.ledger_server import RunningLedger, running_ledger
 from tests.polling import eventually
 from tests.webhook_receiver import WebhookReceiver
 
@@ -90,7 +81,7 @@ class Parts:
     receiver: WebhookReceiver
     distributor: str
     webhook_secret: bytes
-    ledger: Ledger
+    ledger: RunningLedger
     runners: list[tuple[StampJobs, CallbackClient]] = field(default_factory=list)
 
     def runner(self, **options: Any) -> StampJobs:
@@ -120,19 +111,8 @@ class Parts:
         return answer.balance
 
     async def buy(self, quantity: int) -> None:
-        created = await self.quota.CreateOrder(
-            quota_service_pb2.CreateOrderRequest(
-                account_id=self.distributor,
-                quantity=quantity,
-                idempotency_key=f"buy-{quantity}",
-                channel=common_pb2.CHANNEL_DISTRIBUTOR,
-            )
-        )
-        provider = self.ledger.payment_provider
-        assert isinstance(provider, SandboxProvider)
-        payload, signature = provider.pay(self.ledger.get_order(created.order.order_id))
-        await self.quota.ConfirmPayment(
-            quota_service_pb2.ConfirmPaymentRequest(provider="sandbox", payload=payload, signature=signature)
+        await self.ledger.fund(
+            self.quota, self.distributor, quantity, common_pb2.CHANNEL_DISTRIBUTOR, f"buy-{quantity}"
         )
 
 
@@ -145,57 +125,34 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def parts(tmp_path: Path, signer_address: str, receiver: WebhookReceiver) -> AsyncIterator[Parts]:
-    ledger = Ledger(
-        create_ledger_engine(f"sqlite:///{tmp_path / 'quota.db'}"),
-        payment_provider=SandboxProvider(b"test-payment-secret"),
-    )
-    quota_server = grpc.aio.server(interceptors=[ErrorInterceptor(QUOTA_STATUS_CODES)])
-    quota_service_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(ledger), quota_server)
-    quota_port = quota_server.add_insecure_port("127.0.0.1:0")
-    await quota_server.start()
-
-    settings = AuthSettings(mode="dev", data_dir=tmp_path, service_secret="test-service-secret-0123456789")
-    auth_engine = create_auth_engine(settings.resolved_database_url)
-    domain = build_auth_domain(
-        settings,
-        auth_engine,
-        Keyring.load(settings.resolved_jwt_key_dir),
-        password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    auth_server = grpc.aio.server(interceptors=[ErrorInterceptor(AUTH_STATUS_CODES)])
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(domain), auth_server)
-    auth_port = auth_server.add_insecure_port("127.0.0.1:0")
-    await auth_server.start()
-    credential, _ = domain.distributors.create_distributor("PT Uji Coba", [])
-
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in (auth_port, quota_port)]
-    signer_channel = grpc.aio.insecure_channel(signer_address)
-    backends = Backends(
-        auth=auth_service_pb2_grpc.AuthServiceStub(channels[0]),
-        quota=quota_service_pb2_grpc.QuotaServiceStub(channels[1]),
-        signer=signer_service_pb2_grpc.SignerServiceStub(signer_channel),
-    )
-    built = Parts(
-        jobs_dir=tmp_path / "jobs",
-        stamping=StampingFlow(backends, LocalDocumentStore(tmp_path / "documents"), sign_timeout_s=60),
-        quota=backends.quota,
-        secrets=AuthWebhookSecrets(backends.auth),
-        receiver=receiver,
-        distributor=credential.account_id,
-        webhook_secret=domain.distributors.webhook_secret(credential.account_id).encode(),
-        ledger=ledger,
-    )
-    await built.buy(10)
-    yield built
-    for jobs, callbacks in built.runners:
-        await jobs.shutdown(30)
-        await callbacks.close()
-    for channel in [*channels, signer_channel]:
-        await channel.close()
-    await quota_server.stop(None)
-    await auth_server.stop(None)
-    ledger.close()
-    auth_engine.dispose()
+    async with (
+        running_ledger(tmp_path / "quota.db") as ledger,
+        running_auth(tmp_path) as auth,
+        grpc.aio.insecure_channel(auth.address) as auth_channel,
+        grpc.aio.insecure_channel(ledger.address) as quota_channel,
+        grpc.aio.insecure_channel(signer_address) as signer_channel,
+    ):
+        credential, _ = auth.domain.distributors.create_distributor("PT Uji Coba", [])
+        backends = Backends(
+            auth=auth_service_pb2_grpc.AuthServiceStub(auth_channel),
+            quota=quota_service_pb2_grpc.QuotaServiceStub(quota_channel),
+            signer=signer_service_pb2_grpc.SignerServiceStub(signer_channel),
+        )
+        built = Parts(
+            jobs_dir=tmp_path / "jobs",
+            stamping=StampingFlow(backends, LocalDocumentStore(tmp_path / "documents"), sign_timeout_s=60),
+            quota=backends.quota,
+            secrets=AuthWebhookSecrets(backends.auth),
+            receiver=receiver,
+            distributor=credential.account_id,
+            webhook_secret=auth.domain.distributors.webhook_secret(credential.account_id).encode(),
+            ledger=ledger,
+        )
+        await built.buy(10)
+        yield built
+        for jobs, callbacks in built.runners:
+            await jobs.shutdown(30)
+            await callbacks.close()
 
 
 def _documents(corpus: Path, *names: str) -> list[JobDocument]:

@@ -27,15 +27,11 @@ from emeterai.v1 import (
     signer_service_pb2_grpc,
 )
 from services.common.errors import InvalidInput, RequestInFlight, Unavailable
-from services.common.interceptors import ErrorInterceptor
 from services.gateway.documents import LocalDocumentStore
 from services.gateway.stamping import COMMIT_ALLOWANCE_S, StampingFlow, StampOutcome, request_fingerprint
 from services.gateway.upstream import Backends
-from services.quota.db import create_ledger_engine
-from services.quota.ledger import Ledger
-from services.quota.payments import SandboxProvider
-from services.quota.servicer import QUOTA_STATUS_CODES, QuotaServicer
 from tests.conftest import free_port
+from tests.ledger_server import running_ledger
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -100,36 +96,20 @@ async def _hold(parts: Parts, hold_id: str) -> ledger_pb2.Hold:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def parts(tmp_path: Path, signer_address: str) -> AsyncIterator[Parts]:
-    provider = SandboxProvider(b"test-payment-secret")
-    ledger = Ledger(create_ledger_engine(f"sqlite:///{tmp_path / 'quota.db'}"), payment_provider=provider)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(QUOTA_STATUS_CODES)])
-    quota_service_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(ledger), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    quota_channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    signer_channel = grpc.aio.insecure_channel(signer_address)
-    # Nothing here asks auth: its stub points at a port no one listens on.
-    nowhere = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
-    backends = Backends(
-        auth=auth_service_pb2_grpc.AuthServiceStub(nowhere),
-        quota=quota_service_pb2_grpc.QuotaServiceStub(quota_channel),
-        signer=signer_service_pb2_grpc.SignerServiceStub(signer_channel),
-    )
-    quota = backends.quota
-    created = await quota.CreateOrder(
-        quota_service_pb2.CreateOrderRequest(
-            account_id=ACCOUNT, quantity=10, idempotency_key="buy", channel=common_pb2.CHANNEL_RETAIL
+    async with (
+        running_ledger(tmp_path / "quota.db") as ledger,
+        grpc.aio.insecure_channel(ledger.address) as quota_channel,
+        grpc.aio.insecure_channel(signer_address) as signer_channel,
+        # Nothing here asks auth: its stub points at a port no one listens on.
+        grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as nowhere,
+    ):
+        backends = Backends(
+            auth=auth_service_pb2_grpc.AuthServiceStub(nowhere),
+            quota=quota_service_pb2_grpc.QuotaServiceStub(quota_channel),
+            signer=signer_service_pb2_grpc.SignerServiceStub(signer_channel),
         )
-    )
-    payload, signature = provider.pay(ledger.get_order(created.order.order_id))
-    await quota.ConfirmPayment(
-        quota_service_pb2.ConfirmPaymentRequest(provider="sandbox", payload=payload, signature=signature)
-    )
-    yield Parts(backends, LocalDocumentStore(tmp_path / "documents"))
-    for channel in (quota_channel, signer_channel, nowhere):
-        await channel.close()
-    await server.stop(None)
-    ledger.close()
+        await ledger.fund(backends.quota, ACCOUNT, 10, common_pb2.CHANNEL_RETAIL)
+        yield Parts(backends, LocalDocumentStore(tmp_path / "documents"))
 
 
 async def _stamp(flow: StampingFlow, key: str, document: bytes, **options: float) -> StampOutcome:

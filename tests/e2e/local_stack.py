@@ -6,6 +6,7 @@ Every server binds to a free loopback port; the stack is stopped with SIGTERM wh
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,10 +17,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from emeterai.v1 import distributor_service_pb2 as dpb
+from emeterai.v1 import distributor_service_pb2_grpc
 from tests.conftest import free_port
 
 STARTUP_TIMEOUT_S = 90
@@ -118,3 +123,16 @@ def one_time_code(client: httpx.Client, e164: str) -> str:
     found = re.search(r"\b(\d{6})\b", messages[0]["body"])
     assert found, messages[0]
     return found.group(1)
+
+
+def signed_in_distributor(stack: RunningStack, name: str) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """A new distributor credential (`emeterai distributors create`), signed in: its
+    DistributorService stub on the stack, and the metadata that carries its token."""
+    created = stack.emeterai("distributors", "create", "--name", name)
+    assert created.returncode == 0, created.stderr
+    credential = json.loads(created.stdout)
+    api = distributor_service_pb2_grpc.DistributorServiceStub(grpc.insecure_channel(stack.grpc_address))
+    token = api.IssueToken(
+        dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
+    ).access_token
+    return api, (("authorization", f"Bearer {token}"),)

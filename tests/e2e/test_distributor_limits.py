@@ -3,7 +3,6 @@ every document takes a token, whichever RPC carries it, and one over the rate co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import grpc
@@ -12,11 +11,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from emeterai.v1 import common_pb2, distributor_service_pb2_grpc
+from emeterai.v1 import common_pb2
 from emeterai.v1 import distributor_service_pb2 as dpb
 from services.common.errors import RETRY_AFTER_TRAILER
 from tests.conftest import require_corpus
-from tests.e2e.local_stack import RunningStack, running_stack
+from tests.e2e.local_stack import RunningStack, running_stack, signed_in_distributor
 
 # Two stamps saved up, and a refill too slow to matter while the test runs (one per 100 s).
 LIMITS = {"EMETERAI_DISTRIBUTOR_STAMP_BURST": "2", "EMETERAI_DISTRIBUTOR_STAMPS_PER_S": "0.01"}
@@ -32,19 +31,8 @@ def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_res
     stack: RunningStack,
 ) -> None:
     document = (require_corpus() / "sf-001-minimal-document.pdf").read_bytes()
-    created = stack.emeterai("distributors", "create", "--name", "PT Batas Laju")
-    assert created.returncode == 0, created.stderr
-    credential = json.loads(created.stdout)
-    with (
-        grpc.insecure_channel(stack.grpc_address) as channel,
-        httpx.Client(base_url=stack.http, timeout=60) as client,
-    ):
-        api = distributor_service_pb2_grpc.DistributorServiceStub(channel)
-        signed_in = dpb.IssueTokenRequest(
-            client_id=credential["client_id"], client_secret=credential["client_secret"]
-        )
-        token = api.IssueToken(signed_in).access_token
-        auth = (("authorization", f"Bearer {token}"),)
+    api, auth = signed_in_distributor(stack, "PT Batas Laju")
+    with httpx.Client(base_url=stack.http, timeout=60) as client:
         order = api.CreateOrder(
             dpb.DistributorServiceCreateOrderRequest(quantity=5, idempotency_key="stock"), metadata=auth
         ).order

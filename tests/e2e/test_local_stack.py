@@ -32,7 +32,7 @@ from emeterai.v1 import distributor_service_pb2 as dpb
 from services.cli import call_service
 from services.common.webhooks import verify_webhook
 from tests.conftest import require_corpus
-from tests.e2e.local_stack import RunningStack, running_stack
+from tests.e2e.local_stack import RunningStack, running_stack, signed_in_distributor
 from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -355,17 +355,6 @@ def test_distributor_api_is_discoverable_with_grpcurl(stack: RunningStack) -> No
     )
 
 
-def _distributor(stack: RunningStack, name: str) -> tuple[Any, tuple[tuple[str, str], ...]]:
-    created = stack.emeterai("distributors", "create", "--name", name)
-    assert created.returncode == 0, created.stderr
-    credential = json.loads(created.stdout)
-    api = distributor_service_pb2_grpc.DistributorServiceStub(grpc.insecure_channel(stack.grpc_address))
-    token = api.IssueToken(
-        dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
-    ).access_token
-    return api, (("authorization", f"Bearer {token}"),)
-
-
 def _grpc_code(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as refused:
         call()
@@ -384,8 +373,8 @@ def test_no_account_reaches_another_accounts_quota_or_documents(
     assert client.get("/v1/stamps", headers=other).json()["stamps"] == []
     assert client.get("/v1/orders", headers=other).json()["orders"] == []
 
-    first, first_auth = _distributor(stack, "PT Satu")
-    second, second_auth = _distributor(stack, "PT Dua")
+    first, first_auth = signed_in_distributor(stack, "PT Satu")
+    second, second_auth = signed_in_distributor(stack, "PT Dua")
     customer = first.CreateCustomer(
         dpb.CreateCustomerRequest(display_name="Toko Satu", external_ref="c-1"), metadata=first_auth
     ).account.account_id
@@ -654,7 +643,7 @@ def test_distributor_stamp_job_is_called_back_signed_and_sees_the_notice(
         dpb.DownloadStampedDocumentRequest(stamp_id=job.results[0].stamp.stamp_id), metadata=auth
     )
     assert downloaded.stamped_document.startswith(contents[0])
-    other, other_auth = _distributor(stack, "PT Bukan Pemilik")
+    other, other_auth = signed_in_distributor(stack, "PT Bukan Pemilik")
     assert (
         _grpc_code(lambda: other.GetStampJob(dpb.GetStampJobRequest(job_id=job_id), metadata=other_auth))
         == grpc.StatusCode.NOT_FOUND

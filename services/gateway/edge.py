@@ -89,20 +89,20 @@ class AdmissionControl:
             },
         )
 
+    async def token_wait(self, rule: str, account_id: str) -> float:
+        """0 when the account's bucket for `rule` gave a token, else the seconds until it has one.
+        A stamp job paces itself by it: it waits its turn, which is not counted as a refusal."""
+        return await self.buckets.take(self.rules[rule], account_id)
+
     async def take_token(self, rule: str, account_id: str) -> None:
         """Exhausted when the account has used up its bucket for `rule`."""
-        wait = await self.buckets.take(self.rules[rule], account_id)
+        wait = await self.token_wait(rule, account_id)
         if wait > 0:
             self.rate_limited[rule] += 1
             raise Exhausted(
                 "this account is sending requests faster than allowed; slow down",
                 max(1, math.ceil(wait)),
             )
-
-    async def wait_for_stamp_token(self, account_id: str) -> float:
-        """A distributor stamp job's pace: 0 when the account's stamp bucket gave a token, else the
-        seconds until it has one. Unlike a refusal this is not counted: the job waits its turn."""
-        return await self.buckets.take(self.rules[DISTRIBUTOR_STAMP_RULE], account_id)
 
 
 def http_bulkhead(method: str, path: str) -> str | None:

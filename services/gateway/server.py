@@ -86,7 +86,7 @@ async def serve(settings: GatewaySettings) -> None:
         JobLimits(settings.job_max_documents, settings.job_max_bytes, settings.max_upload_bytes),
         dev=settings.is_dev,
         workers=settings.job_workers,
-        pace=admission.wait_for_stamp_token,
+        pace=functools.partial(admission.token_wait, DISTRIBUTOR_STAMP_RULE),
     )
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)

@@ -264,7 +264,8 @@ class StampingFlow:
             if signing_again:
                 # Another attempt at the same hold committed first (its own signature of the same
                 # document, under the same serial): that stamp is the one, and this answer replays it.
-                return await self._settled(partition, await self._hold_now(partition, hold))
+                # (Not committed after all: this attempt failed, its unit gone back with the hold.)
+                return await self._settled(partition, await self._hold_now(partition, hold), spent_as=FAILED)
             count_stamp(partition, FAILED)
             raise
         except BaseException:
@@ -278,11 +279,11 @@ class StampingFlow:
         log.info("stamped", extra={"hold_id": hold.hold_id, "serial": hold.serial})
         return StampOutcome(committed.hold, signed.stamped_document, replayed=False)
 
-    async def _settled(self, partition: str, hold: ledger_pb2.Hold) -> StampOutcome:
+    async def _settled(self, partition: str, hold: ledger_pb2.Hold, spent_as: str = REFUSED) -> StampOutcome:
         """The answer for a key whose hold is settled: its stamp from the document store when
-        committed; else its unit went back, and the key is spent."""
+        committed; else its unit went back, and the key is spent (counted as `spent_as`)."""
         if hold.status != ledger_pb2.HOLD_STATUS_COMMITTED:
-            count_stamp(partition, REFUSED)
+            count_stamp(partition, spent_as)
             raise PreconditionFailed(
                 "an earlier attempt with this idempotency key failed and its quota was returned; "
                 "send the document again with a new key"

@@ -29,7 +29,7 @@ and the run says so.
 3. The surge: retail stamp requests arrive at 10x the pool's capacity for --surge-s seconds, each
    following the waiting-room protocol as the web page does (on 429 wait Retry-After, come back
    with the ticket, same Idempotency-Key); steady purchases go on beside them, and a distributor
-   streams a batch through BatchStamp. Admitted stamps/s is counted from the first arrival until
+   (its credentials and quota set up beforehand) streams a batch through BatchStamp. Admitted stamps/s is counted from the first arrival until
    the last stamp of the surge is done.
 4. The books: every account's balance (purchased = available + held + consumed + refunded, and
    consumed = stamps answered 201) and `emeterai audit reconcile` on the ledger's database.
@@ -615,35 +615,28 @@ def batch_item(document: bytes, key: str) -> distributor_service_pb2.BatchStampR
     )
 
 
-async def distributor_batch(
-    stack: Stack, http: httpx.AsyncClient, document: bytes, count: int, tally: Tally
-) -> int:
-    """A distributor funds itself and streams `count` documents through BatchStamp; returns the
-    units its books are off by."""
-    async with grpc.aio.insecure_channel(stack.grpc) as channel:
-        distributor = await funded_distributor(stack, http, channel, count)
+async def distributor_batch(distributor: Distributor, document: bytes, count: int, tally: Tally) -> int:
+    """The distributor streams `count` documents through BatchStamp; returns the units its books are
+    off by."""
+    sent: dict[str, float] = {}
 
-        sent: dict[str, float] = {}
+    async def documents():
+        for n in range(count):
+            key = f"batch-{secrets.token_hex(6)}-{n}"
+            sent[key] = tally.since_first_arrival()
+            yield batch_item(document, key)
 
-        async def documents():
-            for n in range(count):
-                key = f"batch-{secrets.token_hex(6)}-{n}"
-                sent[key] = tally.since_first_arrival()
-                yield batch_item(document, key)
-
-        async for result in distributor.api.BatchStamp(
-            documents(), metadata=distributor.metadata, timeout=600
-        ):
-            answered = tally.since_first_arrival()
-            outcome = grpc_outcome(result.code)
-            tally.answers.append(Answer(sent.get(result.client_ref, answered), answered, outcome))
-            if result.code == 0:
-                tally.batch_ok += 1
-                tally.last_stamp = max(tally.last_stamp, time.monotonic())
-            else:
-                tally.batch_failed[STATUS_NAMES.get(result.code, str(result.code))] += 1
-        tally.events.append(Event(round(tally.since_first_arrival(), 3), "batch-end", "distributor"))
-        return await distributor.books_off(tally.batch_ok)
+    async for result in distributor.api.BatchStamp(documents(), metadata=distributor.metadata, timeout=600):
+        answered = tally.since_first_arrival()
+        outcome = grpc_outcome(result.code)
+        tally.answers.append(Answer(sent.get(result.client_ref, answered), answered, outcome))
+        if result.code == 0:
+            tally.batch_ok += 1
+            tally.last_stamp = max(tally.last_stamp, time.monotonic())
+        else:
+            tally.batch_failed[STATUS_NAMES.get(result.code, str(result.code))] += 1
+    tally.events.append(Event(round(tally.since_first_arrival(), 3), "batch-end", "distributor"))
+    return await distributor.books_off(tally.batch_ok)
 
 
 async def watch_queues(address: str, every_s: float, tally: Tally, stop: asyncio.Event) -> None:
@@ -803,7 +796,10 @@ async def _run(
     limit = f"CPU limit {options.signer_cpu:g} cores" if options.signer_cpu else "no CPU limit"
     print(f"pool: one signer, one worker, {limit}: {capacity:.1f} stamps/s standalone")
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-    async with httpx.AsyncClient(base_url=f"http://{stack.http}", timeout=120, limits=limits) as http:
+    async with (
+        httpx.AsyncClient(base_url=f"http://{stack.http}", timeout=120, limits=limits) as http,
+        grpc.aio.insecure_channel(stack.grpc) as distributor_channel,
+    ):
         accounts: list[Account] = []
         while len(accounts) < options.retail_accounts + options.purchase_accounts:
             accounts.extend(await asyncio.gather(*(sign_in(http, tally) for _ in range(8))))
@@ -814,6 +810,9 @@ async def _run(
             await asyncio.gather(
                 *(buy(http, a, per_account, tally, pay=True) for a in retail[first : first + 16])
             )
+        # Set up before the surge, as a distributor is: its credentials are hashed with argon2, which
+        # costs a quarter of a CPU-second here, and its token lasts for the whole surge.
+        distributor = await funded_distributor(stack, http, distributor_channel, options.batch_documents)
         print(f"{len(retail)} retail accounts with {per_account} stamps each; {len(buyers)} buyers")
 
         warm_lost = await warm_up(stack, http, document, options.warm_up_s, tally)
@@ -865,7 +864,7 @@ async def _run(
             )
         arrival_rate = SURGE_FACTOR * capacity
         users = []
-        batch = asyncio.create_task(distributor_batch(stack, http, document, options.batch_documents, tally))
+        batch = asyncio.create_task(distributor_batch(distributor, document, options.batch_documents, tally))
         for n in range(arrivals):
             await asyncio.sleep(max(0.0, tally.first_arrival + n / arrival_rate - time.monotonic()))
             account = retail[n % len(retail)]

@@ -422,8 +422,8 @@ def _account_routes() -> APIRouter:
         responses={
             429: {
                 "description": "Stamping is at capacity: the problem's `waiting_room` has the queue "
-                "position and a ticket; send the same request again after Retry-After with the "
-                f"ticket in the {TICKET_HEADER} header to keep the place in line."
+                "position and a ticket; send the same request (same Idempotency-Key) again after "
+                f"Retry-After with the ticket in the {TICKET_HEADER} header to keep the place in line."
             }
         },
         openapi_extra=_stamp_form_openapi(),

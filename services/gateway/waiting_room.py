@@ -4,9 +4,11 @@ when to come back, and keeps that place with a signed, expiring ticket.
 A ticket carries the time its holder first arrived. Coming back with it, they are served before
 anyone who arrived later: in the stamp gate's queue, ahead of later arrivals (and in place of the
 latest one when the queue is full), and newcomers are sent to the back while tickets are out.
-Tickets are bound to the account (a ticket cannot be passed on) and signed with a key every
-gateway replica shares, so any replica honours any replica's ticket; the count of tickets out,
-and so the position a user is shown, is each replica's own.
+Tickets are bound to the account and to the request's Idempotency-Key, so a ticket cannot be
+passed on, nor keep a place for another document than the one it was given for (a retry of the
+same request carries the same key). They are signed with a key every gateway replica shares, so
+any replica honours any replica's ticket; the count of tickets out, and so the position a user is
+shown, is each replica's own.
 """
 
 from __future__ import annotations
@@ -74,28 +76,32 @@ class Ticket:
 
 
 class TicketSigner:
-    """`<arrived ms>.<expires s>.<nonce>.<mac>`; the MAC covers the account it was issued to."""
+    """`<arrived ms>.<expires s>.<nonce>.<mac>`; the MAC covers the account it was issued to and the
+    request's Idempotency-Key."""
 
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _mac(self, account_id: str, body: str) -> str:
-        digest = hmac.new(self._key, f"{account_id}|{body}".encode(), hashlib.sha256).digest()[:18]
+    def _mac(self, account_id: str, request_key: str, body: str) -> str:
+        # The key's length first: it is the caller's text, and must not run into the body.
+        signed = f"{account_id}|{len(request_key)}:{request_key}|{body}"
+        digest = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode()
 
-    def issue(self, account_id: str, ticket: Ticket) -> str:
+    def issue(self, account_id: str, request_key: str, ticket: Ticket) -> str:
         body = f"{round(ticket.arrived_at * 1000)}.{int(ticket.expires_at)}.{ticket.nonce}"
-        return f"{body}.{self._mac(account_id, body)}"
+        return f"{body}.{self._mac(account_id, request_key, body)}"
 
-    def read(self, account_id: str, text: str, now: float) -> Ticket | None:
-        """The ticket, if it is well formed, issued to this account and not expired; else None."""
+    def read(self, account_id: str, request_key: str, text: str, now: float) -> Ticket | None:
+        """The ticket, if it is well formed, issued to this account for this request key and not
+        expired; else None."""
         if len(text) > 200:
             return None
         body, _, mac = text.rpartition(".")
         parts = body.split(".")
         if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
             return None
-        if not hmac.compare_digest(self._mac(account_id, body), mac):
+        if not hmac.compare_digest(self._mac(account_id, request_key, body), mac):
             return None
         ticket = Ticket(int(parts[0]) / 1000, float(parts[1]), parts[2])
         return ticket if ticket.expires_at >= now else None
@@ -190,11 +196,14 @@ class WaitingRoom:
             return room
         return min(self._queue_size, max(room, round(rate * self._queue_timeout_s * PATIENCE)))
 
-    async def enter(self, account_id: str, ticket_text: str = "") -> StampSlot:
+    async def enter(self, account_id: str, ticket_text: str = "", request_key: str = "") -> StampSlot:
+        """A slot for the stamp request `request_key` (its Idempotency-Key) of `account_id`, or
+        TurnedAway with a ticket for that request. A ticket given for another request, or another
+        account, counts as none: its holder arrives now."""
         now = self._clock()
         self._forget_expired()
         self._steer()
-        ticket = self._signer.read(account_id, ticket_text, now) if ticket_text else None
+        ticket = self._signer.read(account_id, request_key, ticket_text, now) if ticket_text else None
         if ticket is None:
             arrived = now
             # A newcomer goes to the back: behind the queue and every ticket still out.
@@ -202,7 +211,7 @@ class WaitingRoom:
                 self._gate.queued(self._partition) + len(self._out) >= self._room_at(self._rate)
             ):
                 self.turned_away += 1
-                raise self._turn_away(account_id, arrived)
+                raise self._turn_away(account_id, request_key, arrived)
         else:
             arrived = ticket.arrived_at
             self._redeem(ticket.nonce)
@@ -210,13 +219,13 @@ class WaitingRoom:
                 self._gate.queued_before(self._partition, arrived) >= self._served_in_time_at(self._rate)
             ):
                 self.turned_away += 1
-                raise self._turn_away(account_id, arrived)
+                raise self._turn_away(account_id, request_key, arrived)
         try:
             return await self._gate.enter(self._partition, arrived)
         except Overloaded as refused:
-            raise self._turn_away(account_id, refused.arrived_at) from None
+            raise self._turn_away(account_id, request_key, refused.arrived_at) from None
 
-    def _turn_away(self, account_id: str, arrived: float) -> TurnedAway:
+    def _turn_away(self, account_id: str, request_key: str, arrived: float) -> TurnedAway:
         now = self._clock()
         ahead = self._gate.queued_before(self._partition, arrived) + bisect.bisect_left(
             self._by_arrival, (arrived, "")
@@ -227,7 +236,7 @@ class WaitingRoom:
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
         self._out[ticket.nonce] = arrived
-        return TurnedAway(wait, arrived, self._signer.issue(account_id, ticket), position)
+        return TurnedAway(wait, arrived, self._signer.issue(account_id, request_key, ticket), position)
 
     def wait_for(self, position: int) -> int:
         """Seconds until `position` should find room in the queue: those ahead of it beyond the

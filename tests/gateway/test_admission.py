@@ -208,16 +208,44 @@ async def test_stamp_gate_serves_the_earliest_arrival_and_an_earlier_one_takes_a
     assert gate.in_flight == 0 and gate.stats["retail"].evicted == 1
 
 
-def test_tickets_are_bound_to_their_account_and_expire() -> None:
+def test_tickets_are_bound_to_their_account_and_request_and_expire() -> None:
     signer = TicketSigner(b"k" * 32)
-    text = signer.issue("acct-1", Ticket(arrived_at=100.25, expires_at=200, nonce="abc"))
-    read = signer.read("acct-1", text, now=150)
+    text = signer.issue("acct-1", "key-1", Ticket(arrived_at=100.25, expires_at=200, nonce="abc"))
+    read = signer.read("acct-1", "key-1", text, now=150)
     assert read is not None and read.arrived_at == 100.25
-    assert signer.read("acct-2", text, now=150) is None
-    assert signer.read("acct-1", text, now=201) is None
-    assert signer.read("acct-1", text.replace("100250", "100000"), now=150) is None
-    assert TicketSigner(b"x" * 32).read("acct-1", text, now=150) is None
-    assert signer.read("acct-1", "garbage", now=150) is None
+    assert signer.read("acct-2", "key-1", text, now=150) is None
+    # Another document's request, or a key shifted into the account's part of the MAC.
+    assert signer.read("acct-1", "key-2", text, now=150) is None
+    assert signer.read("acct-1", "", text, now=150) is None
+    assert signer.read("acct-1|3:key", "-1", text, now=150) is None
+    assert signer.read("acct-1", "key-1", text, now=201) is None
+    assert signer.read("acct-1", "key-1", text.replace("100250", "100000"), now=150) is None
+    assert TicketSigner(b"x" * 32).read("acct-1", "key-1", text, now=150) is None
+    assert signer.read("acct-1", "key-1", "garbage", now=150) is None
+
+
+async def test_a_ticket_keeps_a_place_only_for_the_request_it_was_given_for() -> None:
+    clock = Clock(time.time())
+    gate = fixed_gate(1, retail_queue=0, timeout=5)
+    room = WaitingRoom(gate, TicketSigner(b"k" * 32), "retail", clock=clock)
+    inside = await room.enter("a", request_key="a-1")
+    with pytest.raises(TurnedAway) as first:
+        await room.enter("b", request_key="b-1")
+    clock.now += 1
+    with pytest.raises(TurnedAway) as second:
+        await room.enter("c", request_key="c-1")
+    assert (first.value.position, second.value.position) == (1, 2)
+    clock.now += 1
+    # "b" sends another document with the ticket of its first: it arrives now, behind "c".
+    with pytest.raises(TurnedAway) as other_document:
+        await room.enter("b", first.value.ticket, request_key="b-2")
+    assert other_document.value.position == 3
+    # The first document, sent again with its ticket, is still first in line.
+    with pytest.raises(TurnedAway) as same_document:
+        await room.enter("b", first.value.ticket, request_key="b-1")
+    assert same_document.value.position == 1
+    inside.release()
+    (await room.enter("b", same_document.value.ticket, request_key="b-1")).release()
 
 
 async def test_waiting_room_gives_places_in_line_and_keeps_them() -> None:

@@ -2,58 +2,26 @@
 requests by route template (admission's refusals too), and admission read at scrape time.
 
 The internal services are not needed for what is asked here: every request below is answered
-before any of them would be called, and their channel points at a port nobody listens on.
+before any of them would be called (conftest's gateway).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
-import grpc
 import httpx
 import pytest
-import uvicorn
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 
-from emeterai.v1 import auth_service_pb2_grpc, quota_service_pb2_grpc, signer_service_pb2_grpc
 from services.common.metrics import MetricsServer
-from services.common.settings import GatewaySettings, load_settings
-from services.common.tokens import StaticKeys, TokenVerifier
 from services.gateway.admission import RETAIL
-from services.gateway.documents import LocalDocumentStore
-from services.gateway.edge import AdmissionControl
-from services.gateway.http_api import Gateway, create_app
-from services.gateway.metrics import ADMISSION, UNMATCHED_ROUTE, RouteTemplates
-from services.gateway.notices import NoticeBoard
-from services.gateway.stamping import StampingFlow
-from services.gateway.upstream import Backends
-from tests.common.test_interceptors import AUDIENCE, ISSUER, _jwk, _token
-from tests.conftest import free_port
+from services.gateway.metrics import UNMATCHED_ROUTE, RouteTemplates
+from tests.common.test_interceptors import _token
+from tests.gateway.conftest import RunningGateway
 from tests.metrics_scrape import Scrape, scrape
 
 REQUESTS = "emeterai_http_requests_total"
 SECONDS_COUNT = "emeterai_http_request_seconds_count"
-
-
-class _Http(uvicorn.Server):
-    # The test's process keeps its own signal handlers.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@dataclass
-class RunningGateway:
-    url: str
-    app: FastAPI
-    admission: AdmissionControl
-    key: Ed25519PrivateKey
 
 
 @pytest.fixture
@@ -61,44 +29,6 @@ def metrics_port() -> Iterator[int]:
     server = MetricsServer.start("127.0.0.1:0")
     yield server.port
     server.stop()
-
-
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    # One stamp at a time and no room to wait: a second retail stamp is turned away at once.
-    settings = load_settings(
-        GatewaySettings,
-        data_dir=tmp_path,
-        stamp_concurrency_initial=1,
-        stamp_concurrency_min=1,
-        stamp_concurrency_max=1,
-        retail_stamp_queue=0,
-    )
-    key = Ed25519PrivateKey.generate()
-    verifier = TokenVerifier(StaticKeys([_jwk(key, "k1")]), ISSUER, AUDIENCE)
-    nowhere = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
-    backends = Backends(
-        auth=auth_service_pb2_grpc.AuthServiceStub(nowhere),
-        quota=quota_service_pb2_grpc.QuotaServiceStub(nowhere),
-        signer=signer_service_pb2_grpc.SignerServiceStub(nowhere),
-    )
-    admission = AdmissionControl.from_settings(settings, None, hashlib.sha256(b"tickets").digest())
-    ADMISSION.attach(admission)
-    store = LocalDocumentStore(tmp_path / "documents")
-    stamping = StampingFlow(backends, store, settings.sign_timeout_s, admission.gate)
-    app = create_app(
-        Gateway(settings, backends, verifier, store, stamping, NoticeBoard(backends.auth), admission)
-    )
-    port = free_port()
-    http = _Http(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
-    serving = asyncio.create_task(http.serve())
-    while not http.started:
-        assert not serving.done(), "the gateway did not start"
-        await asyncio.sleep(0.01)
-    yield RunningGateway(f"http://127.0.0.1:{port}", app, admission, key)
-    http.should_exit = True
-    await serving
-    await nowhere.close()
 
 
 def _count(scraped: Scrape, route: str, method: str, status: str) -> float:

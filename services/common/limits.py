@@ -135,6 +135,22 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(size * 1000 / rate) + 1000)
 return wait
 """
 
+# A token back into KEYS[1] (same ARGV), for a request refused after it took one for reasons of
+# ours, not its pace. A bucket that is gone was full: nothing to put back.
+_PUT_BACK = """
+local rate = tonumber(ARGV[1])
+local size = tonumber(ARGV[2])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+if not held[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(held[2]) or now
+local tokens = math.min(size, tonumber(held[1]) + math.max(0, now - at) * rate / 1000 + 1)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(size * 1000 / rate) + 1000)
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class BucketRule:
@@ -145,6 +161,10 @@ class BucketRule:
     burst: int
 
 
+# A rule's buckets: bucket -> (tokens, when counted).
+_Buckets = dict[str, tuple[float, float]]
+
+
 class MemoryTokenBuckets:
     """Buckets in this process: the single-node default, and the fallback while Redis is away."""
 
@@ -152,8 +172,7 @@ class MemoryTokenBuckets:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # Per rule: bucket -> (tokens, when counted).
-        self._buckets: dict[str, dict[str, tuple[float, float]]] = {}
+        self._buckets: dict[str, _Buckets] = {}
 
     async def take(self, rule: BucketRule, key: str) -> float:
         return self.take_now(rule, key)
@@ -169,13 +188,32 @@ class MemoryTokenBuckets:
             tokens -= 1
         else:
             wait = (1 - tokens) / rule.rate
+        self._remember(rule, buckets, bucket, tokens, now)
+        return wait
+
+    async def put_back(self, rule: BucketRule, key: str) -> None:
+        self.put_back_now(rule, key)
+
+    def put_back_now(self, rule: BucketRule, key: str) -> None:
+        """One token back into key's bucket (never past the burst): a request that took it was
+        refused for a reason that is not its pace."""
+        buckets = self._buckets.get(rule.name, {})
+        bucket = _digest(rule.name, key)
+        if bucket not in buckets:
+            # Swept out, so full.
+            return
+        now = self._clock()
+        tokens, at = buckets[bucket]
+        tokens = min(float(rule.burst), tokens + (now - at) * rule.rate + 1)
+        self._remember(rule, buckets, bucket, tokens, now)
+
+    def _remember(self, rule: BucketRule, buckets: _Buckets, bucket: str, tokens: float, now: float) -> None:
         buckets[bucket] = (tokens, now)
         if len(buckets) > self._SWEEP_AT:
             # A full bucket is the same as no bucket.
             self._buckets[rule.name] = {
                 k: v for k, v in buckets.items() if v[0] + (now - v[1]) * rule.rate < rule.burst
             }
-        return wait
 
 
 class RedisTokenBuckets:
@@ -197,6 +235,7 @@ class RedisTokenBuckets:
     ) -> None:
         self._client = client
         self._take = client.register_script(_TAKE)
+        self._put_back = client.register_script(_PUT_BACK)
         self._fallback_s = fallback_s
         self._clock = clock
         self._local = MemoryTokenBuckets(clock)
@@ -219,6 +258,18 @@ class RedisTokenBuckets:
             self._redis_back_at = self._clock() + self._fallback_s
             return self._local.take_now(rule, key)
         return wait_ms / 1000
+
+    async def put_back(self, rule: BucketRule, key: str) -> None:
+        """One token back into key's bucket, in whichever store it was taken from."""
+        if self.degraded:
+            self._local.put_back_now(rule, key)
+            return
+        try:
+            await self._put_back(keys=[BUCKET_PREFIX + _digest(rule.name, key)], args=[rule.rate, rule.burst])
+        except redis.RedisError:
+            # The token stays spent: the caller's refusal stands either way, and the account is
+            # short of one token for a moment at most.
+            log.warning("a token could not be put back while Redis is away")
 
 
 TokenBuckets = MemoryTokenBuckets | RedisTokenBuckets

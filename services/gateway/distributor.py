@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -93,10 +94,11 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         *,
         jobs: StampJobs,
         notices: NoticeBoard,
-        take_stamp_token: Callable[[str], Awaitable[None]],
+        stamp_token: Callable[[str], AbstractAsyncContextManager[None]],
     ) -> None:
-        """take_stamp_token(account_id) takes a token from the account's stamp bucket, or raises
-        Exhausted: once per document of a BatchStamp stream."""
+        """stamp_token(account_id) takes a token from the account's stamp bucket for what runs
+        inside (once per document of a BatchStamp stream), or raises Exhausted; it gives the
+        token back to a document refused for capacity (AdmissionControl.token_for)."""
         self._auth = backends.auth
         self._quota = backends.quota
         self._backends = backends
@@ -105,7 +107,7 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         self._max_bytes = max_document_bytes
         self._jobs = jobs
         self._notices = notices
-        self._take_stamp_token = take_stamp_token
+        self._stamp_token = stamp_token
         self._webhook_secrets = AuthWebhookSecrets(backends.auth)
 
     async def _acting_account(self, account_id: str) -> str:
@@ -284,8 +286,8 @@ class DistributorServicer(distributor_service_pb2_grpc.DistributorServiceService
         async def one(item: pb.BatchStampRequest) -> None:
             try:
                 # Per document, as for StampDocument: a stream is no way around the account's rate.
-                await self._take_stamp_token(distributor)
-                stamped = await self._stamp(item.document, context)
+                async with self._stamp_token(distributor):
+                    stamped = await self._stamp(item.document, context)
                 await results.put(
                     pb.BatchStampResponse(
                         client_ref=item.client_ref,

@@ -8,7 +8,9 @@ without a bulkhead, so operators can always get in and users can always read wha
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,15 @@ from services.common.limits import BucketRule, TokenBuckets, token_buckets
 from services.common.settings import GatewaySettings
 from services.common.tokens import KIND_RETAIL, Principal, TokenVerifier, bearer_token
 from services.gateway import problems
-from services.gateway.admission import DISTRIBUTOR, RETAIL, Bulkhead, GradientLimit, Partition, StampGate
+from services.gateway.admission import (
+    DISTRIBUTOR,
+    RETAIL,
+    Bulkhead,
+    GradientLimit,
+    Overloaded,
+    Partition,
+    StampGate,
+)
 from services.gateway.waiting_room import TICKET_HEADER, TicketSigner, TurnedAway, WaitingRoom
 
 PURCHASES = "purchases"
@@ -104,6 +114,18 @@ class AdmissionControl:
                 max(1, math.ceil(wait)),
             )
 
+    @contextlib.asynccontextmanager
+    async def token_for(self, rule: str, account_id: str) -> AsyncIterator[None]:
+        """take_token for what runs inside; refused there for capacity (Overloaded: a full
+        bulkhead or stamp gate), the account gets its token back. It did nothing with it, and
+        sent again after the Retry-After it is told, it must not find its bucket short."""
+        await self.take_token(rule, account_id)
+        try:
+            yield
+        except Overloaded:
+            await self.buckets.put_back(self.rules[rule], account_id)
+            raise
+
 
 def http_bulkhead(method: str, path: str) -> str | None:
     """Which bulkhead an HTTP request goes through; None for what always passes."""
@@ -150,11 +172,14 @@ class HttpAdmission:
     async def _through_bulkhead(self, kind: str, scope: Any, receive: Any, send: Any) -> None:
         bulkhead = self._control.bulkheads[kind]
         try:
+            principal = None
             if kind == PURCHASES and scope["path"] == "/v1/orders":
                 principal = await self._retail_caller(scope)
-                if principal is not None:
-                    await self._control.take_token(ORDER_RULE, principal.account_id)
-            await bulkhead.acquire()
+            if principal is not None:
+                async with self._control.token_for(ORDER_RULE, principal.account_id):
+                    await bulkhead.acquire()
+            else:
+                await bulkhead.acquire()
         except DomainError as refused:
             await _refuse(scope, receive, send, refused)
             return
@@ -259,13 +284,17 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         behaviour = handler.unary_unary
         control = self._control
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if rule is not None:
-                await control.take_token(rule, current_principal().account_id)
+        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if kind is None:
                 return await behaviour(request, context)
             async with control.bulkheads[kind].slot():
                 return await behaviour(request, context)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if rule is None:
+                return await admitted(request, context)
+            async with control.token_for(rule, current_principal().account_id):
+                return await admitted(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             call,

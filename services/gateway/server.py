@@ -103,7 +103,7 @@ async def serve(settings: GatewaySettings) -> None:
                     settings.max_upload_bytes,
                     jobs=jobs,
                     notices=notices,
-                    take_stamp_token=functools.partial(admission.take_token, DISTRIBUTOR_STAMP_RULE),
+                    stamp_token=functools.partial(admission.token_for, DISTRIBUTOR_STAMP_RULE),
                 ),
                 SERVICE_NAME,
             )

@@ -131,6 +131,39 @@ async def test_memory_token_bucket_allows_a_burst_then_the_rate(ticks: Ticks) ->
     assert await buckets.take(RULE, "acct") > 0
 
 
+async def test_a_token_put_back_is_there_for_the_next_take_but_never_past_the_burst(ticks: Ticks) -> None:
+    buckets = MemoryTokenBuckets(ticks)
+    # A bucket never taken from is full: nothing to put back.
+    await buckets.put_back(RULE, "acct")
+    assert [await buckets.take(RULE, "acct") for _ in range(3)] == [0, 0, 0]
+    await buckets.put_back(RULE, "acct")
+    assert await buckets.take(RULE, "acct") == 0
+    assert await buckets.take(RULE, "acct") > 0
+    ticks.now += 10
+    await buckets.put_back(RULE, "acct")
+    assert [await buckets.take(RULE, "acct") for _ in range(4)][-1] > 0
+
+
+async def test_redis_takes_a_token_put_back_by_any_replica(redis_url: str) -> None:
+    first, second = redis.asyncio.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
+    replicas = [RedisTokenBuckets(first), RedisTokenBuckets(second)]
+    rule = BucketRule(f"stamps-{secrets.token_hex(4)}", rate=0.01, burst=2)
+    # Nothing taken yet: putting back creates no bucket, and the burst stays 2.
+    await replicas[1].put_back(rule, "acct")
+    assert not [key async for key in first.scan_iter(match=BUCKET_PREFIX + rule.name + ":*")]
+    assert [await replicas[0].take(rule, "acct") for _ in range(2)] == [0, 0]
+    assert await replicas[0].take(rule, "acct") > 0
+    await replicas[1].put_back(rule, "acct")
+    assert await replicas[0].take(rule, "acct") == 0
+    assert await replicas[1].take(rule, "acct") > 0
+    await replicas[0].put_back(rule, "acct")
+    await replicas[0].put_back(rule, "acct")
+    await replicas[0].put_back(rule, "acct")
+    assert [await replicas[1].take(rule, "acct") for _ in range(3)][-1] > 0
+    await first.aclose()
+    await second.aclose()
+
+
 async def test_redis_token_buckets_are_shared_by_replicas(redis_url: str) -> None:
     first, second = redis.asyncio.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
     replicas = [RedisTokenBuckets(first), RedisTokenBuckets(second)]
@@ -166,6 +199,9 @@ async def test_token_buckets_fall_back_to_this_replica_while_redis_is_away(ticks
     assert [await buckets.take(RULE, "acct") for _ in range(3)] == [0, 0, 0]
     assert buckets.degraded
     assert await buckets.take(RULE, "acct") > 0
+    # Given back where it was taken.
+    await buckets.put_back(RULE, "acct")
+    assert await buckets.take(RULE, "acct") == 0
     ticks.now += 6
     assert not buckets.degraded
     await client.aclose()

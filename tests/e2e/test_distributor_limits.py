@@ -1,9 +1,11 @@
 """A distributor's stamp rate over gRPC, on the whole stack (`emeterai up`) with a small bucket:
-every document takes a token, whichever RPC carries it, and one over the rate costs nothing."""
+every document takes a token, whichever RPC carries it, and one over the rate costs nothing; one
+refused for capacity keeps its token."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -17,6 +19,8 @@ from services.common.errors import RETRY_AFTER_TRAILER
 from tests.conftest import require_corpus
 from tests.e2e.local_stack import RunningStack, running_stack, signed_in_distributor
 
+Metadata = tuple[tuple[str, str], ...]
+
 # Two stamps saved up, and a refill too slow to matter while the test runs (one per 100 s).
 LIMITS = {"EMETERAI_DISTRIBUTOR_STAMP_BURST": "2", "EMETERAI_DISTRIBUTOR_STAMPS_PER_S": "0.01"}
 
@@ -27,17 +31,71 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         yield running
 
 
+def _funded_distributor(stack: RunningStack, name: str, quantity: int) -> tuple[Any, Metadata]:
+    """A new distributor, signed in, with `quantity` units bought and paid in the sandbox."""
+    api, auth = signed_in_distributor(stack, name)
+    order = api.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=quantity, idempotency_key="stock"), metadata=auth
+    ).order
+    with httpx.Client(base_url=stack.http, timeout=60) as client:
+        assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+    return api, auth
+
+
 def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_rest_again(
     stack: RunningStack,
 ) -> None:
     document = (require_corpus() / "sf-001-minimal-document.pdf").read_bytes()
-    api, auth = signed_in_distributor(stack, "PT Batas Laju")
-    with httpx.Client(base_url=stack.http, timeout=60) as client:
-        order = api.CreateOrder(
-            dpb.DistributorServiceCreateOrderRequest(quantity=5, idempotency_key="stock"), metadata=auth
-        ).order
-        assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+    api, auth = _funded_distributor(stack, "PT Batas Laju", 5)
+    batch = [
+        dpb.BatchStampRequest(
+            client_ref=f"ref-{i}",
+            document=dpb.StampDocumentRequest(
+                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key=f"b-{i}"
+            ),
+        )
+        for i in range(3)
+    ]
+    results = list(api.BatchStamp(iter(batch), metadata=auth, timeout=120))
+    # Every document has its result; the stream itself is not refused.
+    assert sorted(r.client_ref for r in results) == ["ref-0", "ref-1", "ref-2"]
+    stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
+    refused = [r for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+    assert (len(stamped), len(refused)) == (2, 1), results
+    assert "faster than allowed" in refused[0].message
+    assert refused[0].retry_after.seconds >= 1 and not refused[0].stamped_document
 
+    # The bucket is empty for StampDocument too: refused with the wait, as RetryInfo and trailer.
+    with pytest.raises(grpc.RpcError) as caught:
+        api.StampDocument(
+            dpb.StampDocumentRequest(
+                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="single"
+            ),
+            metadata=auth,
+            timeout=60,
+        )
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(caught.value)
+    retry = error_details_pb2.RetryInfo()
+    assert status is not None and status.details[0].Unpack(retry) and retry.retry_delay.seconds >= 1
+    assert RETRY_AFTER_TRAILER in dict(caught.value.trailing_metadata())
+
+    # What was refused cost nothing.
+    balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
+    assert (balance.available, balance.held, balance.consumed) == (3, 0, 2)
+
+
+def test_a_document_refused_for_capacity_keeps_its_token_for_when_it_is_sent_again(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """One stamp at a time and no distributor queue: of a batch's documents holding tokens, all but
+    the one stamping are refused for capacity, and give their tokens back. Two tokens in the
+    bucket: the stamp spends one, and one is left whatever the others did."""
+    one_slot = LIMITS | {"EMETERAI_STAMP_CONCURRENCY_MAX": "1", "EMETERAI_DISTRIBUTOR_STAMP_QUEUE": "0"}
+    # Long enough to sign that the batch's other documents arrive while it holds the slot.
+    document = (require_corpus() / "sf-009-geotopo-117p.pdf").read_bytes()
+    with running_stack(tmp_path_factory.mktemp("one-slot-stack"), environment=one_slot) as stack:
+        api, auth = _funded_distributor(stack, "PT Satu Slot", 5)
         batch = [
             dpb.BatchStampRequest(
                 client_ref=f"ref-{i}",
@@ -48,29 +106,32 @@ def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_res
             for i in range(3)
         ]
         results = list(api.BatchStamp(iter(batch), metadata=auth, timeout=120))
-        # Every document has its result; the stream itself is not refused.
-        assert sorted(r.client_ref for r in results) == ["ref-0", "ref-1", "ref-2"]
         stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
         refused = [r for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
-        assert (len(stamped), len(refused)) == (2, 1), results
-        assert "faster than allowed" in refused[0].message
-        assert refused[0].retry_after.seconds >= 1 and not refused[0].stamped_document
-
-        # The bucket is empty for StampDocument too: refused with the wait, as RetryInfo and trailer.
-        with pytest.raises(grpc.RpcError) as caught:
+        assert (len(stamped), len(refused)) == (1, 2), results
+        # Refused for capacity, with the wait; the third document, depending on when it came, took a
+        # token given back (and was refused for capacity too) or found none.
+        at_capacity = [r for r in refused if r.message.startswith("stamping is at capacity")]
+        assert at_capacity and all(r.retry_after.seconds >= 1 for r in at_capacity), refused
+        assert all(r in at_capacity or "faster than allowed" in r.message for r in refused), refused
+        # The capacity refusal's token is back: sent again, the document stamps.
+        again = api.StampDocument(
+            dpb.StampDocumentRequest(
+                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="again"
+            ),
+            metadata=auth,
+            timeout=120,
+        )
+        assert again.stamp.serial
+        with pytest.raises(grpc.RpcError) as spent:
             api.StampDocument(
                 dpb.StampDocumentRequest(
-                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="single"
+                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="more"
                 ),
                 metadata=auth,
-                timeout=60,
+                timeout=120,
             )
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        status = rpc_status.from_call(caught.value)
-        retry = error_details_pb2.RetryInfo()
-        assert status is not None and status.details[0].Unpack(retry) and retry.retry_delay.seconds >= 1
-        assert RETRY_AFTER_TRAILER in dict(caught.value.trailing_metadata())
-
-        # What was refused cost nothing.
+        assert spent.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "faster than allowed" in (spent.value.details() or "")
         balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance
         assert (balance.available, balance.held, balance.consumed) == (3, 0, 2)

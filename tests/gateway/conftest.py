@@ -82,7 +82,8 @@ class RunningGateway:
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """Other settings come as the fixture's parameter (indirect parametrization), a dict."""
     # One stamp at a time and no room to wait: a second retail stamp is turned away at once.
     settings = load_settings(
         GatewaySettings,
@@ -91,6 +92,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
         stamp_concurrency_min=1,
         stamp_concurrency_max=1,
         retail_stamp_queue=0,
+        **getattr(request, "param", {}),
     )
     key = Ed25519PrivateKey.generate()
     verifier = TokenVerifier(StaticKeys([_jwk(key, "k1")]), ISSUER, AUDIENCE)

@@ -42,21 +42,24 @@ def _funded_distributor(stack: RunningStack, name: str, quantity: int) -> tuple[
     return api, auth
 
 
+def _stamp_request(document: bytes, key: str) -> dpb.StampDocumentRequest:
+    return dpb.StampDocumentRequest(
+        document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key=key
+    )
+
+
+def _batch(document: bytes, count: int) -> Iterator[dpb.BatchStampRequest]:
+    """`count` copies of the document under keys of their own, as one BatchStamp stream."""
+    for i in range(count):
+        yield dpb.BatchStampRequest(client_ref=f"ref-{i}", document=_stamp_request(document, f"b-{i}"))
+
+
 def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_rest_again(
     stack: RunningStack,
 ) -> None:
     document = (require_corpus() / "sf-001-minimal-document.pdf").read_bytes()
     api, auth = _funded_distributor(stack, "PT Batas Laju", 5)
-    batch = [
-        dpb.BatchStampRequest(
-            client_ref=f"ref-{i}",
-            document=dpb.StampDocumentRequest(
-                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key=f"b-{i}"
-            ),
-        )
-        for i in range(3)
-    ]
-    results = list(api.BatchStamp(iter(batch), metadata=auth, timeout=120))
+    results = list(api.BatchStamp(_batch(document, 3), metadata=auth, timeout=120))
     # Every document has its result; the stream itself is not refused.
     assert sorted(r.client_ref for r in results) == ["ref-0", "ref-1", "ref-2"]
     stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
@@ -67,13 +70,7 @@ def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_res
 
     # The bucket is empty for StampDocument too: refused with the wait, as RetryInfo and trailer.
     with pytest.raises(grpc.RpcError) as caught:
-        api.StampDocument(
-            dpb.StampDocumentRequest(
-                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="single"
-            ),
-            metadata=auth,
-            timeout=60,
-        )
+        api.StampDocument(_stamp_request(document, "single"), metadata=auth, timeout=60)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = rpc_status.from_call(caught.value)
     retry = error_details_pb2.RetryInfo()
@@ -96,16 +93,7 @@ def test_a_document_refused_for_capacity_keeps_its_token_for_when_it_is_sent_aga
     document = (require_corpus() / "sf-009-geotopo-117p.pdf").read_bytes()
     with running_stack(tmp_path_factory.mktemp("one-slot-stack"), environment=one_slot) as stack:
         api, auth = _funded_distributor(stack, "PT Satu Slot", 5)
-        batch = [
-            dpb.BatchStampRequest(
-                client_ref=f"ref-{i}",
-                document=dpb.StampDocumentRequest(
-                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key=f"b-{i}"
-                ),
-            )
-            for i in range(3)
-        ]
-        results = list(api.BatchStamp(iter(batch), metadata=auth, timeout=120))
+        results = list(api.BatchStamp(_batch(document, 3), metadata=auth, timeout=120))
         stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
         refused = [r for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
         assert (len(stamped), len(refused)) == (1, 2), results
@@ -115,22 +103,10 @@ def test_a_document_refused_for_capacity_keeps_its_token_for_when_it_is_sent_aga
         assert at_capacity and all(r.retry_after.seconds >= 1 for r in at_capacity), refused
         assert all(r in at_capacity or "faster than allowed" in r.message for r in refused), refused
         # The capacity refusal's token is back: sent again, the document stamps.
-        again = api.StampDocument(
-            dpb.StampDocumentRequest(
-                document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="again"
-            ),
-            metadata=auth,
-            timeout=120,
-        )
+        again = api.StampDocument(_stamp_request(document, "again"), metadata=auth, timeout=120)
         assert again.stamp.serial
         with pytest.raises(grpc.RpcError) as spent:
-            api.StampDocument(
-                dpb.StampDocumentRequest(
-                    document=document, placement=common_pb2.StampPlacement(page=1), idempotency_key="more"
-                ),
-                metadata=auth,
-                timeout=120,
-            )
+            api.StampDocument(_stamp_request(document, "more"), metadata=auth, timeout=120)
         assert spent.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "faster than allowed" in (spent.value.details() or "")
         balance = api.GetBalance(dpb.DistributorServiceGetBalanceRequest(), metadata=auth).balance

@@ -29,8 +29,8 @@ and the run says so.
 3. The surge: retail stamp requests arrive at 10x the pool's capacity for --surge-s seconds, each
    following the waiting-room protocol as the web page does (on 429 wait Retry-After, come back
    with the ticket, same Idempotency-Key); steady purchases go on beside them, and a distributor
-   (its credentials and quota set up beforehand) streams a batch through BatchStamp. Admitted stamps/s is counted from the first arrival until
-   the last stamp of the surge is done.
+   (its credentials and quota set up beforehand) streams a batch through BatchStamp. Admitted
+   stamps/s is counted from the first arrival until the last stamp of the surge is done.
 4. The books: every account's balance (purchased = available + held + consumed + refunded, and
    consumed = stamps answered 201) and `emeterai audit reconcile` on the ledger's database.
 

@@ -197,7 +197,7 @@ class HttpAdmission:
         ticket = problems.scope_header(scope, TICKET_HEADER.lower().encode())
         request_key = problems.scope_header(scope, b"idempotency-key")
         try:
-            stamp_slot = await self._control.room.enter(principal.account_id, ticket, request_key)
+            stamp_slot = await self._control.room.enter(principal.account_id, ticket, request_key=request_key)
         except DomainError as refused:
             await _refuse(scope, receive, send, refused)
             return

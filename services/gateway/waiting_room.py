@@ -88,11 +88,11 @@ class TicketSigner:
         digest = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode()
 
-    def issue(self, account_id: str, request_key: str, ticket: Ticket) -> str:
+    def issue(self, account_id: str, ticket: Ticket, *, request_key: str) -> str:
         body = f"{round(ticket.arrived_at * 1000)}.{int(ticket.expires_at)}.{ticket.nonce}"
         return f"{body}.{self._mac(account_id, request_key, body)}"
 
-    def read(self, account_id: str, request_key: str, text: str, now: float) -> Ticket | None:
+    def read(self, account_id: str, text: str, now: float, *, request_key: str) -> Ticket | None:
         """The ticket, if it is well formed, issued to this account for this request key and not
         expired; else None."""
         if len(text) > 200:
@@ -196,14 +196,16 @@ class WaitingRoom:
             return room
         return min(self._queue_size, max(room, round(rate * self._queue_timeout_s * PATIENCE)))
 
-    async def enter(self, account_id: str, ticket_text: str = "", request_key: str = "") -> StampSlot:
+    async def enter(self, account_id: str, ticket_text: str = "", *, request_key: str = "") -> StampSlot:
         """A slot for the stamp request `request_key` (its Idempotency-Key) of `account_id`, or
         TurnedAway with a ticket for that request. A ticket given for another request, or another
         account, counts as none: its holder arrives now."""
         now = self._clock()
         self._forget_expired()
         self._steer()
-        ticket = self._signer.read(account_id, request_key, ticket_text, now) if ticket_text else None
+        ticket = None
+        if ticket_text:
+            ticket = self._signer.read(account_id, ticket_text, now, request_key=request_key)
         if ticket is None:
             arrived = now
             # A newcomer goes to the back: behind the queue and every ticket still out.
@@ -236,7 +238,8 @@ class WaitingRoom:
         bisect.insort(self._by_arrival, (arrived, ticket.nonce))
         heapq.heappush(self._by_expiry, (ticket.expires_at, arrived, ticket.nonce))
         self._out[ticket.nonce] = arrived
-        return TurnedAway(wait, arrived, self._signer.issue(account_id, request_key, ticket), position)
+        text = self._signer.issue(account_id, ticket, request_key=request_key)
+        return TurnedAway(wait, arrived, text, position)
 
     def wait_for(self, position: int) -> int:
         """Seconds until `position` should find room in the queue: those ahead of it beyond the

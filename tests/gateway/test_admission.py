@@ -210,18 +210,21 @@ async def test_stamp_gate_serves_the_earliest_arrival_and_an_earlier_one_takes_a
 
 def test_tickets_are_bound_to_their_account_and_request_and_expire() -> None:
     signer = TicketSigner(b"k" * 32)
-    text = signer.issue("acct-1", "key-1", Ticket(arrived_at=100.25, expires_at=200, nonce="abc"))
-    read = signer.read("acct-1", "key-1", text, now=150)
+    text = signer.issue("acct-1", Ticket(arrived_at=100.25, expires_at=200, nonce="abc"), request_key="key-1")
+    read = signer.read("acct-1", text, now=150, request_key="key-1")
     assert read is not None and read.arrived_at == 100.25
-    assert signer.read("acct-2", "key-1", text, now=150) is None
-    # Another document's request, or a key shifted into the account's part of the MAC.
-    assert signer.read("acct-1", "key-2", text, now=150) is None
-    assert signer.read("acct-1", "", text, now=150) is None
-    assert signer.read("acct-1|3:key", "-1", text, now=150) is None
-    assert signer.read("acct-1", "key-1", text, now=201) is None
-    assert signer.read("acct-1", "key-1", text.replace("100250", "100000"), now=150) is None
-    assert TicketSigner(b"x" * 32).read("acct-1", "key-1", text, now=150) is None
-    assert signer.read("acct-1", "key-1", "garbage", now=150) is None
+    assert signer.read("acct-2", text, now=150, request_key="key-1") is None
+    # Another document's request.
+    assert signer.read("acct-1", text, now=150, request_key="key-2") is None
+    assert signer.read("acct-1", text, now=150, request_key="") is None
+    assert signer.read("acct-1", text, now=201, request_key="key-1") is None
+    assert signer.read("acct-1", text.replace("100250", "100000"), now=150, request_key="key-1") is None
+    assert TicketSigner(b"x" * 32).read("acct-1", text, now=150, request_key="key-1") is None
+    assert signer.read("acct-1", "garbage", now=150, request_key="key-1") is None
+    # The key is the caller's text: a separator in it cannot shift the account's part of the MAC.
+    shifted = signer.issue("acct-1", Ticket(arrived_at=1, expires_at=200, nonce="abc"), request_key="x|y")
+    assert signer.read("acct-1", shifted, now=150, request_key="x|y") is not None
+    assert signer.read("acct-1|x", shifted, now=150, request_key="y") is None
 
 
 async def test_a_ticket_keeps_a_place_only_for_the_request_it_was_given_for() -> None:

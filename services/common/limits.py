@@ -260,7 +260,9 @@ class RedisTokenBuckets:
         return wait_ms / 1000
 
     async def put_back(self, rule: BucketRule, key: str) -> None:
-        """One token back into key's bucket, in whichever store it was taken from."""
+        """One token back into key's bucket, in the store in use now: Redis, or this replica's
+        while Redis is away. A token taken just before a switch between them goes back to the
+        other, which is one token off for that account, at most."""
         if self.degraded:
             self._local.put_back_now(rule, key)
             return

@@ -88,7 +88,12 @@ def test_a_document_refused_for_capacity_keeps_its_token_for_when_it_is_sent_aga
     """One stamp at a time and no distributor queue: of a batch's documents holding tokens, all but
     the one stamping are refused for capacity, and give their tokens back. Two tokens in the
     bucket: the stamp spends one, and one is left whatever the others did."""
-    one_slot = LIMITS | {"EMETERAI_STAMP_CONCURRENCY_MAX": "1", "EMETERAI_DISTRIBUTOR_STAMP_QUEUE": "0"}
+    one_slot = LIMITS | {
+        "EMETERAI_STAMP_CONCURRENCY_MAX": "1",
+        "EMETERAI_DISTRIBUTOR_STAMP_QUEUE": "0",
+        # No token comes back by itself while the big document is signed twice (one per 10 000 s).
+        "EMETERAI_DISTRIBUTOR_STAMPS_PER_S": "0.0001",
+    }
     # Long enough to sign that the batch's other documents arrive while it holds the slot.
     document = (require_corpus() / "sf-009-geotopo-117p.pdf").read_bytes()
     with running_stack(tmp_path_factory.mktemp("one-slot-stack"), environment=one_slot) as stack:

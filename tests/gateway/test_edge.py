@@ -1,23 +1,39 @@
-"""Admission at the edge: the per-account tokens, and over HTTP against a real gateway application
-on loopback (conftest's gateway: one stamp at a time, no room to wait, no internal service behind
-it)."""
+"""Admission at the edge: the per-account tokens; over HTTP against a real gateway application on
+loopback (conftest's gateway: one stamp at a time, no room to wait, no internal service behind
+it); over gRPC through the distributor API's interceptors on a real server, in front of a
+servicer that answers as the stamp gate and the ledger would."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.common.errors import Exhausted, InvalidInput
+from emeterai.v1 import distributor_service_pb2 as dpb
+from emeterai.v1 import distributor_service_pb2_grpc, ledger_pb2
+from services.common.boot import Registration, start_grpc_server
+from services.common.errors import BASE_STATUS_CODES, DomainError, Exhausted, InvalidInput
+from services.common.interceptors import server_interceptors
 from services.common.settings import GatewaySettings, load_settings
+from services.common.tokens import StaticKeys, TokenVerifier
 from services.gateway.admission import RETAIL, Overloaded
-from services.gateway.edge import DISTRIBUTOR_STAMP_RULE, ORDER_RULE, PURCHASES, AdmissionControl
+from services.gateway.distributor import POLICY, SERVICE_NAME
+from services.gateway.edge import (
+    DISTRIBUTOR_STAMP_RULE,
+    ORDER_RULE,
+    PURCHASES,
+    AdmissionControl,
+    GrpcAdmission,
+)
 from services.gateway.waiting_room import TICKET_HEADER
-from tests.common.test_interceptors import _token
+from tests.common.test_interceptors import AUDIENCE, ISSUER, _jwk, _token
 from tests.gateway.conftest import RunningGateway
 
 
@@ -108,3 +124,96 @@ async def test_an_order_refused_by_a_full_purchases_bulkhead_keeps_the_accounts_
         # And spent it.
         limited = await client.post("/v1/orders", headers=headers, json={"quantity": 1})
         assert limited.status_code == 429 and "faster than allowed" in limited.json()["detail"]
+
+
+class _GateAndLedger(distributor_service_pb2_grpc.DistributorServiceServicer):
+    """Behind the interceptors: StampDocument refused as a full stamp gate refuses it, or as a bad
+    document; CreateOrder opens an order."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[DomainError] = []
+
+    async def StampDocument(self, request: Any, context: Any) -> Any:
+        raise self.outcomes.pop(0)
+
+    async def CreateOrder(self, request: Any, context: Any) -> Any:
+        return dpb.DistributorServiceCreateOrderResponse(order=ledger_pb2.Order(order_id="ord_1"))
+
+
+@pytest.fixture
+async def distributor_api(tmp_path: Path) -> AsyncIterator[tuple[Any, _GateAndLedger, AdmissionControl, str]]:
+    settings = load_settings(
+        GatewaySettings,
+        data_dir=tmp_path,
+        distributor_stamp_burst=1,
+        distributor_stamps_per_s=0.0001,
+        order_burst=1,
+        orders_per_s=0.0001,
+        purchase_concurrency=1,
+        purchase_queue=0,
+    )
+    control = AdmissionControl.from_settings(settings, None, hashlib.sha256(b"tickets").digest())
+    key = Ed25519PrivateKey.generate()
+    verifier = TokenVerifier(StaticKeys([_jwk(key, "k1")]), ISSUER, AUDIENCE)
+    servicer = _GateAndLedger()
+    server = await start_grpc_server(
+        "127.0.0.1:0",
+        [
+            Registration(
+                distributor_service_pb2_grpc.add_DistributorServiceServicer_to_server, servicer, SERVICE_NAME
+            )
+        ],
+        [*server_interceptors(BASE_STATUS_CODES, verifier, POLICY), GrpcAdmission(control)],
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    token = _token(key, sub="acct_distributor_1", kind="distributor")
+    yield distributor_service_pb2_grpc.DistributorServiceStub(channel), servicer, control, token
+    await channel.close()
+    await server.stop(0)
+
+
+async def _refusal(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    return refused.value.code(), refused.value.details() or ""
+
+
+async def test_a_distributor_call_refused_for_capacity_gets_its_token_back(
+    distributor_api: tuple[Any, _GateAndLedger, AdmissionControl, str],
+) -> None:
+    api, servicer, control, token = distributor_api
+    auth = (("authorization", f"Bearer {token}"),)
+    request = dpb.StampDocumentRequest(document=b"%PDF-1.7\n", idempotency_key="k")
+    servicer.outcomes = [
+        Overloaded("stamping is at capacity; try again after the wait", 3, 0.0),
+        Overloaded("stamping is at capacity; try again after the wait", 3, 0.0),
+        InvalidInput("the document is not a PDF"),
+    ]
+    # One token in the bucket, and each capacity refusal hands it back.
+    for _ in range(2):
+        code, details = await _refusal(api.StampDocument(request, metadata=auth))
+        assert (code, details.split(";")[0]) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "stamping is at capacity",
+        )
+    assert await _refusal(api.StampDocument(request, metadata=auth)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the document is not a PDF",
+    )
+    # The bad document spent it.
+    code, details = await _refusal(api.StampDocument(request, metadata=auth))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "faster than allowed" in details
+    assert not servicer.outcomes
+
+    # An order turned away by the full purchases bulkhead keeps its token for when it is sent again.
+    order = dpb.DistributorServiceCreateOrderRequest(quantity=1, idempotency_key="o")
+    bulkhead = control.bulkheads[PURCHASES]
+    await bulkhead.acquire()
+    try:
+        code, details = await _refusal(api.CreateOrder(order, metadata=auth))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too busy" in details
+    finally:
+        bulkhead.release()
+    assert (await api.CreateOrder(order, metadata=auth)).order.order_id == "ord_1"
+    code, details = await _refusal(api.CreateOrder(order, metadata=auth))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "faster than allowed" in details

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -113,19 +113,26 @@ def rate_limiter(client: redis.Redis | None) -> RateLimiter:
 # Token buckets: a steady rate with room for bursts, per account, for the gateway's limits.
 #
 # KEYS[1] the bucket (a hash of tokens and the time they were counted); ARGV[1] tokens added per
-# second, ARGV[2] the bucket's size. Redis's own clock is used, so replicas with skewed clocks
-# share one bucket correctly. Returns 0 when a token was taken, else the ms until one is there.
-_TAKE = """
+# second, ARGV[2] the bucket's size; ARGV[3] 'take', or 'put-back': a token back for a request
+# refused after it took one, for reasons of ours, not its pace (never past the size; a bucket that
+# is gone was full, and stays so). Redis's own clock is used, so replicas with skewed clocks share
+# one bucket correctly. Returns 0 when a token was taken (or put back), else the ms until one is
+# there.
+_BUCKET = """
 local rate = tonumber(ARGV[1])
 local size = tonumber(ARGV[2])
+local taking = ARGV[3] == 'take'
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+if not taking and not held[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(held[1]) or size
 local at = tonumber(held[2]) or now
 tokens = math.min(size, tokens + math.max(0, now - at) * rate / 1000)
 local wait = 0
-if tokens >= 1 then
+if not taking then
+    tokens = math.min(size, tokens + 1)
+elseif tokens >= 1 then
     tokens = tokens - 1
 else
     wait = math.ceil((1 - tokens) * 1000 / rate)
@@ -133,22 +140,6 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(size * 1000 / rate) + 1000)
 return wait
-"""
-
-# A token back into KEYS[1] (same ARGV), for a request refused after it took one for reasons of
-# ours, not its pace. A bucket that is gone was full: nothing to put back.
-_PUT_BACK = """
-local rate = tonumber(ARGV[1])
-local size = tonumber(ARGV[2])
-local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-if not held[1] then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(held[2]) or now
-local tokens = math.min(size, tonumber(held[1]) + math.max(0, now - at) * rate / 1000 + 1)
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(size * 1000 / rate) + 1000)
-return 0
 """
 
 
@@ -163,6 +154,14 @@ class BucketRule:
 
 # A rule's buckets: bucket -> (tokens, when counted).
 _Buckets = dict[str, tuple[float, float]]
+
+
+def _refilled(rule: BucketRule, counted: tuple[float, float] | None, now: float) -> float:
+    """The tokens in a bucket at `now`, from what it held when last counted (None: never, full)."""
+    if counted is None:
+        return float(rule.burst)
+    tokens, at = counted
+    return min(float(rule.burst), tokens + (now - at) * rule.rate)
 
 
 class MemoryTokenBuckets:
@@ -181,8 +180,7 @@ class MemoryTokenBuckets:
         now = self._clock()
         buckets = self._buckets.setdefault(rule.name, {})
         bucket = _digest(rule.name, key)
-        tokens, at = buckets.get(bucket, (float(rule.burst), now))
-        tokens = min(float(rule.burst), tokens + (now - at) * rule.rate)
+        tokens = _refilled(rule, buckets.get(bucket), now)
         wait = 0.0
         if tokens >= 1:
             tokens -= 1
@@ -203,8 +201,7 @@ class MemoryTokenBuckets:
             # Swept out, so full.
             return
         now = self._clock()
-        tokens, at = buckets[bucket]
-        tokens = min(float(rule.burst), tokens + (now - at) * rule.rate + 1)
+        tokens = min(float(rule.burst), _refilled(rule, buckets[bucket], now) + 1)
         self._remember(rule, buckets, bucket, tokens, now)
 
     def _remember(self, rule: BucketRule, buckets: _Buckets, bucket: str, tokens: float, now: float) -> None:
@@ -234,8 +231,7 @@ class RedisTokenBuckets:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._take = client.register_script(_TAKE)
-        self._put_back = client.register_script(_PUT_BACK)
+        self._bucket = client.register_script(_BUCKET)
         self._fallback_s = fallback_s
         self._clock = clock
         self._local = MemoryTokenBuckets(clock)
@@ -250,9 +246,7 @@ class RedisTokenBuckets:
         if self.degraded:
             return self._local.take_now(rule, key)
         try:
-            wait_ms = int(
-                await self._take(keys=[BUCKET_PREFIX + _digest(rule.name, key)], args=[rule.rate, rule.burst])
-            )
+            wait_ms = int(await self._run(rule, key, "take"))
         except redis.RedisError:
             log.warning("token buckets fall back to this replica while Redis is away")
             self._redis_back_at = self._clock() + self._fallback_s
@@ -267,11 +261,16 @@ class RedisTokenBuckets:
             self._local.put_back_now(rule, key)
             return
         try:
-            await self._put_back(keys=[BUCKET_PREFIX + _digest(rule.name, key)], args=[rule.rate, rule.burst])
+            await self._run(rule, key, "put-back")
         except redis.RedisError:
             # The token stays spent: the caller's refusal stands either way, and the account is
             # short of one token for a moment at most.
             log.warning("a token could not be put back while Redis is away")
+
+    async def _run(self, rule: BucketRule, key: str, operation: str) -> Any:
+        return await self._bucket(
+            keys=[BUCKET_PREFIX + _digest(rule.name, key)], args=[rule.rate, rule.burst, operation]
+        )
 
 
 TokenBuckets = MemoryTokenBuckets | RedisTokenBuckets

@@ -115,10 +115,14 @@ class AdmissionControl:
             )
 
     @contextlib.asynccontextmanager
-    async def token_for(self, rule: str, account_id: str) -> AsyncIterator[None]:
+    async def token_for(self, rule: str | None, account_id: str | None) -> AsyncIterator[None]:
         """take_token for what runs inside; refused there for capacity (Overloaded: a full
         bulkhead or stamp gate), the account gets its token back. It did nothing with it, and
-        sent again after the Retry-After it is told, it must not find its bucket short."""
+        sent again after the Retry-After it is told, it must not find its bucket short. Without a
+        rule or an account (a call no bucket limits, a caller not known yet) nothing is taken."""
+        if rule is None or account_id is None:
+            yield
+            return
         await self.take_token(rule, account_id)
         try:
             yield
@@ -175,10 +179,7 @@ class HttpAdmission:
             principal = None
             if kind == PURCHASES and scope["path"] == "/v1/orders":
                 principal = await self._retail_caller(scope)
-            if principal is not None:
-                async with self._control.token_for(ORDER_RULE, principal.account_id):
-                    await bulkhead.acquire()
-            else:
+            async with self._control.token_for(ORDER_RULE, principal.account_id if principal else None):
                 await bulkhead.acquire()
         except DomainError as refused:
             await _refuse(scope, receive, send, refused)
@@ -284,17 +285,14 @@ class GrpcAdmission(grpc.aio.ServerInterceptor):
         behaviour = handler.unary_unary
         control = self._control
 
-        async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if kind is None:
-                return await behaviour(request, context)
-            async with control.bulkheads[kind].slot():
-                return await behaviour(request, context)
-
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if rule is None:
-                return await admitted(request, context)
-            async with control.token_for(rule, current_principal().account_id):
-                return await admitted(request, context)
+            # The caller is known only for calls a bucket limits (IssueToken has none).
+            account_id = current_principal().account_id if rule is not None else None
+            async with control.token_for(rule, account_id):
+                if kind is None:
+                    return await behaviour(request, context)
+                async with control.bulkheads[kind].slot():
+                    return await behaviour(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             call,

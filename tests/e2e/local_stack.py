@@ -136,3 +136,16 @@ def signed_in_distributor(stack: RunningStack, name: str) -> tuple[Any, tuple[tu
         dpb.IssueTokenRequest(client_id=credential["client_id"], client_secret=credential["client_secret"])
     ).access_token
     return api, (("authorization", f"Bearer {token}"),)
+
+
+def funded_distributor(
+    stack: RunningStack, name: str, quantity: int
+) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """A new distributor, signed in, with `quantity` units bought and paid in the sandbox."""
+    api, auth = signed_in_distributor(stack, name)
+    order = api.CreateOrder(
+        dpb.DistributorServiceCreateOrderRequest(quantity=quantity, idempotency_key="stock"), metadata=auth
+    ).order
+    with httpx.Client(base_url=stack.http, timeout=60) as client:
+        assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
+    return api, auth

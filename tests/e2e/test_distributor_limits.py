@@ -5,10 +5,8 @@ refused for capacity keeps its token."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
-import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -17,9 +15,7 @@ from emeterai.v1 import common_pb2
 from emeterai.v1 import distributor_service_pb2 as dpb
 from services.common.errors import RETRY_AFTER_TRAILER
 from tests.conftest import require_corpus
-from tests.e2e.local_stack import RunningStack, running_stack, signed_in_distributor
-
-Metadata = tuple[tuple[str, str], ...]
+from tests.e2e.local_stack import RunningStack, funded_distributor, running_stack
 
 # Two stamps saved up, and a refill too slow to matter while the test runs (one per 100 s).
 LIMITS = {"EMETERAI_DISTRIBUTOR_STAMP_BURST": "2", "EMETERAI_DISTRIBUTOR_STAMPS_PER_S": "0.01"}
@@ -29,17 +25,6 @@ LIMITS = {"EMETERAI_DISTRIBUTOR_STAMP_BURST": "2", "EMETERAI_DISTRIBUTOR_STAMPS_
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     with running_stack(tmp_path_factory.mktemp("limited-stack"), environment=LIMITS) as running:
         yield running
-
-
-def _funded_distributor(stack: RunningStack, name: str, quantity: int) -> tuple[Any, Metadata]:
-    """A new distributor, signed in, with `quantity` units bought and paid in the sandbox."""
-    api, auth = signed_in_distributor(stack, name)
-    order = api.CreateOrder(
-        dpb.DistributorServiceCreateOrderRequest(quantity=quantity, idempotency_key="stock"), metadata=auth
-    ).order
-    with httpx.Client(base_url=stack.http, timeout=60) as client:
-        assert client.post(f"/v1/dev/payments/{order.order_id}/pay").json()["webhook_status"] == 200
-    return api, auth
 
 
 def _stamp_request(document: bytes, key: str) -> dpb.StampDocumentRequest:
@@ -58,7 +43,7 @@ def test_a_batch_stream_takes_a_token_per_document_and_says_when_to_send_the_res
     stack: RunningStack,
 ) -> None:
     document = (require_corpus() / "sf-001-minimal-document.pdf").read_bytes()
-    api, auth = _funded_distributor(stack, "PT Batas Laju", 5)
+    api, auth = funded_distributor(stack, "PT Batas Laju", 5)
     results = list(api.BatchStamp(_batch(document, 3), metadata=auth, timeout=120))
     # Every document has its result; the stream itself is not refused.
     assert sorted(r.client_ref for r in results) == ["ref-0", "ref-1", "ref-2"]
@@ -97,7 +82,7 @@ def test_a_document_refused_for_capacity_keeps_its_token_for_when_it_is_sent_aga
     # Long enough to sign that the batch's other documents arrive while it holds the slot.
     document = (require_corpus() / "sf-009-geotopo-117p.pdf").read_bytes()
     with running_stack(tmp_path_factory.mktemp("one-slot-stack"), environment=one_slot) as stack:
-        api, auth = _funded_distributor(stack, "PT Satu Slot", 5)
+        api, auth = funded_distributor(stack, "PT Satu Slot", 5)
         results = list(api.BatchStamp(_batch(document, 3), metadata=auth, timeout=120))
         stamped = [r for r in results if r.code == grpc.StatusCode.OK.value[0]]
         refused = [r for r in results if r.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]

@@ -217,6 +217,19 @@ class SignerPool:
             log.warning("signer name not resolved", extra={"signer": address, "error": str(exc)})
             # Keep what the name gave before; else let gRPC resolve it itself.
             return self._found.get(address, [address])
-        found = sorted({f"{info[4][0]}:{port}" for info in infos if info[0] == socket.AF_INET}) or [address]
+        found = replica_addresses(infos, port) or [address]
         self._found[address] = found
         return found
+
+
+def replica_addresses(infos: Sequence[tuple[Any, ...]], port: str) -> list[str]:
+    """The replicas a name's getaddrinfo answer gives, as host:port: its IPv4 addresses when it has
+    any, else its IPv6 ones (an IPv6-only cluster). Not both: on a dual-stack cluster each pod has
+    one of each, and counting both would count every replica twice."""
+    by_family: dict[int, set[str]] = {socket.AF_INET: set(), socket.AF_INET6: set()}
+    for family, *_, sockaddr in infos:
+        if family in by_family:
+            by_family[family].add(str(sockaddr[0]))
+    if by_family[socket.AF_INET]:
+        return sorted(f"{host}:{port}" for host in by_family[socket.AF_INET])
+    return sorted(f"[{host}]:{port}" for host in by_family[socket.AF_INET6])

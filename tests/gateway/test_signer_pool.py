@@ -5,6 +5,7 @@ of ours serves it (services/common/boot.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from emeterai.v1 import signer_service_pb2, signer_service_pb2_grpc
-from services.gateway.signer_pool import SIGNER_SERVICE, SignerPool
+from services.gateway.signer_pool import SIGNER_SERVICE, SignerPool, replica_addresses
 from tests.polling import eventually
 
 
@@ -165,3 +166,27 @@ async def test_a_name_resolves_to_its_replicas() -> None:
     finally:
         await pool.close()
         await replica.server.stop(None)  # type: ignore[union-attr]
+
+
+def _answer(family: socket.AddressFamily, host: str) -> tuple[object, ...]:
+    """One entry of a getaddrinfo answer, as the resolver gives it for a TCP port."""
+    sockaddr = (host, 50071) if family == socket.AF_INET else (host, 50071, 0, 0)
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
+
+
+def test_a_dual_stack_name_counts_each_replica_once_by_its_ipv4_address() -> None:
+    infos = [
+        _answer(socket.AF_INET6, "fd00::12"),
+        _answer(socket.AF_INET, "10.0.0.12"),
+        _answer(socket.AF_INET6, "fd00::11"),
+        _answer(socket.AF_INET, "10.0.0.11"),
+        # The resolver repeats an address once per socket type unless asked for one.
+        _answer(socket.AF_INET, "10.0.0.11"),
+    ]
+    assert replica_addresses(infos, "50071") == ["10.0.0.11:50071", "10.0.0.12:50071"]
+
+
+def test_an_ipv6_only_name_gives_bracketed_replicas() -> None:
+    infos = [_answer(socket.AF_INET6, "fd00::12"), _answer(socket.AF_INET6, "fd00::11")]
+    assert replica_addresses(infos, "50071") == ["[fd00::11]:50071", "[fd00::12]:50071"]
+    assert replica_addresses([], "50071") == []

@@ -127,7 +127,9 @@ class JobStore(Protocol):
 
 class LocalJobStore:
     """Two owner-only files per job in a local folder: <id>.json, the record, rewritten atomically
-    as the job moves on, and <id>.request, its documents, deleted when the job is done."""
+    as the job moves on, and <id>.request, its documents, deleted when the job is done. An empty
+    <id>.open marks a job not finished yet, so the runners' sweeps (jobs.py) read the jobs still to
+    run, not every record kept for the retention."""
 
     def __init__(
         self,
@@ -138,6 +140,9 @@ class LocalJobStore:
         self.directory = directory
         self.retention = retention
         self._clock = clock
+        # Until this store has read every record once: markers a crash left out, or a folder from
+        # before the markers, are found by that first reading.
+        self._marks_checked = False
         directory.mkdir(parents=True, exist_ok=True)
 
     def _record(self, job_id: str) -> Path:
@@ -148,6 +153,14 @@ class LocalJobStore:
 
     def _request(self, job_id: str) -> Path:
         return self._record(job_id).with_suffix(".request")
+
+    def _mark(self, job: StampJob) -> None:
+        """The job's open marker, present exactly while it is unfinished."""
+        marker = self._record(job.job_id).with_suffix(".open")
+        if not job.unfinished:
+            marker.unlink(missing_ok=True)
+        elif not marker.exists():
+            marker.touch(mode=0o600)
 
     def create(self, job: StampJob, documents: bytes) -> None:
         # Documents first: a record on disk always has its documents until it is done.
@@ -164,21 +177,36 @@ class LocalJobStore:
         return decode_documents(self._request(job_id).read_bytes())
 
     def save(self, job: StampJob) -> None:
+        # The record first: a marker left by a crash after it is corrected by the next reading.
         write_atomically(self._record(job.job_id), job_to_json(job), mode=0o600)
+        self._mark(job)
 
     def drop_documents(self, job_id: str) -> None:
         self._request(job_id).unlink(missing_ok=True)
 
     def unfinished(self) -> list[StampJob]:
+        every_record = not self._marks_checked
         found = []
-        for path in sorted(self.directory.glob("job_*.json")):
+        for path in sorted(self.directory.glob("job_*.json" if every_record else "job_*.open")):
+            record = path.with_suffix(".json")
             try:
-                job = job_from_json(path.read_bytes())
-            except (OSError, ValueError, KeyError):
-                log.exception("unreadable job record left alone", extra={"path": str(path)})
+                job = job_from_json(record.read_bytes())
+            except FileNotFoundError:
+                # A marker whose job was deleted.
+                path.unlink(missing_ok=True)
                 continue
+            except (OSError, ValueError, KeyError):
+                log.exception("unreadable job record left alone", extra={"path": str(record)})
+                continue
+            self._mark(job)
             if job.unfinished:
                 found.append(job)
+        if every_record:
+            for marker in self.directory.glob("job_*.open"):
+                if not marker.with_suffix(".json").exists():
+                    # A marker whose job was deleted.
+                    marker.unlink(missing_ok=True)
+        self._marks_checked = True
         return found
 
     def delete_expired(self) -> int:
@@ -206,6 +234,7 @@ class LocalJobStore:
                         job = job_from_json(Path(entry.path).read_bytes())
                         if not job.unfinished and job.finished_at and job.finished_at.timestamp() < cutoff:
                             Path(entry.path).with_suffix(".request").unlink(missing_ok=True)
+                            Path(entry.path).with_suffix(".open").unlink(missing_ok=True)
                             os.unlink(entry.path)
                             deleted += 1
                 except FileNotFoundError:

@@ -3,8 +3,10 @@ once, and is called back when every document has its result.
 
 A job is kept in a JobStore (job_store.py) from the moment it is accepted: its documents until
 each has a result, its record (status, results, the callback's delivery) until the document
-retention ends. A gateway that stops, cleanly or not, picks its unfinished jobs up again when it
-starts. The callback is one signed POST per job, when it is done (callbacks.py).
+retention ends. A job runs on one replica at a time, the holder of its lease (job_leases.py):
+unfinished jobs whose lease is free are picked up when a gateway starts and by a sweep every
+SWEEP_S, so a job left by a gateway that stopped, cleanly or not, goes on where it was, on that
+gateway or another. The callback is one signed POST per job, when it is done (callbacks.py).
 
 Charging once. Document i of a job is stamped under the idempotency key
 "job:<job id>:<i>:<attempt>", so a resumed job replays the stamps it had made. The attempt moves
@@ -27,6 +29,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import redis
+
 from emeterai.v1 import common_pb2, distributor_service_pb2
 from services.common.errors import (
     BASE_STATUS_CODES,
@@ -43,6 +47,7 @@ from services.common.errors import (
 )
 from services.gateway.callbacks import Attempt, CallbackClient, WebhookSecrets, check_callback_url
 from services.gateway.documents import utc_now
+from services.gateway.job_leases import RENEW_S, SWEEP_S, JobLeases, LocalJobLeases
 from services.gateway.records import enum_word, stamp_record
 from services.gateway.stamping import StampingFlow, check_document
 
@@ -278,8 +283,17 @@ class StampJobs:
         callback_retries: Backoff = CALLBACK_RETRIES,
         clock: Callable[[], datetime] = utc_now,
         pace: Callable[[str], Awaitable[float]] | None = None,
+        leases: JobLeases | None = None,
+        renew_s: float = RENEW_S,
+        sweep_s: float = SWEEP_S,
     ) -> None:
         self._store = store
+        self._leases = leases or LocalJobLeases()
+        self._renew_s = renew_s
+        self._sweep_s = sweep_s
+        # Jobs whose run failed here: left for the next start, not retried by every sweep.
+        self._failed: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._pace = pace
         self._stamper = stamper
         self._secrets = secrets
@@ -300,16 +314,50 @@ class StampJobs:
         self._stopping = asyncio.Event()
 
     async def start(self) -> int:
-        """Pick up the jobs a previous run left unfinished; return how many."""
-        found = await asyncio.to_thread(self._store.unfinished)
-        for job in found:
+        """Pick up the unfinished jobs no other replica holds, and from now on sweep the store for
+        more every sweep_s; return how many were picked up now."""
+        taken = await self._take_up()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="stamp-job-sweep")
+        return taken
+
+    async def _sweep(self) -> None:
+        with contextlib.suppress(_Stopping):
+            while True:
+                await self._pause(self._sweep_s)
+                try:
+                    await self._take_up()
+                except Exception:
+                    log.exception("stamp job sweep failed")
+
+    async def _take_up(self) -> int:
+        """Run every unfinished job in the store that is not running here and whose lease this
+        replica gets; return how many."""
+        taken = 0
+        for listed in await asyncio.to_thread(self._store.unfinished):
+            if self._stopping.is_set():
+                break
+            if listed.job_id in self._live or listed.job_id in self._failed:
+                continue
+            try:
+                if not await self._leases.hold(listed.job_id):
+                    continue
+            except redis.RedisError:
+                log.warning("stamp job leases cannot be reached; no job is taken up until they can")
+                break
+            # Read again under the lease: its last holder may have moved it on since the listing.
+            job = await asyncio.to_thread(self._store.find, listed.job_id)
+            if job is None or not job.unfinished or job.job_id in self._live:
+                await self._let_go(listed.job_id)
+                continue
             if job.status == JobStatus.DONE:
                 # Stopped between finishing and forgetting the documents.
                 await asyncio.to_thread(self._store.drop_documents, job.job_id)
             self._schedule(job)
-        if found:
-            log.info("unfinished stamp jobs resumed", extra={"jobs": len(found)})
-        return len(found)
+            taken += 1
+        if taken:
+            log.info("unfinished stamp jobs resumed", extra={"jobs": taken})
+        return taken
 
     async def submit(
         self, owner: str, idempotency_key: str, documents: Sequence[JobDocument], callback_url: str
@@ -349,7 +397,15 @@ class StampJobs:
                 callback=Delivery(CallbackState.PENDING if callback_url else CallbackState.NONE),
             )
             await asyncio.to_thread(self._store.create, job, encoded)
-            self._schedule(job)
+            try:
+                ours = await self._leases.hold(job_id)
+            except redis.RedisError:
+                # Accepted is accepted: it runs here, and its renewals take the lease once they can.
+                log.warning("stamp job started without its lease", extra={"job_id": job_id})
+                ours = True
+            if ours:
+                self._schedule(job)
+            # Else the same request reached another replica at the same moment, which runs it.
         log.info("stamp job accepted", extra={"job_id": job_id, "documents": len(documents)})
         return job
 
@@ -364,6 +420,8 @@ class StampJobs:
         """Start no more work, give documents being stamped grace_s to finish, then cancel what is
         left; the next start picks it up. Safe to call twice."""
         self._stopping.set()
+        if self._sweeper is not None:
+            await self._sweeper
         tasks = list(self._tasks)
         if not tasks:
             return
@@ -389,6 +447,9 @@ class StampJobs:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job: StampJob) -> None:
+        running = asyncio.current_task()
+        assert running is not None
+        renewing = asyncio.create_task(self._keep_lease(job.job_id, running))
         try:
             if job.status != JobStatus.DONE:
                 await self._stamp_all(job)
@@ -398,10 +459,38 @@ class StampJobs:
             pass
         except Exception:
             # Left as it is on disk: the next start tries again.
+            self._failed.add(job.job_id)
             log.exception("stamp job failed", extra={"job_id": job.job_id})
         finally:
+            renewing.cancel()
             self._live.pop(job.job_id, None)
             self._saving.pop(job.job_id, None)
+            # Free at once for another replica (or this one's next start), not after the lease.
+            await self._let_go(job.job_id)
+
+    async def _keep_lease(self, job_id: str, running: asyncio.Task[None]) -> None:
+        """Renew the job's lease while it runs; should another replica hold it (this one could not
+        renew it in time), stop the job here, before it writes the job's record again."""
+        while True:
+            await asyncio.sleep(self._renew_s)
+            try:
+                ours = await self._leases.hold(job_id)
+            except redis.RedisError:
+                log.warning("stamp job lease not renewed; the job goes on", extra={"job_id": job_id})
+                continue
+            if not ours:
+                log.warning(
+                    "stamp job lease taken by another replica; stopped here", extra={"job_id": job_id}
+                )
+                running.cancel()
+                return
+
+    async def _let_go(self, job_id: str) -> None:
+        try:
+            await self._leases.release(job_id)
+        except redis.RedisError:
+            # It lapses by itself.
+            log.warning("stamp job lease not released", extra={"job_id": job_id})
 
     async def _stamp_all(self, job: StampJob) -> None:
         async with self._job_slots:

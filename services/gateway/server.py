@@ -29,6 +29,7 @@ from services.gateway.distributor import POLICY, SERVICE_NAME, DistributorServic
 from services.gateway.documents import LocalDocumentStore, retention_from_days
 from services.gateway.edge import DISTRIBUTOR_STAMP_RULE, AdmissionControl, GrpcAdmission
 from services.gateway.http_api import Gateway, create_app
+from services.gateway.job_leases import RedisJobLeases, replica_name
 from services.gateway.job_store import LocalJobStore
 from services.gateway.jobs import JobLimits, StampJobs
 from services.gateway.metrics import ADMISSION
@@ -87,6 +88,8 @@ async def serve(settings: GatewaySettings) -> None:
         dev=settings.is_dev,
         workers=settings.job_workers,
         pace=functools.partial(admission.token_wait, DISTRIBUTOR_STAMP_RULE),
+        # Replicas sharing the job folder share the jobs' leases through Redis.
+        leases=RedisJobLeases(redis, replica_name()) if redis is not None else None,
     )
     jwks = RemoteJwks(settings.auth_address)
     verifier = token_verifier(settings, jwks)

@@ -81,3 +81,49 @@ def test_a_job_id_with_a_trailing_newline_is_no_job(tmp_path: Path) -> None:
     assert store.find("job_" + "0" * 32 + "\n") is None
     with pytest.raises(NotFound):
         store.drop_documents("job_" + "0" * 32 + "\n")
+
+
+def _job(key: str, status: JobStatus, callback: CallbackState = CallbackState.NONE) -> StampJob:
+    job = StampJob(
+        job_id=job_id_for("acc_a", key),
+        owner="acc_a",
+        fingerprint=key,
+        callback_url="",
+        created_at=FakeClock()(),
+        items=[JobItem("a")],
+        status=status,
+    )
+    job.callback.state = callback
+    return job
+
+
+def test_after_one_full_reading_the_unfinished_jobs_are_read_by_their_markers(tmp_path: Path) -> None:
+    documents = encode_documents([JobDocument("a", b"%PDF-1.7", PAGE_ONE)])
+    running, pending, done = (
+        _job("running", JobStatus.RUNNING),
+        _job("callback-pending", JobStatus.DONE, CallbackState.PENDING),
+        _job("done", JobStatus.DONE, CallbackState.DELIVERED),
+    )
+    writer = LocalJobStore(tmp_path)
+    for job in (running, pending, done):
+        writer.create(job, documents)
+    markers = {path.stem for path in tmp_path.glob("*.open")}
+    assert markers == {running.job_id, pending.job_id}, "a finished job has no marker"
+
+    # A folder from before the markers, or a crash between a record and its marker: the first
+    # reading reads every record and puts the markers right.
+    for marker in tmp_path.glob("*.open"):
+        marker.unlink()
+    (tmp_path / f"{done.job_id}.open").touch()
+    (tmp_path / f"{job_id_for('acc_a', 'deleted')}.open").touch()
+    store = LocalJobStore(tmp_path)
+    assert {job.job_id for job in store.unfinished()} == {running.job_id, pending.job_id}
+    assert {path.stem for path in tmp_path.glob("*.open")} == {running.job_id, pending.job_id}
+
+    # From then on only the marked records are read: an unreadable record without a marker is
+    # not even opened, and a job that finishes loses its marker.
+    (tmp_path / f"{done.job_id}.json").write_bytes(b"not json")
+    running.status = JobStatus.DONE
+    writer.save(running)
+    assert [job.job_id for job in store.unfinished()] == [pending.job_id]
+    assert {path.stem for path in tmp_path.glob("*.open")} == {pending.job_id}

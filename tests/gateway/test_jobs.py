@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 import pytest_asyncio
+import redis.asyncio
 from prometheus_client import REGISTRY
 
 from emeterai.v1 import (
@@ -41,6 +42,7 @@ from services.gateway.callbacks import (
     CallbackClient,
 )
 from services.gateway.documents import LocalDocumentStore
+from services.gateway.job_leases import KEY_PREFIX, RedisJobLeases
 from services.gateway.job_store import LocalJobStore
 from services.gateway.jobs import (
     Backoff,
@@ -462,3 +464,70 @@ async def test_each_stamp_is_counted_by_how_its_saga_ended(parts: Parts, corpus:
     }
     balance = await parts.balance()
     assert (balance.consumed, balance.held, balance.available) == (1, 0, 9)
+
+
+async def test_replicas_sharing_the_store_leave_a_held_job_to_its_holder_and_take_it_up_when_it_lapses(
+    parts: Parts, corpus: Path, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 3)
+    job = await _resumable(parts, documents, "job-leased")
+    # The lease a replica killed mid-job leaves behind: held, and no longer renewed.
+    await client.set(KEY_PREFIX + job.job_id, b"replica-killed", px=1500)
+    try:
+        other = parts.runner(leases=RedisJobLeases(client, "replica-b"), sweep_s=0.1)
+        assert await other.start() == 0, "a job another replica holds is not taken up"
+        await asyncio.sleep(0.5)
+        assert LocalJobStore(parts.jobs_dir).find(job.job_id).status == JobStatus.RUNNING  # type: ignore[union-attr]
+        assert (await parts.balance()).held == 0, "nor stamped"
+        # Once the lease lapses, the sweep takes the job up.
+        done = await _done(other, parts.distributor, job.job_id)
+        assert [item.result.code for item in done.items if item.result] == ["OK"] * 3
+        assert (await parts.balance()).consumed == 3
+        assert await client.get(KEY_PREFIX + job.job_id) is None, "a finished job frees its lease"
+    finally:
+        await client.delete(KEY_PREFIX + job.job_id)
+        await client.aclose()
+
+
+async def test_a_replica_that_loses_a_jobs_lease_stops_it_and_the_new_holder_finishes_it_once(
+    parts: Parts, corpus: Path, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    first = parts.runner(
+        leases=RedisJobLeases(client, "replica-a"), renew_s=0.1, workers=1, documents_at_once=1
+    )
+    second = parts.runner(leases=RedisJobLeases(client, "replica-b"), sweep_s=0.1)
+    assert await first.start() == 0
+    assert await second.start() == 0
+    documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 4)
+    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
+    for worker in signer_workers:
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        job = await first.submit(parts.distributor, "job-lost", documents, parts.receiver.url())
+        assert await client.get(KEY_PREFIX + job.job_id) == b"replica-a"
+        deadline = time.monotonic() + 60
+        while (await parts.balance()).held == 0:
+            assert time.monotonic() < deadline, "the first document never reached the signer"
+            await asyncio.sleep(0.05)
+        # Another replica holds the lease now (replica-a could not renew it in time, say).
+        await client.set(KEY_PREFIX + job.job_id, b"replica-c", px=60_000)
+        await asyncio.sleep(0.5)
+    finally:
+        for worker in signer_workers:
+            os.kill(worker.pid, signal.SIGCONT)
+    # replica-a stopped the job at its next renewal: it stamps no more documents and calls nobody.
+    await asyncio.sleep(1.0)
+    stopped = LocalJobStore(parts.jobs_dir).find(job.job_id)
+    assert stopped is not None and stopped.status == JobStatus.RUNNING
+    assert sum(1 for item in stopped.items if item.result) <= 1
+    assert not parts.receiver.received
+    # The holder goes away for good: its lease lapses, and replica-b's sweep finishes the job.
+    await client.delete(KEY_PREFIX + job.job_id)
+    done = await _done(second, parts.distributor, job.job_id)
+    assert [item.result.code for item in done.items if item.result] == ["OK"] * 4
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held) == (4, 0), "each document is charged once"
+    assert len(parts.receiver.received) == 1
+    await client.aclose()

@@ -1,0 +1,65 @@
+"""Stamp job leases on a real Redis, as two gateway replicas hold them."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+import redis
+import redis.asyncio
+
+from services.common.redis_state import async_redis_client
+from services.gateway.job_leases import KEY_PREFIX, RedisJobLeases, replica_name
+from tests.conftest import free_port
+
+
+async def test_a_lease_is_one_replicas_until_released_and_only_its_holder_frees_it(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    first, second = RedisJobLeases(client, "replica-a"), RedisJobLeases(client, "replica-b")
+    job_id = f"job_{secrets.token_hex(16)}"
+    try:
+        assert await first.hold(job_id)
+        assert not await second.hold(job_id), "a held lease is not taken"
+        assert await first.hold(job_id), "the holder renews its own"
+        await second.release(job_id)
+        assert await client.get(KEY_PREFIX + job_id) == b"replica-a", "only the holder frees it"
+        await first.release(job_id)
+        assert await second.hold(job_id), "a released lease is free at once"
+        assert not await first.hold(job_id)
+    finally:
+        await client.delete(KEY_PREFIX + job_id)
+        await client.aclose()
+
+
+async def test_a_lease_not_renewed_lapses_and_renewing_renews_it(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    gone, other = RedisJobLeases(client, "replica-a", lease_s=0.4), RedisJobLeases(client, "replica-b")
+    job_id = f"job_{secrets.token_hex(16)}"
+    try:
+        assert await gone.hold(job_id)
+        for _ in range(3):
+            # Renewed within the lease, it outlives the lease several times over.
+            await asyncio.sleep(0.25)
+            assert await gone.hold(job_id)
+            assert not await other.hold(job_id)
+        await asyncio.sleep(0.6)
+        assert await other.hold(job_id), "a replica that stopped renewing loses the job"
+        assert not await gone.hold(job_id), "and cannot take it back by renewing"
+    finally:
+        await client.delete(KEY_PREFIX + job_id)
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_is_an_error_not_a_lease() -> None:
+    client = async_redis_client(f"redis://127.0.0.1:{free_port()}/0")
+    leases = RedisJobLeases(client, replica_name())
+    try:
+        with pytest.raises(redis.RedisError):
+            await leases.hold("job_" + "0" * 32)
+    finally:
+        await client.aclose()
+
+
+def test_each_process_start_names_a_new_holder() -> None:
+    assert replica_name() != replica_name()

@@ -337,24 +337,28 @@ class StampJobs:
         for listed in await asyncio.to_thread(self._store.unfinished):
             if self._stopping.is_set():
                 break
-            if listed.job_id in self._live or listed.job_id in self._failed:
+            if listed.job_id in self._failed:
                 continue
-            try:
-                if not await self._leases.hold(listed.job_id):
+            # Under the submissions' lock: a job being accepted here is not also taken up.
+            async with self._submitting:
+                if listed.job_id in self._live:
                     continue
-            except redis.RedisError:
-                log.warning("stamp job leases cannot be reached; no job is taken up until they can")
-                break
-            # Read again under the lease: its last holder may have moved it on since the listing.
-            job = await asyncio.to_thread(self._store.find, listed.job_id)
-            if job is None or not job.unfinished or job.job_id in self._live:
-                await self._let_go(listed.job_id)
-                continue
-            if job.status == JobStatus.DONE:
-                # Stopped between finishing and forgetting the documents.
-                await asyncio.to_thread(self._store.drop_documents, job.job_id)
-            self._schedule(job)
-            taken += 1
+                try:
+                    if not await self._leases.hold(listed.job_id):
+                        continue
+                except redis.RedisError:
+                    log.warning("stamp job leases cannot be reached; no job is taken up until they can")
+                    break
+                # Read again under the lease: its last holder may have moved it on since the listing.
+                job = await asyncio.to_thread(self._store.find, listed.job_id)
+                if job is None or not job.unfinished:
+                    await self._let_go(listed.job_id)
+                    continue
+                if job.status == JobStatus.DONE:
+                    # Stopped between finishing and forgetting the documents.
+                    await asyncio.to_thread(self._store.drop_documents, job.job_id)
+                self._schedule(job)
+                taken += 1
         if taken:
             log.info("unfinished stamp jobs resumed", extra={"jobs": taken})
         return taken

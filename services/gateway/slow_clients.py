@@ -4,8 +4,9 @@ while it lasts, and uvicorn by itself waits for ever for a request's headers and
 - Headers (`bounded_http_protocol`): a connection that has not finished a request's headers within
   EMETERAI_HTTP_HEADER_TIMEOUT_S of connecting, or of starting the request, is closed. That covers
   one that connects and says nothing, and one that trickles its headers a byte at a time.
-- A body nobody reads: once the answer is sent, a connection still sending the request's body (a
-  refusal made before the body was read) is closed rather than drained.
+- A body nobody reads: a connection still sending the request's body when the answer starts (a
+  refusal made before the body was read) is closed after the answer rather than drained, and the
+  answer says `Connection: close`.
 - A body being read (`BodyTimeout`): the time a route waits on the client for its body is bounded
   by EMETERAI_HTTP_BODY_TIMEOUT_S, plus a second for every MIN_UPLOAD_RATE bytes that did arrive,
   as Apache's mod_reqtimeout does. A steady upload on a poor line goes on; a trickle is answered
@@ -60,6 +61,20 @@ def bounded_http_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._headers_done()
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is None:
+                return
+            answer = cycle.send
+
+            async def send(message: Any) -> None:
+                if message["type"] == "http.response.start" and cycle.more_body:
+                    # Answered before its body is in (a refusal that needs none): the connection
+                    # closes after this answer, and says so, so the client opens a new one for
+                    # its next request rather than send it into a connection being closed.
+                    cycle.keep_alive = False
+                await answer(message)
+
+            cycle.send = send  # type: ignore[method-assign]
 
         def on_response_complete(self) -> None:
             unread = self.cycle is not None and self.cycle.more_body

@@ -191,3 +191,47 @@ async def test_a_client_that_shuts_its_side_after_the_request_still_gets_the_ans
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
+
+
+async def test_an_answer_before_the_body_is_in_closes_the_connection_and_says_so() -> None:
+    """A refusal made from the headers alone: the client still sending its body is told the
+    connection closes, so it sends its next request on a new one; with the body in, it stays open."""
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    config = uvicorn.Config(
+        refuse, host="127.0.0.1", port=0, log_config=None, lifespan="off", http=bounded_http_protocol(10.0)
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    request = b"POST /v1/stamps HTTP/1.1\r\nHost: gateway\r\nContent-Length: 9\r\n\r\n"
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        def client(body_first: bool) -> tuple[bytes, bool]:
+            """The answer's head, and whether the server closed after it."""
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(request + (b"%PDF-1.7\n" if body_first else b""))
+                received = b""
+                while b"\r\n\r\n{}" not in received:
+                    received += connection.recv(65536)
+                connection.settimeout(1.0)
+                try:
+                    closed = connection.recv(65536) == b""
+                except TimeoutError:
+                    closed = False
+                return received.split(b"\r\n\r\n")[0].lower(), closed
+
+        head, closed = await asyncio.to_thread(client, False)
+        assert head.startswith(b"http/1.1 400") and b"connection: close" in head.split(b"\r\n")
+        assert closed
+        head, closed = await asyncio.to_thread(client, True)
+        assert head.startswith(b"http/1.1 400") and b"connection: close" not in head.split(b"\r\n")
+        assert not closed
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)

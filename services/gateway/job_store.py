@@ -154,13 +154,25 @@ class LocalJobStore:
     def _request(self, job_id: str) -> Path:
         return self._record(job_id).with_suffix(".request")
 
+    def _marker(self, job_id: str) -> Path:
+        return self._record(job_id).with_suffix(".open")
+
     def _mark(self, job: StampJob) -> None:
         """The job's open marker, present exactly while it is unfinished."""
-        marker = self._record(job.job_id).with_suffix(".open")
+        marker = self._marker(job.job_id)
         if not job.unfinished:
             marker.unlink(missing_ok=True)
         elif not marker.exists():
             marker.touch(mode=0o600)
+
+    def _drop_orphan(self, marker: Path) -> None:
+        """Delete a marker whose record is not there: its job was deleted, or a crash came between
+        the two. A fresh one may be a job's being created right now, so it stays for a while."""
+        try:
+            if marker.stat().st_mtime < (self._clock() - STALE_TEMPORARY).timestamp():
+                marker.unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
     def create(self, job: StampJob, documents: bytes) -> None:
         # Documents first: a record on disk always has its documents until it is done.
@@ -177,9 +189,14 @@ class LocalJobStore:
         return decode_documents(self._request(job_id).read_bytes())
 
     def save(self, job: StampJob) -> None:
-        # The record first: a marker left by a crash after it is corrected by the next reading.
+        # The marker before the record while the job is open, after it once it is finished: a crash
+        # between the two leaves a marker too many, which a sweep reads and corrects, never a job
+        # that no sweep sees. (The record's write syncs the folder, and the marker's name with it.)
+        if job.unfinished:
+            self._mark(job)
         write_atomically(self._record(job.job_id), job_to_json(job), mode=0o600)
-        self._mark(job)
+        if not job.unfinished:
+            self._mark(job)
 
     def drop_documents(self, job_id: str) -> None:
         self._request(job_id).unlink(missing_ok=True)
@@ -192,8 +209,7 @@ class LocalJobStore:
             try:
                 job = job_from_json(record.read_bytes())
             except FileNotFoundError:
-                # A marker whose job was deleted.
-                path.unlink(missing_ok=True)
+                self._drop_orphan(path)
                 continue
             except (OSError, ValueError, KeyError):
                 log.exception("unreadable job record left alone", extra={"path": str(record)})
@@ -204,8 +220,7 @@ class LocalJobStore:
         if every_record:
             for marker in self.directory.glob("job_*.open"):
                 if not marker.with_suffix(".json").exists():
-                    # A marker whose job was deleted.
-                    marker.unlink(missing_ok=True)
+                    self._drop_orphan(marker)
         self._marks_checked = True
         return found
 

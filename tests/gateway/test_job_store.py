@@ -115,10 +115,22 @@ def test_after_one_full_reading_the_unfinished_jobs_are_read_by_their_markers(tm
     for marker in tmp_path.glob("*.open"):
         marker.unlink()
     (tmp_path / f"{done.job_id}.open").touch()
-    (tmp_path / f"{job_id_for('acc_a', 'deleted')}.open").touch()
+    # A marker without a record: a day old, its job was deleted; fresh, it may be a job another
+    # replica is creating at this moment (its marker goes first), so it stays.
+    deleted = tmp_path / f"{job_id_for('acc_a', 'deleted')}.open"
+    deleted.touch()
+    a_day_ago = time.time() - 25 * 3600
+    os.utime(deleted, (a_day_ago, a_day_ago))
+    being_created = tmp_path / f"{job_id_for('acc_a', 'being-created')}.open"
+    being_created.touch()
     store = LocalJobStore(tmp_path)
     assert {job.job_id for job in store.unfinished()} == {running.job_id, pending.job_id}
-    assert {path.stem for path in tmp_path.glob("*.open")} == {running.job_id, pending.job_id}
+    assert {path.stem for path in tmp_path.glob("*.open")} == {
+        running.job_id,
+        pending.job_id,
+        being_created.stem,
+    }
+    being_created.unlink()
 
     # From then on only the marked records are read: an unreadable record without a marker is
     # not even opened, and a job that finishes loses its marker.
@@ -127,3 +139,15 @@ def test_after_one_full_reading_the_unfinished_jobs_are_read_by_their_markers(tm
     writer.save(running)
     assert [job.job_id for job in store.unfinished()] == [pending.job_id]
     assert {path.stem for path in tmp_path.glob("*.open")} == {pending.job_id}
+
+
+def test_an_open_jobs_marker_is_there_before_its_record(tmp_path: Path) -> None:
+    """A crash between the two files leaves a marker the sweeps correct, never an open record
+    that no sweep sees: here the record's write fails after the marker is made."""
+    job = _job("marker-first", JobStatus.QUEUED)
+    store = LocalJobStore(tmp_path)
+    # A folder where the record would go: replacing it fails, as a crash at that moment would.
+    (tmp_path / f"{job.job_id}.json").mkdir()
+    with pytest.raises(OSError):
+        store.create(job, encode_documents([JobDocument("a", b"%PDF-1.7", PAGE_ONE)]))
+    assert (tmp_path / f"{job.job_id}.open").exists()

@@ -1,6 +1,7 @@
 """Fixtures shared by every test folder."""
 
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -94,6 +95,18 @@ def require_redis(tests: str) -> str:
     finally:
         client.close()
     return url
+
+
+def require_redis_server(tests: str) -> str:
+    """The redis-server binary, for tests that start and stop a Redis of their own; skipped
+    loudly without it, or failed under CI=true."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        problem = "redis-server is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; with CI=true the {tests} must run")
+        pytest.skip(f"!!! {problem}: the {tests} are SKIPPED")
+    return binary
 
 
 @pytest.fixture(scope="session")

@@ -14,23 +14,35 @@ whose lease is free. A replica killed outright holds its jobs for LEASE_S at mos
 Without Redis (one gateway per job folder, the single-node default) the leases are this process's
 own, and the sweep picks up only what this process left.
 
-Deliberate behaviour when Redis cannot be reached: a replica keeps running the jobs it has (it
-cannot know whether another took them, and renewing puts its lease back once Redis answers, unless
-another replica got there first, when this one stops them); it takes up no job from the store; a job
-it accepts itself starts at once. The worst a Redis outage allows is two replicas stamping the same
-documents, which the ledger answers once by their idempotency keys: nothing is charged twice, and
-the replica that lost the lease stops before writing the job's record again.
+A replica writes a job's record, and posts its callback, only while it is sure the lease is its
+own: up to `sure_s` after a hold or renewal was sent that Redis answered, which is less than the
+lease by a margin for the write itself. So a replica that lost touch with Redis while others did
+not stops writing before its lease can have lapsed and been taken up elsewhere.
+
+Deliberate behaviour when Redis cannot be reached: jobs wait. A job running goes on stamping the
+documents it has started, keeps their results in memory, and writes them (and calls back) once its
+lease is confirmed again; should another replica hold it by then, this one drops the job, and the
+holder replays the same idempotency keys, which the ledger answers once. No job is taken up from
+the store. A job accepted meanwhile is kept on disk and starts once its lease can be taken. After a
+failed call the leases are not tried for `retry_s`, so submissions and sweeps fail fast instead of
+each waiting out Redis's timeout. Nothing is charged twice, and two replicas never both post a
+job's callback; one replica posts it again only when it stopped between posting it and recording
+that it went (the receiver tells by its Webhook-Id, docs/distributor-api.md).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import redis
 import redis.asyncio
+from redis.commands.core import AsyncScript
 
 KEY_PREFIX = "emeterai:job-lease:"
 LEASE_S = 30.0
@@ -58,7 +70,14 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class LeasesAway(redis.ConnectionError):
+    """The leases were not tried: a call failed less than retry_s ago."""
+
+
 class JobLeases(Protocol):
+    # Seconds after a successful hold was sent during which the lease is surely still ours.
+    sure_s: float
+
     async def hold(self, job_id: str) -> bool:
         """Take the job's lease if it is free, or renew it if it is ours: True when ours now.
         Raises redis.RedisError when the leases cannot be reached."""
@@ -72,6 +91,8 @@ class JobLeases(Protocol):
 class LocalJobLeases:
     """Leases within this process: one gateway owns its job folder."""
 
+    sure_s = math.inf
+
     async def hold(self, job_id: str) -> bool:
         # The runner itself knows which jobs it runs; no other process shares the folder.
         return True
@@ -83,14 +104,36 @@ class LocalJobLeases:
 class RedisJobLeases:
     """Leases in Redis, shared by every gateway replica; `holder` names this replica."""
 
-    def __init__(self, client: redis.asyncio.Redis, holder: str, lease_s: float = LEASE_S) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        holder: str,
+        lease_s: float = LEASE_S,
+        retry_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._hold = client.register_script(_HOLD)
         self._release = client.register_script(_RELEASE)
         self._holder = holder
         self._lease_ms = max(1, round(lease_s * 1000))
+        # A third of the lease is left for a write started just before the end, and for the two
+        # clocks running at slightly different rates.
+        self.sure_s = lease_s * 2 / 3
+        self._retry_s = retry_s
+        self._clock = clock
+        self._redis_back_at = 0.0
 
     async def hold(self, job_id: str) -> bool:
-        return bool(await self._hold(keys=[KEY_PREFIX + job_id], args=[self._holder, self._lease_ms]))
+        return bool(await self._call(self._hold, job_id, [self._holder, self._lease_ms]))
 
     async def release(self, job_id: str) -> None:
-        await self._release(keys=[KEY_PREFIX + job_id], args=[self._holder])
+        await self._call(self._release, job_id, [self._holder])
+
+    async def _call(self, script: AsyncScript, job_id: str, args: list[str | int]) -> object:
+        if self._clock() < self._redis_back_at:
+            raise LeasesAway("the job leases were unreachable a moment ago")
+        try:
+            return await script(keys=[KEY_PREFIX + job_id], args=args)
+        except redis.RedisError:
+            self._redis_back_at = self._clock() + self._retry_s
+            raise

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -256,6 +257,17 @@ class _Stopping(Exception):
     """The runner is shutting down; leave the work for the next start."""
 
 
+class _LeaseLost(_Stopping):
+    """Another replica holds the job's lease now; leave the job to it."""
+
+
+def _same_job(job: StampJob, owner: str, fingerprint: str) -> StampJob:
+    """The job, if it is the one this owner's request made; the same key for another is refused."""
+    if job.owner != owner or job.fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this idempotency key was used for a different job")
+    return job
+
+
 def _failure(error: DomainError) -> ItemResult:
     return ItemResult(status_code_for(error, BASE_STATUS_CODES).name, error.message)
 
@@ -293,6 +305,8 @@ class StampJobs:
         self._sweep_s = sweep_s
         # Jobs whose run failed here: left for the next start, not retried by every sweep.
         self._failed: set[str] = set()
+        # Until when (time.monotonic()) each running job's lease is surely this replica's.
+        self._sure_until: dict[str, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pace = pace
         self._stamper = stamper
@@ -343,21 +357,18 @@ class StampJobs:
             async with self._submitting:
                 if listed.job_id in self._live:
                     continue
-                try:
-                    if not await self._leases.hold(listed.job_id):
-                        continue
-                except redis.RedisError:
+                ours = await self._take_lease(listed.job_id)
+                if ours is None:
                     log.warning("stamp job leases cannot be reached; no job is taken up until they can")
                     break
+                if not ours:
+                    continue
                 # Read again under the lease: its last holder may have moved it on since the listing.
                 job = await asyncio.to_thread(self._store.find, listed.job_id)
                 if job is None or not job.unfinished:
                     await self._let_go(listed.job_id)
                     continue
-                if job.status == JobStatus.DONE:
-                    # Stopped between finishing and forgetting the documents.
-                    await asyncio.to_thread(self._store.drop_documents, job.job_id)
-                self._schedule(job)
+                await self._resume(job)
                 taken += 1
         if taken:
             log.info("unfinished stamp jobs resumed", extra={"jobs": taken})
@@ -382,14 +393,32 @@ class StampJobs:
         fingerprint = hashlib.sha256(callback_url.encode() + b"\0" + encoded).hexdigest()
         job_id = job_id_for(owner, idempotency_key)
         async with self._submitting:
-            existing = self._live.get(job_id) or await asyncio.to_thread(self._store.find, job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                return _same_job(live, owner, fingerprint)
+            # The lease first: the same request reaching two replicas at once is accepted by one.
+            ours = await self._take_lease(job_id)
+            existing = await asyncio.to_thread(self._store.find, job_id)
             if existing is not None:
-                if existing.owner != owner or existing.fingerprint != fingerprint:
-                    raise IdempotencyKeyReused("this idempotency key was used for a different job")
-                return existing
-            if self._stopping.is_set():
-                raise Unavailable("the service is restarting; try again shortly")
-            if len(self._live) >= self._limits.max_unfinished:
+                # Left by a replica that stopped, before any sweep took it up: it goes on here.
+                resume = (
+                    ours is True
+                    and (existing.owner, existing.fingerprint) == (owner, fingerprint)
+                    and existing.unfinished
+                    and job_id not in self._failed
+                )
+                if resume:
+                    await self._resume(existing)
+                elif ours:
+                    await self._let_go(job_id)
+                return _same_job(existing, owner, fingerprint)
+            if ours is False:
+                raise RequestInFlight("this job is being accepted; ask again in a moment")
+            if self._stopping.is_set() or len(self._live) >= self._limits.max_unfinished:
+                if ours:
+                    await self._let_go(job_id)
+                if self._stopping.is_set():
+                    raise Unavailable("the service is restarting; try again shortly")
                 raise Exhausted("too many stamp jobs are waiting; try again in a minute", 60)
             job = StampJob(
                 job_id=job_id,
@@ -401,15 +430,10 @@ class StampJobs:
                 callback=Delivery(CallbackState.PENDING if callback_url else CallbackState.NONE),
             )
             await asyncio.to_thread(self._store.create, job, encoded)
-            try:
-                ours = await self._leases.hold(job_id)
-            except redis.RedisError:
-                # Accepted is accepted: it runs here, and its renewals take the lease once they can.
-                log.warning("stamp job started without its lease", extra={"job_id": job_id})
-                ours = True
-            if ours:
-                self._schedule(job)
-            # Else the same request reached another replica at the same moment, which runs it.
+            if ours is None:
+                # Accepted is accepted: it is kept, and starts once its lease can be taken.
+                log.warning("stamp job accepted while its lease cannot be taken", extra={"job_id": job_id})
+            self._schedule(job)
         log.info("stamp job accepted", extra={"job_id": job_id, "documents": len(documents)})
         return job
 
@@ -444,6 +468,13 @@ class StampJobs:
                 "there is no webhook secret to sign callbacks with; call RotateWebhookSecret first"
             ) from None
 
+    async def _resume(self, job: StampJob) -> None:
+        """Run an unfinished job from the store, its lease now ours."""
+        if job.status == JobStatus.DONE:
+            # Stopped between finishing and forgetting the documents.
+            await asyncio.to_thread(self._store.drop_documents, job.job_id)
+        self._schedule(job)
+
     def _schedule(self, job: StampJob) -> None:
         self._live[job.job_id] = job
         task = asyncio.create_task(self._run(job), name=f"stamp-job-{job.job_id}")
@@ -468,26 +499,55 @@ class StampJobs:
         finally:
             renewing.cancel()
             self._live.pop(job.job_id, None)
+            self._sure_until.pop(job.job_id, None)
             self._saving.pop(job.job_id, None)
             # Free at once for another replica (or this one's next start), not after the lease.
             await self._let_go(job.job_id)
 
+    async def _take_lease(self, job_id: str) -> bool | None:
+        """Take or renew the job's lease: True when this replica holds it now, False when another
+        does, None when the leases cannot be reached."""
+        sent_at = time.monotonic()
+        try:
+            ours = await self._leases.hold(job_id)
+        except redis.RedisError:
+            return None
+        if ours:
+            self._sure_until[job_id] = sent_at + self._leases.sure_s
+        return ours
+
     async def _keep_lease(self, job_id: str, running: asyncio.Task[None]) -> None:
         """Renew the job's lease while it runs; should another replica hold it (this one could not
-        renew it in time), stop the job here, before it writes the job's record again."""
+        renew it in time), stop the job here."""
         while True:
             await asyncio.sleep(self._renew_s)
             try:
-                ours = await self._leases.hold(job_id)
-            except redis.RedisError:
-                log.warning("stamp job lease not renewed; the job goes on", extra={"job_id": job_id})
+                ours = await self._take_lease(job_id)
+            except Exception:
+                # Renewal goes on whatever a call did; writes wait for a sure lease meanwhile.
+                log.exception("stamp job lease renewal failed", extra={"job_id": job_id})
                 continue
-            if not ours:
+            if ours is None:
+                log.warning("stamp job lease not renewed; its writes wait", extra={"job_id": job_id})
+            elif not ours:
                 log.warning(
                     "stamp job lease taken by another replica; stopped here", extra={"job_id": job_id}
                 )
                 running.cancel()
                 return
+
+    async def _confirm_lease(self, job_id: str) -> None:
+        """Return once the job's lease is surely this replica's, waiting while the leases cannot be
+        reached; raise _LeaseLost when another replica holds it."""
+        while time.monotonic() >= self._sure_until.get(job_id, 0.0):
+            ours = await self._take_lease(job_id)
+            if ours is False:
+                log.warning(
+                    "stamp job lease taken by another replica; stopped here", extra={"job_id": job_id}
+                )
+                raise _LeaseLost
+            if ours is None:
+                await self._pause(self._renew_s)
 
     async def _let_go(self, job_id: str) -> None:
         try:
@@ -582,6 +642,8 @@ class StampJobs:
         while delivery.state == CallbackState.PENDING:
             if delivery.attempts:
                 await self._pause(self._callback_retries.delay(delivery.attempts - 1))
+            # Posted only while the lease is ours: two replicas never both call back.
+            await self._confirm_lease(job.job_id)
             attempt = await self._attempt(job)
             delivery.attempts += 1
             delivery.last_http_status = attempt.http_status
@@ -618,6 +680,9 @@ class StampJobs:
         # One write at a time per job, each of a copy taken now: an older snapshot never lands last.
         lock = self._saving.setdefault(job.job_id, asyncio.Lock())
         async with lock:
+            # Written only while the lease is ours: a replica that lost it never overwrites the
+            # record its new holder keeps.
+            await self._confirm_lease(job.job_id)
             write = asyncio.ensure_future(asyncio.to_thread(self._store.save, copy.deepcopy(job)))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)

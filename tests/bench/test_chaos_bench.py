@@ -6,15 +6,13 @@ through an outage is for the run's readers, never for a timed test.
 """
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.bench.runs import run_benchmark
-from tests.conftest import require_corpus, require_postgres
+from tests.conftest import require_corpus, require_postgres, require_redis_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -25,19 +23,10 @@ RESULT = re.compile(
 )
 
 
-def require_redis_server() -> None:
-    """The run starts a redis-server of its own, so the binary must be installed."""
-    if shutil.which("redis-server") is None:
-        problem = "redis-server is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem}; with CI=true the chaos run must run")
-        pytest.skip(f"!!! {problem}: the chaos run is SKIPPED")
-
-
 def test_quick_chaos_run_kills_services_and_loses_nothing(tmp_path: Path) -> None:
     server = require_postgres("chaos run smoke test")
     require_corpus()
-    require_redis_server()
+    require_redis_server("chaos run")
     run_file = tmp_path / "chaos.json"
     run = run_benchmark(
         "chaos.py",

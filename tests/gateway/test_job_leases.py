@@ -10,7 +10,7 @@ import redis
 import redis.asyncio
 
 from services.common.redis_state import async_redis_client
-from services.gateway.job_leases import KEY_PREFIX, RedisJobLeases, replica_name
+from services.gateway.job_leases import KEY_PREFIX, LeasesAway, RedisJobLeases, replica_name
 from tests.conftest import free_port
 
 
@@ -51,14 +51,32 @@ async def test_a_lease_not_renewed_lapses_and_renewing_renews_it(redis_url: str)
         await client.aclose()
 
 
-async def test_an_unreachable_redis_is_an_error_not_a_lease() -> None:
+async def test_an_unreachable_redis_is_an_error_not_a_lease_and_is_not_tried_again_for_a_while() -> None:
     client = async_redis_client(f"redis://127.0.0.1:{free_port()}/0")
-    leases = RedisJobLeases(client, replica_name())
+    now = [1000.0]
+    leases = RedisJobLeases(client, replica_name(), retry_s=5.0, clock=lambda: now[0])
+    job_id = "job_" + "0" * 32
     try:
-        with pytest.raises(redis.RedisError):
-            await leases.hold("job_" + "0" * 32)
+        with pytest.raises(redis.RedisError) as tried:
+            await leases.hold(job_id)
+        assert not isinstance(tried.value, LeasesAway)
+        # Within retry_s every call fails at once, without waiting out a connection.
+        now[0] += 4.9
+        with pytest.raises(LeasesAway):
+            await leases.hold(job_id)
+        with pytest.raises(LeasesAway):
+            await leases.release(job_id)
+        now[0] += 0.2
+        with pytest.raises(redis.RedisError) as tried_again:
+            await leases.hold(job_id)
+        assert not isinstance(tried_again.value, LeasesAway), "after retry_s Redis is tried again"
     finally:
         await client.aclose()
+
+
+def test_a_lease_is_sure_for_less_than_its_length() -> None:
+    leases = RedisJobLeases(redis.asyncio.Redis(), "replica-a", lease_s=30.0)
+    assert 0 < leases.sure_s < 30.0
 
 
 def test_each_process_start_names_a_new_holder() -> None:

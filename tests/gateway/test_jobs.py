@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -32,8 +33,15 @@ from emeterai.v1 import (
     quota_service_pb2_grpc,
     signer_service_pb2_grpc,
 )
-from services.common.errors import IdempotencyKeyReused, InvalidInput, NotFound, PreconditionFailed
+from services.common.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    RequestInFlight,
+)
 from services.common.limits import BucketRule, MemoryTokenBuckets
+from services.common.redis_state import async_redis_client
 from services.common.webhooks import verify_webhook
 from services.gateway.callbacks import (
     DELIVERY_ID_HEADER,
@@ -61,6 +69,7 @@ from services.gateway.metrics import STAMP_OUTCOMES
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from tests.auth_server import running_auth
+from tests.conftest import free_port, require_redis_server
 from tests.ledger_server import RunningLedger, running_ledger
 from tests.polling import eventually
 from tests.webhook_receiver import WebhookReceiver
@@ -531,3 +540,85 @@ async def test_a_replica_that_loses_a_jobs_lease_stops_it_and_the_new_holder_fin
     assert (balance.consumed, balance.held) == (4, 0), "each document is charged once"
     assert len(parts.receiver.received) == 1
     await client.aclose()
+
+
+async def test_the_same_request_on_two_replicas_at_once_is_accepted_by_the_holder_of_its_lease(
+    parts: Parts, corpus: Path, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    documents = _documents(corpus, "sf-001-minimal-document.pdf")
+    here, there = (
+        parts.runner(leases=RedisJobLeases(client, "replica-a")),
+        parts.runner(leases=RedisJobLeases(client, "replica-b")),
+    )
+    job_id = job_id_for(parts.distributor, "job-twice")
+    # Replica b took the lease for this request a moment ago and is writing the job's record.
+    await client.set(KEY_PREFIX + job_id, b"replica-b", px=60_000)
+    try:
+        with pytest.raises(RequestInFlight):
+            await here.submit(parts.distributor, "job-twice", documents, "")
+        assert LocalJobStore(parts.jobs_dir).find(job_id) is None, "nothing written under b's lease"
+        accepted = await there.submit(parts.distributor, "job-twice", documents, "")
+        # Asked again, replica a answers with b's job and runs none of its own.
+        assert (await here.submit(parts.distributor, "job-twice", documents, "")).job_id == accepted.job_id
+        done = await _done(there, parts.distributor, job_id)
+        assert [item.result.code for item in done.items if item.result] == ["OK"]
+        balance = await parts.balance()
+        assert (balance.consumed, balance.held) == (1, 0)
+    finally:
+        await client.delete(KEY_PREFIX + job_id)
+        await client.aclose()
+
+
+async def test_a_job_left_on_disk_goes_on_when_its_request_comes_again(parts: Parts, corpus: Path) -> None:
+    """Accepted by a gateway that stopped before it began, and asked for again before any sweep:
+    the answer is the job, and the job runs."""
+    documents = _documents(corpus, "sf-001-minimal-document.pdf", "sf-002-libreoffice-writer.pdf")
+    encoded = encode_documents(documents)
+    left = StampJob(
+        job_id=job_id_for(parts.distributor, "job-left"),
+        owner=parts.distributor,
+        fingerprint=hashlib.sha256(b"\0" + encoded).hexdigest(),
+        callback_url="",
+        created_at=datetime.now(UTC),
+        items=[JobItem(d.client_ref) for d in documents],
+    )
+    LocalJobStore(parts.jobs_dir).create(left, encoded)
+    jobs = parts.runner()
+    answered = await jobs.submit(parts.distributor, "job-left", documents, "")
+    assert answered.job_id == left.job_id
+    done = await _done(jobs, parts.distributor, left.job_id)
+    assert [item.result.code for item in done.items if item.result] == ["OK", "OK"]
+    assert (await parts.balance()).consumed == 2
+
+
+async def test_a_job_accepted_while_redis_is_away_waits_for_its_lease_then_runs_once(
+    parts: Parts, corpus: Path, tmp_path: Path
+) -> None:
+    binary = require_redis_server("stamp job tests with a Redis that comes and goes")
+    port = free_port()
+    client = async_redis_client(f"redis://127.0.0.1:{port}/0")
+    jobs = parts.runner(leases=RedisJobLeases(client, "replica-a", retry_s=0.05), renew_s=0.1)
+    documents = _documents(corpus, "sf-001-minimal-document.pdf", "sf-002-libreoffice-writer.pdf")
+    job = await jobs.submit(parts.distributor, "job-redis-away", documents, parts.receiver.url())
+    await asyncio.sleep(1.0)
+    kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
+    assert kept is not None and kept.status == JobStatus.QUEUED, "accepted, and kept on disk"
+    balance = await parts.balance()
+    assert (balance.held, balance.consumed) == (0, 0), "nothing stamped without a sure lease"
+    assert not parts.receiver.received
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        done = await _done(jobs, parts.distributor, job.job_id)
+        assert [item.result.code for item in done.items if item.result] == ["OK", "OK"]
+        assert (await parts.balance()).consumed == 2
+        assert len(parts.receiver.received) == 1
+        assert await client.get(KEY_PREFIX + job.job_id) is None, "a finished job frees its lease"
+    finally:
+        server.terminate()
+        server.wait(10)
+        await client.aclose()

@@ -17,17 +17,22 @@ own, and the sweep picks up only what this process left.
 A replica writes a job's record, and posts its callback, only while it is sure the lease is its
 own: up to `sure_s` after a hold or renewal was sent that Redis answered, which is less than the
 lease by a margin for the write itself. So a replica that lost touch with Redis while others did
-not stops writing before its lease can have lapsed and been taken up elsewhere.
+not stops writing before its lease can have lapsed and been taken up elsewhere. Should it find the
+lease free when it asks again (it lapsed), it goes on only if the job's record is still the one it
+last wrote: another replica may have run the job meanwhile. This holds as long as Redis keeps its
+keys; a failover that loses recent writes can hand a held lease to a second replica.
 
 Deliberate behaviour when Redis cannot be reached: jobs wait. A job running goes on stamping the
 documents it has started, keeps their results in memory, and writes them (and calls back) once its
-lease is confirmed again; should another replica hold it by then, this one drops the job, and the
-holder replays the same idempotency keys, which the ledger answers once. No job is taken up from
-the store. A job accepted meanwhile is kept on disk and starts once its lease can be taken. After a
-failed call the leases are not tried for `retry_s`, so submissions and sweeps fail fast instead of
-each waiting out Redis's timeout. Nothing is charged twice, and two replicas never both post a
-job's callback; one replica posts it again only when it stopped between posting it and recording
-that it went (the receiver tells by its Webhook-Id, docs/distributor-api.md).
+lease is confirmed again; should another replica have the job by then, this one drops it, and the
+other replays the same idempotency keys, which the ledger answers once. No job is taken up from the
+store, and the leases of jobs that end or stop are left to lapse. A job accepted meanwhile is kept
+on disk and starts once its lease can be taken. After a failed call the leases are not tried for
+`retry_s`, so submissions and sweeps fail fast instead of each waiting out Redis's timeout.
+
+Nothing is charged twice. A callback may go out twice, with the same Webhook-Id
+(docs/distributor-api.md): when a replica stops, or loses touch with Redis, between posting it
+and recording that it went, and another replica takes the job up.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Protocol
 
 import redis
@@ -50,11 +56,12 @@ RENEW_S = 10.0
 SWEEP_S = 15.0
 
 # KEYS[1] the lease; ARGV[1] the holder, ARGV[2] the lease in ms. Takes a free lease or renews the
-# holder's own; returns 1 when the holder has it now, 0 when another replica does.
+# holder's own; returns a Held.
 _HOLD = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if holder then return 2 end
 return 1
 """
 # KEYS[1] the lease; ARGV[1] the holder. Frees it, if it is still the holder's.
@@ -70,6 +77,18 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class Held(IntEnum):
+    """What asking for a lease found."""
+
+    # Another replica holds it.
+    NO = 0
+    # It was free, and is ours now. For a job this replica was running, the lease had lapsed:
+    # another replica may have run the job meanwhile.
+    TAKEN = 1
+    # It was ours, and is renewed.
+    RENEWED = 2
+
+
 class LeasesAway(redis.ConnectionError):
     """The leases were not tried: a call failed less than retry_s ago."""
 
@@ -78,9 +97,9 @@ class JobLeases(Protocol):
     # Seconds after a successful hold was sent during which the lease is surely still ours.
     sure_s: float
 
-    async def hold(self, job_id: str) -> bool:
-        """Take the job's lease if it is free, or renew it if it is ours: True when ours now.
-        Raises redis.RedisError when the leases cannot be reached."""
+    async def hold(self, job_id: str) -> Held:
+        """Take the job's lease if it is free, or renew it if it is ours. Raises redis.RedisError
+        when the leases cannot be reached."""
         ...
 
     async def release(self, job_id: str) -> None:
@@ -93,9 +112,9 @@ class LocalJobLeases:
 
     sure_s = math.inf
 
-    async def hold(self, job_id: str) -> bool:
+    async def hold(self, job_id: str) -> Held:
         # The runner itself knows which jobs it runs; no other process shares the folder.
-        return True
+        return Held.RENEWED
 
     async def release(self, job_id: str) -> None:
         return None
@@ -123,8 +142,8 @@ class RedisJobLeases:
         self._clock = clock
         self._redis_back_at = 0.0
 
-    async def hold(self, job_id: str) -> bool:
-        return bool(await self._call(self._hold, job_id, [self._holder, self._lease_ms]))
+    async def hold(self, job_id: str) -> Held:
+        return Held(int(await self._call(self._hold, job_id, [self._holder, self._lease_ms])))
 
     async def release(self, job_id: str) -> None:
         await self._call(self._release, job_id, [self._holder])

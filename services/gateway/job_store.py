@@ -57,6 +57,7 @@ def job_to_json(job: StampJob) -> bytes:
             "created_at": _time(job.created_at),
             "status": job.status.value,
             "finished_at": _time(job.finished_at),
+            "revision": job.revision,
             "items": [
                 {"client_ref": i.client_ref, "attempt": i.attempt, "sent": i.sent, "result": result(i.result)}
                 for i in job.items
@@ -100,6 +101,8 @@ def job_from_json(data: bytes) -> StampJob:
             callback["last_error"],
             _parse_time(callback["delivered_at"]),
         ),
+        # Records from before revisions were counted have none.
+        revision=raw.get("revision", 0),
     )
 
 

@@ -48,7 +48,7 @@ from services.common.errors import (
 )
 from services.gateway.callbacks import Attempt, CallbackClient, WebhookSecrets, check_callback_url
 from services.gateway.documents import utc_now
-from services.gateway.job_leases import RENEW_S, SWEEP_S, JobLeases, LocalJobLeases
+from services.gateway.job_leases import RENEW_S, SWEEP_S, Held, JobLeases, LocalJobLeases
 from services.gateway.records import enum_word, stamp_record
 from services.gateway.stamping import StampingFlow, check_document
 
@@ -130,6 +130,9 @@ class StampJob:
     status: JobStatus = JobStatus.QUEUED
     finished_at: datetime | None = None
     callback: Delivery = field(default_factory=lambda: Delivery(CallbackState.NONE))
+    # How many times the record was written by a runner: a replica whose lease lapsed tells by it
+    # whether another replica ran the job meanwhile.
+    revision: int = 0
 
     @property
     def unfinished(self) -> bool:
@@ -351,11 +354,9 @@ class StampJobs:
         for listed in await asyncio.to_thread(self._store.unfinished):
             if self._stopping.is_set():
                 break
-            if listed.job_id in self._failed:
-                continue
             # Under the submissions' lock: a job being accepted here is not also taken up.
             async with self._submitting:
-                if listed.job_id in self._live:
+                if listed.job_id in self._live or listed.job_id in self._failed:
                     continue
                 ours = await self._take_lease(listed.job_id)
                 if ours is None:
@@ -363,13 +364,17 @@ class StampJobs:
                     break
                 if not ours:
                     continue
-                # Read again under the lease: its last holder may have moved it on since the listing.
-                job = await asyncio.to_thread(self._store.find, listed.job_id)
-                if job is None or not job.unfinished:
-                    await self._let_go(listed.job_id)
-                    continue
-                await self._resume(job)
-                taken += 1
+                resumed = False
+                try:
+                    # Read again under the lease: its last holder may have moved it on since the listing.
+                    job = await asyncio.to_thread(self._store.find, listed.job_id)
+                    if job is not None and job.unfinished:
+                        await self._resume(job)
+                        resumed = True
+                        taken += 1
+                finally:
+                    if not resumed:
+                        await self._let_go(listed.job_id)
         if taken:
             log.info("unfinished stamp jobs resumed", extra={"jobs": taken})
         return taken
@@ -398,42 +403,47 @@ class StampJobs:
                 return _same_job(live, owner, fingerprint)
             # The lease first: the same request reaching two replicas at once is accepted by one.
             ours = await self._take_lease(job_id)
-            existing = await asyncio.to_thread(self._store.find, job_id)
-            if existing is not None:
-                # Left by a replica that stopped, before any sweep took it up: it goes on here.
-                resume = (
-                    ours is True
-                    and (existing.owner, existing.fingerprint) == (owner, fingerprint)
-                    and existing.unfinished
-                    and job_id not in self._failed
-                )
-                if resume:
-                    await self._resume(existing)
-                elif ours:
-                    await self._let_go(job_id)
-                return _same_job(existing, owner, fingerprint)
-            if ours is False:
-                raise RequestInFlight("this job is being accepted; ask again in a moment")
-            if self._stopping.is_set() or len(self._live) >= self._limits.max_unfinished:
-                if ours:
-                    await self._let_go(job_id)
+            running = False
+            try:
+                existing = await asyncio.to_thread(self._store.find, job_id)
+                if existing is not None:
+                    if (
+                        ours
+                        and (existing.owner, existing.fingerprint) == (owner, fingerprint)
+                        and existing.unfinished
+                        and job_id not in self._failed
+                        and not self._stopping.is_set()
+                    ):
+                        # Left by a replica that stopped, before any sweep took it up: it goes on here.
+                        await self._resume(existing)
+                        running = True
+                    return _same_job(existing, owner, fingerprint)
+                if ours is False:
+                    raise RequestInFlight("this job is being accepted; ask again in a moment")
                 if self._stopping.is_set():
                     raise Unavailable("the service is restarting; try again shortly")
-                raise Exhausted("too many stamp jobs are waiting; try again in a minute", 60)
-            job = StampJob(
-                job_id=job_id,
-                owner=owner,
-                fingerprint=fingerprint,
-                callback_url=callback_url,
-                created_at=self._clock(),
-                items=[JobItem(d.client_ref) for d in documents],
-                callback=Delivery(CallbackState.PENDING if callback_url else CallbackState.NONE),
-            )
-            await asyncio.to_thread(self._store.create, job, encoded)
-            if ours is None:
-                # Accepted is accepted: it is kept, and starts once its lease can be taken.
-                log.warning("stamp job accepted while its lease cannot be taken", extra={"job_id": job_id})
-            self._schedule(job)
+                if len(self._live) >= self._limits.max_unfinished:
+                    raise Exhausted("too many stamp jobs are waiting; try again in a minute", 60)
+                job = StampJob(
+                    job_id=job_id,
+                    owner=owner,
+                    fingerprint=fingerprint,
+                    callback_url=callback_url,
+                    created_at=self._clock(),
+                    items=[JobItem(d.client_ref) for d in documents],
+                    callback=Delivery(CallbackState.PENDING if callback_url else CallbackState.NONE),
+                )
+                await asyncio.to_thread(self._store.create, job, encoded)
+                if ours is None:
+                    # Accepted is accepted: it is kept, and starts once its lease can be taken.
+                    log.warning("stamp job accepted before its lease", extra={"job_id": job_id})
+                self._schedule(job)
+                running = True
+            finally:
+                # Whatever went wrong on the way (a full disk, a cancelled call), a lease taken
+                # for a job that does not run here is freed at once, not after it lapses.
+                if ours and not running:
+                    await self._let_go(job_id)
         log.info("stamp job accepted", extra={"job_id": job_id, "documents": len(documents)})
         return job
 
@@ -484,7 +494,7 @@ class StampJobs:
     async def _run(self, job: StampJob) -> None:
         running = asyncio.current_task()
         assert running is not None
-        renewing = asyncio.create_task(self._keep_lease(job.job_id, running))
+        renewing = asyncio.create_task(self._keep_lease(job, running))
         try:
             if job.status != JobStatus.DONE:
                 await self._stamp_all(job)
@@ -498,63 +508,96 @@ class StampJobs:
             log.exception("stamp job failed", extra={"job_id": job.job_id})
         finally:
             renewing.cancel()
-            self._live.pop(job.job_id, None)
-            self._sure_until.pop(job.job_id, None)
-            self._saving.pop(job.job_id, None)
-            # Free at once for another replica (or this one's next start), not after the lease.
+            # Free at once for another replica (or this one's next start), not after the lease;
+            # before the job leaves _live, so no new run of it here holds a lease this one frees.
             await self._let_go(job.job_id)
+            self._live.pop(job.job_id, None)
+            self._saving.pop(job.job_id, None)
 
-    async def _take_lease(self, job_id: str) -> bool | None:
-        """Take or renew the job's lease: True when this replica holds it now, False when another
-        does, None when the leases cannot be reached."""
+    async def _ask_lease(self, job_id: str) -> tuple[Held | None, float]:
+        """Take or renew the job's lease: what the leases said (None when they cannot be reached)
+        and until when the lease is surely ours, should it be."""
         sent_at = time.monotonic()
         try:
-            ours = await self._leases.hold(job_id)
+            held = await self._leases.hold(job_id)
         except redis.RedisError:
-            return None
-        if ours:
-            self._sure_until[job_id] = sent_at + self._leases.sure_s
-        return ours
+            return None, 0.0
+        except Exception:
+            log.exception("stamp job lease not asked for", extra={"job_id": job_id})
+            return None, 0.0
+        if held is Held.NO:
+            self._sure_until.pop(job_id, None)
+        return held, sent_at + self._leases.sure_s
 
-    async def _keep_lease(self, job_id: str, running: asyncio.Task[None]) -> None:
-        """Renew the job's lease while it runs; should another replica hold it (this one could not
-        renew it in time), stop the job here."""
+    async def _take_lease(self, job_id: str) -> bool | None:
+        """Take the lease of a job about to be accepted or taken up here: True when this replica
+        holds it now, False when another does, None when the leases cannot be reached."""
+        held, sure_until = await self._ask_lease(job_id)
+        if held is None:
+            return None
+        if held is Held.NO:
+            return False
+        self._sure_until[job_id] = sure_until
+        return True
+
+    async def _renew_lease(self, job: StampJob) -> bool | None:
+        """Renew the lease of a job running here: True when it is still this replica's, False when
+        the job is another's now, None when the leases cannot be reached. The caller holds the
+        job's write lock, so no write of this replica's is in flight."""
+        held, sure_until = await self._ask_lease(job.job_id)
+        if held is None:
+            return None
+        if held is Held.NO:
+            return False
+        if held is Held.TAKEN:
+            # The lease had lapsed. Unless the record is still the one written here last, another
+            # replica ran the job meanwhile, and this one's copy is out of date.
+            on_disk = await asyncio.to_thread(self._store.find, job.job_id)
+            if on_disk is None or on_disk.revision != job.revision:
+                return False
+        self._sure_until[job.job_id] = sure_until
+        return True
+
+    async def _keep_lease(self, job: StampJob, running: asyncio.Task[None]) -> None:
+        """Renew the job's lease while it runs; should the job be another replica's now (this one
+        could not renew it in time), stop it here."""
         while True:
             await asyncio.sleep(self._renew_s)
             try:
-                ours = await self._take_lease(job_id)
+                async with self._write_lock(job.job_id):
+                    ours = await self._renew_lease(job)
             except Exception:
                 # Renewal goes on whatever a call did; writes wait for a sure lease meanwhile.
-                log.exception("stamp job lease renewal failed", extra={"job_id": job_id})
+                log.exception("stamp job lease renewal failed", extra={"job_id": job.job_id})
                 continue
             if ours is None:
-                log.warning("stamp job lease not renewed; its writes wait", extra={"job_id": job_id})
+                log.warning("stamp job lease not renewed; its writes wait", extra={"job_id": job.job_id})
             elif not ours:
-                log.warning(
-                    "stamp job lease taken by another replica; stopped here", extra={"job_id": job_id}
-                )
+                log.warning("stamp job taken by another replica; stopped here", extra={"job_id": job.job_id})
                 running.cancel()
                 return
 
-    async def _confirm_lease(self, job_id: str) -> None:
+    async def _confirm_lease(self, job: StampJob) -> None:
         """Return once the job's lease is surely this replica's, waiting while the leases cannot be
-        reached; raise _LeaseLost when another replica holds it."""
-        while time.monotonic() >= self._sure_until.get(job_id, 0.0):
-            ours = await self._take_lease(job_id)
+        reached; raise _LeaseLost when the job is another's now. Under the job's write lock."""
+        while time.monotonic() >= self._sure_until.get(job.job_id, 0.0):
+            ours = await self._renew_lease(job)
             if ours is False:
-                log.warning(
-                    "stamp job lease taken by another replica; stopped here", extra={"job_id": job_id}
-                )
+                log.warning("stamp job taken by another replica; stopped here", extra={"job_id": job.job_id})
                 raise _LeaseLost
             if ours is None:
                 await self._pause(self._renew_s)
 
     async def _let_go(self, job_id: str) -> None:
+        self._sure_until.pop(job_id, None)
         try:
             await self._leases.release(job_id)
-        except redis.RedisError:
+        except Exception:
             # It lapses by itself.
             log.warning("stamp job lease not released", extra={"job_id": job_id})
+
+    def _write_lock(self, job_id: str) -> asyncio.Lock:
+        return self._saving.setdefault(job_id, asyncio.Lock())
 
     async def _stamp_all(self, job: StampJob) -> None:
         async with self._job_slots:
@@ -569,15 +612,25 @@ class StampJobs:
                 async with slots:
                     if self._stopping.is_set():
                         return
-                    with contextlib.suppress(_Stopping):
+                    try:
                         job.items[index].result = await self._stamp_document(job, index, documents[index])
                         await self._save(job)
+                    except _LeaseLost:
+                        raise
+                    except _Stopping:
+                        pass
 
-            # A task group: should one document's task fail, the others stop with it.
-            async with asyncio.TaskGroup() as group:
-                for index, item in enumerate(job.items):
-                    if item.result is None:
-                        group.create_task(one(index))
+            # A task group: should one document's task fail, or find the job another replica's,
+            # the others stop with it.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, item in enumerate(job.items):
+                        if item.result is None:
+                            group.create_task(one(index))
+            except BaseExceptionGroup as failed:
+                if failed.subgroup(_LeaseLost) is not None:
+                    raise _LeaseLost from None
+                raise
             if any(item.result is None for item in job.items):
                 raise _Stopping
             job.status = JobStatus.DONE
@@ -642,8 +695,9 @@ class StampJobs:
         while delivery.state == CallbackState.PENDING:
             if delivery.attempts:
                 await self._pause(self._callback_retries.delay(delivery.attempts - 1))
-            # Posted only while the lease is ours: two replicas never both call back.
-            await self._confirm_lease(job.job_id)
+            # Posted only while the lease is surely ours.
+            async with self._write_lock(job.job_id):
+                await self._confirm_lease(job)
             attempt = await self._attempt(job)
             delivery.attempts += 1
             delivery.last_http_status = attempt.http_status
@@ -678,11 +732,11 @@ class StampJobs:
 
     async def _save(self, job: StampJob) -> None:
         # One write at a time per job, each of a copy taken now: an older snapshot never lands last.
-        lock = self._saving.setdefault(job.job_id, asyncio.Lock())
-        async with lock:
-            # Written only while the lease is ours: a replica that lost it never overwrites the
-            # record its new holder keeps.
-            await self._confirm_lease(job.job_id)
+        async with self._write_lock(job.job_id):
+            # Written only while the lease is surely ours: a replica that lost it never overwrites
+            # the record another replica keeps.
+            await self._confirm_lease(job)
+            job.revision += 1
             write = asyncio.ensure_future(asyncio.to_thread(self._store.save, copy.deepcopy(job)))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)

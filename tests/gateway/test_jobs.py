@@ -69,7 +69,7 @@ from services.gateway.metrics import STAMP_OUTCOMES
 from services.gateway.stamping import StampingFlow
 from services.gateway.upstream import Backends
 from tests.auth_server import running_auth
-from tests.conftest import free_port, require_redis_server
+from tests.conftest import require_redis_server
 from tests.ledger_server import RunningLedger, running_ledger
 from tests.polling import eventually
 from tests.webhook_receiver import WebhookReceiver
@@ -493,7 +493,7 @@ async def test_replicas_sharing_the_store_leave_a_held_job_to_its_holder_and_tak
         done = await _done(other, parts.distributor, job.job_id)
         assert [item.result.code for item in done.items if item.result] == ["OK"] * 3
         assert (await parts.balance()).consumed == 3
-        assert await client.get(KEY_PREFIX + job.job_id) is None, "a finished job frees its lease"
+        await _lease_freed(client, job.job_id)
     finally:
         await client.delete(KEY_PREFIX + job.job_id)
         await client.aclose()
@@ -592,33 +592,165 @@ async def test_a_job_left_on_disk_goes_on_when_its_request_comes_again(parts: Pa
     assert (await parts.balance()).consumed == 2
 
 
+class OwnRedis:
+    """A redis-server of the test's own on a unix socket, started and stopped at will. Without
+    persistence: started again, it has forgotten every lease."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self._binary = binary
+        self._directory = directory
+        self._socket = directory / "redis.sock"
+        self.url = f"unix://{self._socket}"
+        self._server: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # No TCP port, and nothing kept on disk.
+        options = ["--port", "0", "--unixsocket", str(self._socket), "--save", "", "--appendonly", "no"]
+        self._server = subprocess.Popen(
+            [self._binary, *options],
+            cwd=self._directory,
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(unix_socket_path=str(self._socket), socket_timeout=1)
+        deadline = time.monotonic() + 20
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.RedisError:
+                    assert self._server.poll() is None, "redis-server exited"
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.terminate()
+            self._server.wait(10)
+            self._server = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(require_redis_server("stamp job tests with a Redis that comes and goes"), tmp_path)
+    yield server
+    server.stop()
+
+
+async def _lease_freed(client: redis.asyncio.Redis, job_id: str) -> None:
+    # The in-memory job says done a moment before its runner frees the lease.
+    await eventually(lambda: _is_missing(client, KEY_PREFIX + job_id), timeout_s=10)
+
+
+async def _is_missing(client: redis.asyncio.Redis, key: str) -> bool:
+    return await client.get(key) is None
+
+
 async def test_a_job_accepted_while_redis_is_away_waits_for_its_lease_then_runs_once(
-    parts: Parts, corpus: Path, tmp_path: Path
+    parts: Parts, corpus: Path, own_redis: OwnRedis
 ) -> None:
-    binary = require_redis_server("stamp job tests with a Redis that comes and goes")
-    port = free_port()
-    client = async_redis_client(f"redis://127.0.0.1:{port}/0")
+    client = async_redis_client(own_redis.url)
     jobs = parts.runner(leases=RedisJobLeases(client, "replica-a", retry_s=0.05), renew_s=0.1)
     documents = _documents(corpus, "sf-001-minimal-document.pdf", "sf-002-libreoffice-writer.pdf")
-    job = await jobs.submit(parts.distributor, "job-redis-away", documents, parts.receiver.url())
-    await asyncio.sleep(1.0)
-    kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
-    assert kept is not None and kept.status == JobStatus.QUEUED, "accepted, and kept on disk"
-    balance = await parts.balance()
-    assert (balance.held, balance.consumed) == (0, 0), "nothing stamped without a sure lease"
-    assert not parts.receiver.received
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-    )
     try:
+        job = await jobs.submit(parts.distributor, "job-redis-away", documents, parts.receiver.url())
+        await asyncio.sleep(1.0)
+        kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
+        assert kept is not None and kept.status == JobStatus.QUEUED, "accepted, and kept on disk"
+        balance = await parts.balance()
+        assert (balance.held, balance.consumed) == (0, 0), "nothing stamped without a sure lease"
+        assert not parts.receiver.received
+        own_redis.start()
         done = await _done(jobs, parts.distributor, job.job_id)
         assert [item.result.code for item in done.items if item.result] == ["OK", "OK"]
         assert (await parts.balance()).consumed == 2
         assert len(parts.receiver.received) == 1
-        assert await client.get(KEY_PREFIX + job.job_id) is None, "a finished job frees its lease"
+        await _lease_freed(client, job.job_id)
     finally:
-        server.terminate()
-        server.wait(10)
         await client.aclose()
+
+
+async def test_results_made_while_redis_is_away_are_recorded_once_it_is_back(
+    parts: Parts, corpus: Path, own_redis: OwnRedis
+) -> None:
+    own_redis.start()
+    client = async_redis_client(own_redis.url)
+    # A short lease, so its sure part is over within the test.
+    leases = RedisJobLeases(client, "replica-a", lease_s=1.5, retry_s=0.05)
+    jobs = parts.runner(leases=leases, renew_s=0.1, workers=1, documents_at_once=1)
+    documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 3)
+    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
+    for worker in signer_workers:
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        job = await jobs.submit(parts.distributor, "job-redis-gone", documents, parts.receiver.url())
+        await eventually(lambda: _held(parts), timeout_s=60)
+        # Redis goes while the first document is at the signer, and stays away past the lease.
+        own_redis.stop()
+        await asyncio.sleep(1.6)
+    finally:
+        for worker in signer_workers:
+            os.kill(worker.pid, signal.SIGCONT)
+    await eventually(lambda: _consumed(parts, 1), timeout_s=60)
+    await asyncio.sleep(0.5)
+    kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
+    assert kept is not None and not any(item.result for item in kept.items), "no write without a sure lease"
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held) == (1, 0), "and no further document started"
+    try:
+        # Back, without the lease it had: the record is still the one this replica wrote last.
+        own_redis.start()
+        done = await _done(jobs, parts.distributor, job.job_id)
+        assert [item.result.code for item in done.items if item.result] == ["OK"] * 3
+        balance = await parts.balance()
+        assert (balance.consumed, balance.held) == (3, 0)
+        assert len(parts.receiver.received) == 1
+        await _lease_freed(client, job.job_id)
+    finally:
+        await client.aclose()
+
+
+async def test_a_replica_whose_lease_lapsed_while_another_ran_the_job_leaves_the_record_alone(
+    parts: Parts, corpus: Path, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    held_back = asyncio.Event()
+
+    async def stalled(owner: str) -> float:
+        # This replica stalls before its first stamp (a paused pod), never renewing its lease.
+        await held_back.wait()
+        return 0.0
+
+    late = parts.runner(leases=RedisJobLeases(client, "replica-a", lease_s=1.0), renew_s=60, pace=stalled)
+    other = parts.runner(leases=RedisJobLeases(client, "replica-b"), sweep_s=0.1)
+    documents = _documents(corpus, "sf-001-minimal-document.pdf")
+    try:
+        job = await late.submit(parts.distributor, "job-lapsed", documents, parts.receiver.url())
+        await other.start()
+        # The lease lapses; the other replica takes the job up and finishes it.
+        finished = await _done(other, parts.distributor, job.job_id)
+        assert finished.callback.state == CallbackState.DELIVERED
+        await _lease_freed(client, job.job_id)
+        held_back.set()
+        await asyncio.sleep(1.0)
+        await late.shutdown(grace_s=5)
+        kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
+        assert kept is not None
+        assert (kept.status, kept.callback.state) == (JobStatus.DONE, CallbackState.DELIVERED)
+        assert kept.revision == finished.revision, "the late replica wrote nothing over it"
+        assert not (parts.jobs_dir / f"{job.job_id}.open").exists()
+        assert len(parts.receiver.received) == 1, "nor called back again"
+        assert (await parts.balance()).consumed == 1
+    finally:
+        await client.delete(KEY_PREFIX + job_id_for(parts.distributor, "job-lapsed"))
+        await client.aclose()
+
+
+async def _held(parts: Parts) -> bool:
+    return (await parts.balance()).held > 0
+
+
+async def _consumed(parts: Parts, units: int) -> bool:
+    return (await parts.balance()).consumed >= units

@@ -182,6 +182,21 @@ def test_filling_a_form_field_after_an_approval_stamp_is_allowed(
     assert (report.later_changes, report.document_intact, report.problems) == (ALLOWED, True, ())
 
 
+def _interpolate_first_image(writer: PdfWriter) -> None:
+    image = next(iter(writer.pages[0]["/Resources"]["/XObject"].values())).get_object()
+    image[_name("/Interpolate")] = _true()
+
+
+def test_a_changed_object_is_named_with_its_type_as_the_file_spells_it(
+    identity: SigningIdentity, trust_roots: list[x509.Certificate]
+) -> None:
+    stamped = stamp(read_corpus("sf-003-pdflatex-image.pdf"), identity)
+    image = PdfReader(io.BytesIO(stamped)).pages[0]["/Resources"]["/XObject"].raw_get("/Im1").idnum
+    report = ours(edit(stamped, _interpolate_first_image), trust_roots)
+    assert report.later_changes == MODIFIED
+    assert f"Object {image} (XObject) was changed after this signature." in report.problems, report.problems
+
+
 def test_a_second_stamp_is_an_allowed_change_for_the_first(
     identity: SigningIdentity, trust_roots: list[x509.Certificate]
 ) -> None:
@@ -357,3 +372,9 @@ def _name(value: str) -> object:
 
 
 assert timestamps  # pyHanko's timestamp clients are what test_tsa hands out
+
+
+def _true() -> object:
+    from pypdf.generic import BooleanObject
+
+    return BooleanObject(True)

@@ -289,8 +289,9 @@ def _check_signature(
     try:
         check = check_signed_data(contents)
     except CmsError as exc:
-        return _with(base, covers_whole_document=covers_whole, revision=revision, problems=(str(exc) + ".",))
-    problems += [problem[0].upper() + problem[1:] + "." for problem in check.problems]
+        problem = _sentence(str(exc))
+        return _with(base, covers_whole_document=covers_whole, revision=revision, problems=(problem,))
+    problems += [_sentence(problem) for problem in check.problems]
 
     actual = document_digest(check.digest_algorithm, [document[:gap_start], document[gap_end:end]])
     digest_matches = actual == check.claimed_digest
@@ -329,6 +330,11 @@ def _check_signature(
         timestamp_authority=timestamp.authority if not check.is_timestamp_token else subject,
         problems=tuple(problems),
     )
+
+
+def _sentence(phrase: str) -> str:
+    """A CMS check's phrase ("the signature has no signed attributes") as a problem of the report."""
+    return phrase[:1].upper() + phrase[1:] + "."
 
 
 def _kind(raw: _RawSignature) -> str:

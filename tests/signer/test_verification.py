@@ -207,6 +207,26 @@ def test_a_second_stamp_is_an_allowed_change_for_the_first(
     assert (second.later_changes, second.document_intact) == (NONE, True)
 
 
+@pytest.mark.parametrize(
+    ("signature", "problem"),
+    [
+        # A ContentInfo of plain data (1.2.840.113549.1.7.1), no SignedData.
+        (b"300b06092a864886f70d010701", "The signature is not a CMS SignedData."),
+        (b"ffff", "The signature data cannot be read (ValueError)."),
+    ],
+)
+def test_a_signature_that_is_no_cms_says_so_in_a_sentence(
+    signature: bytes, problem: str, identity: SigningIdentity, trust_roots: list[x509.Certificate]
+) -> None:
+    stamped = stamp(read_corpus("sf-001-minimal-document.pdf"), identity)
+    # The signature's own bytes, which no digest covers, replaced where they begin.
+    start = stamped.rindex(b"/Contents <") + len(b"/Contents <")
+    broken = stamped[:start] + signature + stamped[start + len(signature) :]
+    report = ours(broken, trust_roots)
+    assert report.problems == (problem,)
+    assert not report.signature_valid
+
+
 def test_a_deleted_object_is_a_modification(
     identity: SigningIdentity, trust_roots: list[x509.Certificate]
 ) -> None:

@@ -334,10 +334,17 @@ def _public_routes() -> APIRouter:
         return serial_json(found.serial)
 
     @router.post("/verify", tags=["verification"], summary="Verify the e-meterai in a PDF")
-    async def verify(file: Annotated[UploadFile, File()], gateway: GatewayDep) -> dict[str, Any]:
+    async def verify(
+        file: Annotated[UploadFile, File()], request: Request, response: Response, gateway: GatewayDep
+    ) -> dict[str, Any]:
+        """Each signature's checks, and what is wrong with it in `problems`, in the language the
+        caller prefers (Accept-Language: Indonesian or English)."""
         document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
-        return verification_json(await verify_document(gateway.backends, document))
+        language = problems.request_language(request)
+        response.headers["Content-Language"] = language
+        response.headers["Vary"] = "Accept-Language"
+        return verification_json(await verify_document(gateway.backends, document), language)
 
     @router.post("/payments/webhooks/{provider}", tags=["payments"], summary="Payment provider callback")
     async def payment_webhook(provider: str, request: Request, gateway: GatewayDep) -> dict[str, Any]:

@@ -78,7 +78,7 @@ INDONESIAN: dict[str, str] = {
     "the file is not a PDF": "Berkas bukan PDF",
     "a request with this idempotency key is still being processed; retry in a moment": "Permintaan dengan Idempotency-Key ini masih diproses; silakan coba lagi sebentar lagi",
     "an earlier attempt with this idempotency key failed and its quota was returned; send the document again with a new key": "Percobaan sebelumnya dengan Idempotency-Key ini gagal dan kuotanya sudah dikembalikan; kirim ulang dokumen dengan Idempotency-Key yang baru",
-    "unknown doc_type {word}; use one of: {allowed}": "Jenis dokumen (doc_type) {word} tidak dikenal; gunakan salah satu dari: {allowed}",
+    "unknown doc_type {word!r}; use one of: {allowed}": "Jenis dokumen (doc_type) {word!r} tidak dikenal; gunakan salah satu dari: {allowed}",
     "doc_type must name a document type": "doc_type harus berisi jenis dokumen yang valid",
     "rect must be four numbers: llx,lly,urx,ury (PDF points)": "rect harus berisi empat angka: llx,lly,urx,ury (dalam poin PDF)",
     "rect must have urx > llx and ury > lly": "rect harus memenuhi urx > llx dan ury > lly",
@@ -170,4 +170,68 @@ INDONESIAN: dict[str, str] = {
     "Too many files. Maximum number of files is {self.max_files}.": "Terlalu banyak berkas. Jumlah berkas maksimal {self.max_files}.",
     "Part exceeded maximum size of {int(self.max_part_size / 1024)}KB.": "Ukuran bagian formulir melebihi batas {int(self.max_part_size / 1024)} KB.",
     "Field exceeded maximum size of {int(self.max_part_size / 1024)}KB.": "Ukuran kolom formulir melebihi batas {int(self.max_part_size / 1024)} KB.",
+}
+
+# What the signer finds wrong with a signature (the `problems` of a verification report), as it
+# says them. A sentence may hold a phrase of its own (what changed, a CMS error): the phrase is
+# translated where it fits in, or kept as the file spells it (a field's name, an entry's key).
+# A phrase said alone, as a sentence, gets its capital and full stop around the translation.
+INDONESIAN_VERIFICATION: dict[str, str] = {
+    # the signature and its bytes
+    "The signature data is malformed and could not be checked.": "Data tanda tangan rusak dan tidak dapat diperiksa.",
+    "The signature's byte range is malformed.": "Rentang byte tanda tangan tidak valid.",
+    "The signature's byte range does not skip exactly its own /Contents.": "Rentang byte tanda tangan tidak tepat melewati /Contents miliknya sendiri.",
+    "Signatures of type {base.sub_filter or 'unknown'} are not supported.": "Tanda tangan jenis {base.sub_filter or 'unknown'} tidak didukung.",
+    "The document was changed after it was signed: the signed bytes do not match.": "Dokumen diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
+    "The signature does not end at the end of a revision of the file.": "Tanda tangan tidak berakhir di akhir suatu revisi berkas.",
+    "{trailing} byte(s) follow the signed revision without forming a revision of their own.": "Ada {trailing} byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri.",
+    # the CMS structure
+    "the signature is not a CMS SignedData": "tanda tangan bukan CMS SignedData",
+    "the signature has {len(signer_infos)} signers; exactly one is expected": "tanda tangan memiliki {len(signer_infos)} penanda tangan; seharusnya tepat satu",
+    "the signature data cannot be read ({type(exc).__name__})": "data tanda tangan tidak dapat dibaca ({type(exc).__name__})",
+    "the signature uses an unsupported digest algorithm ({digest_algorithm})": "tanda tangan memakai algoritma digest yang tidak didukung ({digest_algorithm})",
+    "the signature has no signed attributes": "tanda tangan tidak memiliki atribut yang ditandatangani",
+    "the signature has no message-digest attribute": "tanda tangan tidak memiliki atribut message-digest",
+    "the timestamp uses an unsupported digest algorithm ({digest_algorithm})": "cap waktu memakai algoritma digest yang tidak didukung ({digest_algorithm})",
+    "the signer's certificate is not embedded in the signature": "sertifikat penanda tangan tidak disertakan dalam tanda tangan",
+    "the timestamp token's message-digest does not match its content": "message-digest pada token cap waktu tidak cocok dengan isinya",
+    "the cryptographic signature does not verify with the signer's certificate": "tanda tangan kriptografis tidak terverifikasi dengan sertifikat penanda tangan",
+    # the signature's timestamp
+    "The signature's timestamp is unreadable: {exc}.": "Cap waktu tanda tangan tidak dapat dibaca: {exc}.",
+    "the signature's timestamp attribute cannot be read": "atribut cap waktu tanda tangan tidak dapat dibaca",
+    "The signature's timestamp attribute holds no timestamp token.": "Atribut cap waktu tanda tangan tidak berisi token cap waktu.",
+    "The signature's timestamp: {problem}.": "Cap waktu tanda tangan: {problem}.",
+    "The signature's timestamp was issued for a different signature value.": "Cap waktu tanda tangan diterbitkan untuk nilai tanda tangan yang lain.",
+    "The timestamp authority's certificate is not issued for timestamping.": "Sertifikat otoritas cap waktu tidak diterbitkan untuk pemberian cap waktu.",
+    # certificates
+    "No trust roots are configured, so the certificate chain was not checked.": "Tidak ada sertifikat akar tepercaya yang diatur, sehingga rantai sertifikat tidak diperiksa.",
+    "The {whose} certificate does not chain to a trusted root.": "Sertifikat {whose} tidak terhubung ke sertifikat akar tepercaya.",
+    "signer's": "penanda tangan",
+    "timestamp authority's": "otoritas cap waktu",
+    "The certificate {cert.subject.rfc4514_string()} was not valid at {at:%Y-%m-%d %H:%M:%S} UTC.": "Sertifikat {cert.subject.rfc4514_string()} tidak berlaku pada {at:%Y-%m-%d %H:%M:%S} UTC.",
+    # changes made after the signature
+    "The changes made after this signature cannot be read ({self._error}).": "Perubahan setelah tanda tangan ini tidak dapat dibaca ({self._error}).",
+    "A later revision replaces the signed one instead of adding to it.": "Revisi berikutnya menggantikan revisi yang ditandatangani, bukan menambahkan padanya.",
+    "The changes made after this signature cannot be analysed ({type(exc).__name__}).": "Perubahan setelah tanda tangan ini tidak dapat dianalisis ({type(exc).__name__}).",
+    "... and {more} more changes that are not allowed.": "... dan {more} perubahan lain yang tidak diizinkan.",
+    "The document catalog was replaced after this signature.": "Katalog dokumen diganti setelah tanda tangan ini.",
+    "{_sentence(self._describe(number))} was deleted after this signature.": "{_sentence(self._describe(number))} dihapus setelah tanda tangan ini.",
+    "{_sentence(what)} was changed after this signature.": "{_sentence(what)} diubah setelah tanda tangan ini.",
+    "The document catalog's {key} entry was changed after this signature.": "Entri {key} pada katalog dokumen diubah setelah tanda tangan ini.",
+    "The interactive form was removed after this signature.": "Formulir interaktif dihapus setelah tanda tangan ini.",
+    "The interactive form's {key} entry was changed after this signature.": "Entri {key} pada formulir interaktif diubah setelah tanda tangan ini.",
+    "{_sentence(self._describe_item(item))} was removed from the form.": "{_sentence(self._describe_item(item))} dihapus dari formulir.",
+    "A form field other than a signature was added after this signature.": "Kolom formulir selain tanda tangan ditambahkan setelah tanda tangan ini.",
+    "An annotation was removed from page {page} after this signature.": "Sebuah anotasi dihapus dari halaman {page} setelah tanda tangan ini.",
+    "An annotation ({kind}) was added to page {page} after this signature.": "Sebuah anotasi ({kind}) ditambahkan ke halaman {page} setelah tanda tangan ini.",
+    # what changed, as those sentences name it
+    "page {self.map.pages[number]}": "halaman {self.map.pages[number]}",
+    "the content of page {self.map.contents[number]}": "isi halaman {self.map.contents[number]}",
+    "an annotation on page {self.map.annotations[number]}": "anotasi di halaman {self.map.annotations[number]}",
+    "form field {self.map.fields[number].name!r}": "kolom formulir {self.map.fields[number].name!r}",
+    "the document catalog": "katalog dokumen",
+    "the page tree": "pohon halaman",
+    # With its type after it, when it has one: "object 12 (XObject)".
+    "object {number}": "objek {number}",
+    "a form field": "sebuah kolom formulir",
 }

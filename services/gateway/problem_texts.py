@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS
+from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS, INDONESIAN_VERIFICATION
 
 ENGLISH = "en"
 BAHASA = "id"
@@ -53,42 +53,91 @@ class _Template:
     pattern: re.Pattern[str]
     placeholders: tuple[str, ...]
     indonesian: str
+    # How much of the entry is its own words: where two entries match, the one saying more wins.
+    literal_length: int
 
     @classmethod
     def of(cls, english: str, indonesian: str) -> _Template:
         placeholders = tuple(_PLACEHOLDER.findall(english))
         literals = _PLACEHOLDER.split(english)
         pattern = "(.+?)".join(re.escape(literal) for literal in literals)
-        return cls(literals[0], re.compile(pattern, re.DOTALL), placeholders, indonesian)
+        return cls(
+            literals[0], re.compile(pattern, re.DOTALL), placeholders, indonesian, sum(map(len, literals))
+        )
 
-    def fill(self, english: str) -> str | None:
+    def values(self, english: str) -> tuple[str, ...] | None:
         if not english.startswith(self.prefix):
             return None
         found = self.pattern.fullmatch(english)
-        if found is None:
-            return None
+        return None if found is None else found.groups()
+
+    def fill(self, values: tuple[str, ...]) -> str:
         text = self.indonesian
-        for placeholder, value in zip(self.placeholders, found.groups(), strict=True):
+        for placeholder, value in zip(self.placeholders, values, strict=True):
             text = text.replace(placeholder, value)
         return text
 
 
-_EXACT = {english: text for english, text in INDONESIAN.items() if not _PLACEHOLDER.search(english)}
-_TEMPLATES = [
-    _Template.of(english, text) for english, text in INDONESIAN.items() if _PLACEHOLDER.search(english)
-]
+class _Catalogue:
+    """English messages to Indonesian: exact ones, and templates whose placeholders take the
+    message's own values. With `phrases`, a value that is itself in the catalogue (what changed,
+    in a sentence saying that it changed) is translated too; any other is kept as it is."""
+
+    def __init__(self, entries: Mapping[str, str], *, phrases: bool = False) -> None:
+        self._exact = {english: text for english, text in entries.items() if not _PLACEHOLDER.search(english)}
+        templates = [
+            _Template.of(english, text) for english, text in entries.items() if _PLACEHOLDER.search(english)
+        ]
+        self._templates = sorted(templates, key=lambda template: -template.literal_length)
+        self._phrases = phrases
+
+    def lookup(self, message: str, depth: int = 0) -> str | None:
+        exact = self._exact.get(message)
+        if exact is not None:
+            return exact
+        for template in self._templates:
+            values = template.values(message)
+            if values is None:
+                continue
+            if self._phrases and depth < _MAX_NESTING:
+                values = tuple(self.phrase(value, depth + 1) or value for value in values)
+            return template.fill(values)
+        return None
+
+    def phrase(self, text: str, depth: int = 0) -> str | None:
+        """text translated, also when it begins a sentence: a capital put on a phrase of the
+        catalogue is put on its translation."""
+        found = self.lookup(text, depth)
+        if found is None and text[:1].isupper():
+            lowered = self.lookup(text[:1].lower() + text[1:], depth)
+            found = None if lowered is None else lowered[:1].upper() + lowered[1:]
+        return found
+
+
+# A phrase within a phrase within a sentence ("The signature's timestamp: <what the CMS check
+# says>.") is as deep as the signer's sentences go.
+_MAX_NESTING = 3
+_MESSAGES = _Catalogue(INDONESIAN)
+_VERIFICATION = _Catalogue(INDONESIAN_VERIFICATION, phrases=True)
 
 
 def indonesian(message: str) -> str | None:
     """message (English, as the services say it) in Indonesian; None when not in the catalogue."""
-    exact = _EXACT.get(message)
-    if exact is not None:
-        return exact
-    for template in _TEMPLATES:
-        filled = template.fill(message)
-        if filled is not None:
-            return filled
-    return None
+    return _MESSAGES.lookup(message)
+
+
+def verification_problem(problem: str, language: str) -> str:
+    """What the signer found wrong with a signature, in the caller's language; a problem not in
+    the catalogue stays in English."""
+    if language != BAHASA:
+        return problem
+    found = _VERIFICATION.phrase(problem)
+    if found is None and problem.endswith("."):
+        # A phrase said as a sentence of its own ("The signer's certificate is not embedded in
+        # the signature.").
+        sentence = _VERIFICATION.phrase(problem[:-1])
+        found = None if sentence is None else sentence + "."
+    return problem if found is None else found
 
 
 def field_problem(error: Mapping[str, Any], language: str) -> str:

@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from emeterai.v1 import accounts_pb2, common_pb2, distributor_service_pb2, ledger_pb2, verification_pb2
 from services.common.errors import InvalidInput
+from services.gateway.problem_texts import ENGLISH, verification_problem
 
 _STAMP_STATUS = {
     ledger_pb2.HOLD_STATUS_RESERVED: distributor_service_pb2.STAMP_STATUS_STAMPING,
@@ -170,7 +171,8 @@ def serial_json(record: ledger_pb2.SerialRecord) -> dict[str, Any]:
     }
 
 
-def verification_json(report: verification_pb2.VerificationReport) -> dict[str, Any]:
+def verification_json(report: verification_pb2.VerificationReport, language: str = ENGLISH) -> dict[str, Any]:
+    """The report as /v1/verify answers it: each signature's problems in the caller's language."""
     signatures = [
         {
             "field": s.field_name,
@@ -189,7 +191,7 @@ def verification_json(report: verification_pb2.VerificationReport) -> dict[str, 
             if s.later_changes
             else None,
             "serial_status": enum_word(ledger_pb2.SerialStatus, s.serial_status) if s.serial else None,
-            "problems": list(s.problems),
+            "problems": [verification_problem(problem, language) for problem in s.problems],
         }
         for s in report.signatures
     ]

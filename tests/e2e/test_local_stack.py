@@ -173,6 +173,25 @@ def test_retail_user_buys_stamps_downloads_and_verifies(
     assert signature["serial_status"] == "stamped"
     assert (signature["kind"], signature["later_changes"]) == ("approval", "none")
 
+    # Bytes added after the stamp that form no revision: what is wrong, in the caller's language.
+    tampered = pdf + b"\n% appended\n"
+    answers = {
+        language: client.post(
+            "/v1/verify",
+            files={"file": ("tampered.pdf", tampered, "application/pdf")},
+            headers={"Accept-Language": language},
+        )
+        for language in ("id-ID,id;q=0.9", "en")
+    }
+    indonesian, english = (answers[language].json()["signatures"][0] for language in answers)
+    assert english["problems"] == [
+        "12 byte(s) follow the signed revision without forming a revision of their own."
+    ]
+    assert indonesian["problems"] == [
+        "Ada 12 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri."
+    ]
+    assert [answer.headers["content-language"] for answer in answers.values()] == ["id", "en"]
+
     public = client.get(f"/v1/serials/{record['serial']}")
     assert public.status_code == 200
     assert public.json()["status"] == "stamped"

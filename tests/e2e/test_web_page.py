@@ -453,12 +453,25 @@ def test_a_retail_user_stamps_a_document_through_the_page(
     page.locator("#serial-form").get_by_role("button", name="Periksa", exact=True).click()
     expect(page.locator("#serial-result")).to_contain_text(f"Nomor seri {serial} sah: dibubuhkan")
 
-    # English, remembered across a reload; the session survives the reload too.
+    # Bytes added after the stamp: what is wrong is said in the page's language.
+    tampered_path = tmp_path / "tampered.pdf"
+    tampered_path.write_bytes(stamped + b"\n% appended\n")
+    page.get_by_label("PDF yang akan diperiksa").set_input_files(tampered_path)
+    page.locator("#verify-form").get_by_role("button", name="Periksa", exact=True).click()
+    expect(verdict.locator("li.bad").last).to_have_text(
+        "Ada 12 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri."
+    )
+
+    # English, remembered across a reload; the session survives the reload too. The report is
+    # asked for again, so its problems are in English too.
     page.get_by_role("button", name="English").click()
     assert page.evaluate("document.documentElement.lang") == "en"
     expect(page.get_by_role("navigation").get_by_role("button", name="History")).to_be_visible()
     expect(verdict.locator(".verdict")).to_have_text("Valid")
     expect(verdict).to_contain_text("The document has not changed since it was signed.")
+    expect(verdict.locator("li.bad").last).to_have_text(
+        "12 byte(s) follow the signed revision without forming a revision of their own."
+    )
     page.reload()
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(page.get_by_role("heading", name="Verify a document")).to_be_visible()

@@ -14,8 +14,19 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from services.common import errors
-from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS, INDONESIAN_TITLES
-from services.gateway.problem_texts import BAHASA, ENGLISH, indonesian, preferred_language
+from services.gateway.problem_catalogue import (
+    INDONESIAN,
+    INDONESIAN_FIELD_PROBLEMS,
+    INDONESIAN_TITLES,
+    INDONESIAN_VERIFICATION,
+)
+from services.gateway.problem_texts import (
+    BAHASA,
+    ENGLISH,
+    indonesian,
+    preferred_language,
+    verification_problem,
+)
 from services.gateway.problems import install
 
 # Ours, and the libraries that answer beneath the routes (404, 405, a malformed multipart body).
@@ -65,11 +76,12 @@ def _piece(value: ast.expr) -> str:
     if isinstance(value, ast.Constant):
         return str(value.value)
     assert isinstance(value, ast.FormattedValue)
+    conversion = "" if value.conversion == -1 else "!" + chr(value.conversion)
     spec = ""
     if value.format_spec is not None:
         assert isinstance(value.format_spec, ast.JoinedStr)
         spec = ":" + "".join(_piece(v) for v in value.format_spec.values)
-    return "{" + ast.unparse(value.value) + spec + "}"
+    return "{" + ast.unparse(value.value) + conversion + spec + "}"
 
 
 def test_every_catalogue_entry_is_a_message_the_services_say() -> None:
@@ -156,3 +168,73 @@ def test_invalid_fields_are_named_in_the_callers_language() -> None:
     assert english.json()["errors"] == [
         {"field": "quantity", "problem": "Input should be greater than or equal to 1"}
     ]
+
+
+def test_every_verification_entry_is_something_the_signer_says_and_keeps_its_placeholders() -> None:
+    said = _messages_in_source()
+    strays = [english for english in INDONESIAN_VERIFICATION if english not in said]
+    assert not strays, f"not said anywhere (changed or gone?): {strays}"
+    for english, text in INDONESIAN_VERIFICATION.items():
+        assert set(PLACEHOLDER.findall(text)) == set(PLACEHOLDER.findall(english)), english
+        assert text.strip() and text != english, english
+
+
+@pytest.mark.parametrize(
+    ("problem", "expected"),
+    [
+        (
+            "The document was changed after it was signed: the signed bytes do not match.",
+            "Dokumen diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
+        ),
+        # A value kept as it is.
+        (
+            "4 byte(s) follow the signed revision without forming a revision of their own.",
+            "Ada 4 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri.",
+        ),
+        # What changed is a phrase of its own, with the capital that begins the sentence.
+        (
+            "The content of page 1 was deleted after this signature.",
+            "Isi halaman 1 dihapus setelah tanda tangan ini.",
+        ),
+        (
+            "Object 12 (XObject) was changed after this signature.",
+            "Objek 12 (XObject) diubah setelah tanda tangan ini.",
+        ),
+        # A field's name stays as the form spells it.
+        ("Form field 'Nama' was removed from the form.", "Kolom formulir 'Nama' dihapus dari formulir."),
+        # The entry saying more wins over the one that would also match ("{what} was changed").
+        (
+            "The document catalog's /OpenAction entry was changed after this signature.",
+            "Entri /OpenAction pada katalog dokumen diubah setelah tanda tangan ini.",
+        ),
+        # A CMS check's phrase as a sentence of its own, and within another.
+        (
+            "The signer's certificate is not embedded in the signature.",
+            "Sertifikat penanda tangan tidak disertakan dalam tanda tangan.",
+        ),
+        ("The signature is not a CMS SignedData.", "Tanda tangan bukan CMS SignedData."),
+        (
+            "The signature's timestamp: the timestamp token's message-digest does not match its content.",
+            "Cap waktu tanda tangan: message-digest pada token cap waktu tidak cocok dengan isinya.",
+        ),
+        (
+            "The signature's timestamp is unreadable: the signature data cannot be read (ValueError).",
+            "Cap waktu tanda tangan tidak dapat dibaca: data tanda tangan tidak dapat dibaca (ValueError).",
+        ),
+        (
+            "The timestamp authority's certificate does not chain to a trusted root.",
+            "Sertifikat otoritas cap waktu tidak terhubung ke sertifikat akar tepercaya.",
+        ),
+        (
+            "The certificate CN=Uji,O=Contoh was not valid at 2026-01-02 03:04:05 UTC.",
+            "Sertifikat CN=Uji,O=Contoh tidak berlaku pada 2026-01-02 03:04:05 UTC.",
+        ),
+    ],
+)
+def test_verification_problems_are_in_indonesian_when_asked(problem: str, expected: str) -> None:
+    assert verification_problem(problem, BAHASA) == expected
+    assert verification_problem(problem, ENGLISH) == problem
+
+
+def test_a_verification_problem_not_in_the_catalogue_stays_in_english() -> None:
+    assert verification_problem("A problem nobody wrote down.", BAHASA) == "A problem nobody wrote down."

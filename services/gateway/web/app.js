@@ -29,6 +29,8 @@ const state = {
   waiting: null,
   history: null,
   report: null,
+  // The file the report is about, kept to ask again in the other language.
+  reportFile: null,
   serial: null,
 };
 
@@ -868,15 +870,40 @@ async function verify(event) {
   const file = $("verify-file").files[0];
   if (!file) return;
   state.report = null;
+  state.reportFile = null;
   renderReport();
   showInfo("checking");
   await busy(event.target, async () => {
-    const form = new FormData();
-    form.append("file", file);
-    state.report = await call("POST", "/v1/verify", { form });
+    state.report = await verifyFile(file);
+    state.reportFile = file;
     clearMessage();
     renderReport();
   });
+}
+
+// The server reports what is wrong with a signature in the page's language.
+async function verifyFile(file) {
+  const form = new FormData();
+  form.append("file", file);
+  const report = await call("POST", "/v1/verify", { form });
+  report.language = state.language;
+  return report;
+}
+
+// After a language switch, the report's problems are asked for again in the new language.
+async function translateReport() {
+  const { report, reportFile } = state;
+  if (!report || !reportFile || report.language === state.language) return;
+  if (!report.signatures.some((s) => s.problems.length)) return;
+  try {
+    const again = await verifyFile(reportFile);
+    if (state.report === report) {
+      state.report = again;
+      renderReport();
+    }
+  } catch {
+    // The report stays as it was, in the language it came in.
+  }
 }
 
 function signatureIsGood(s) {
@@ -988,6 +1015,7 @@ function wire() {
     state.language = state.language === "id" ? "en" : "id";
     localStorage.setItem(LANGUAGE_KEY, state.language);
     applyLanguage();
+    translateReport();
   });
   $("sign-out").addEventListener("click", signOut);
   for (const tab of document.querySelectorAll("nav [data-view]")) {

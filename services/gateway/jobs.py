@@ -328,6 +328,8 @@ class StampJobs:
         self._live: dict[str, StampJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Future[None]] = set()
+        # Each job's latest write: at most one at a time, under the job's write lock.
+        self._writing: dict[str, asyncio.Future[None]] = {}
         self._stopping = asyncio.Event()
 
     async def start(self) -> int:
@@ -508,6 +510,11 @@ class StampJobs:
             log.exception("stamp job failed", extra={"job_id": job.job_id})
         finally:
             renewing.cancel()
+            # A write still landing (the job was cancelled during it) lands before the lease goes,
+            # never over what another replica writes next.
+            writing = self._writing.pop(job.job_id, None)
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
             # Free at once for another replica (or this one's next start), not after the lease;
             # before the job leaves _live, so no new run of it here holds a lease this one frees.
             await self._let_go(job.job_id)
@@ -554,6 +561,7 @@ class StampJobs:
             # replica ran the job meanwhile, and this one's copy is out of date.
             on_disk = await asyncio.to_thread(self._store.find, job.job_id)
             if on_disk is None or on_disk.revision != job.revision:
+                self._sure_until.pop(job.job_id, None)
                 return False
         self._sure_until[job.job_id] = sure_until
         return True
@@ -736,9 +744,13 @@ class StampJobs:
             # Written only while the lease is surely ours: a replica that lost it never overwrites
             # the record another replica keeps.
             await self._confirm_lease(job)
-            job.revision += 1
-            write = asyncio.ensure_future(asyncio.to_thread(self._store.save, copy.deepcopy(job)))
+            snapshot = copy.deepcopy(job)
+            snapshot.revision += 1
+            write = asyncio.ensure_future(asyncio.to_thread(self._store.save, snapshot))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
-            # A cancelled task's write still finishes; shutdown() waits for it.
+            self._writing[job.job_id] = write
+            # A cancelled task's write still finishes; shutdown() and the job's end wait for it.
             await asyncio.shield(write)
+            # Counted once on disk, so a record that failed to be written is not taken for ours.
+            job.revision = snapshot.revision

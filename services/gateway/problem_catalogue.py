@@ -173,18 +173,32 @@ INDONESIAN: dict[str, str] = {
 }
 
 # What the signer finds wrong with a signature (the `problems` of a verification report), as it
-# says them. A sentence may hold a phrase of its own (what changed, a CMS error): the phrase is
-# translated where it fits in, or kept as the file spells it (a field's name, an entry's key).
-# A phrase said alone, as a sentence, gets its capital and full stop around the translation.
+# says them. A sentence may hold a phrase of its own (what changed, a CMS error), in one of
+# VERIFICATION_PHRASES: that phrase is translated where it fits in. Any other value is kept as the
+# file spells it (a field's name, an entry's key, a certificate's subject). A phrase said alone,
+# as a sentence, gets its capital and full stop around the translation.
+VERIFICATION_PHRASES = frozenset(
+    {
+        "{_sentence(self._describe(number))}",
+        "{_sentence(what)}",
+        "{_sentence(self._describe_item(item))}",
+        "{problem}",
+        "{exc}",
+        "{whose}",
+        "{self._error}",
+    }
+)
+
 INDONESIAN_VERIFICATION: dict[str, str] = {
     # the signature and its bytes
     "The signature data is malformed and could not be checked.": "Data tanda tangan rusak dan tidak dapat diperiksa.",
     "The signature's byte range is malformed.": "Rentang byte tanda tangan tidak valid.",
-    "The signature's byte range does not skip exactly its own /Contents.": "Rentang byte tanda tangan tidak tepat melewati /Contents miliknya sendiri.",
-    "Signatures of type {base.sub_filter or 'unknown'} are not supported.": "Tanda tangan jenis {base.sub_filter or 'unknown'} tidak didukung.",
-    "The document was changed after it was signed: the signed bytes do not match.": "Dokumen diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
+    "The signature's byte range does not skip exactly its own /Contents.": "Rentang byte tanda tangan tidak tepat mengecualikan bagian /Contents-nya sendiri.",
+    "Signatures of type {base.sub_filter} are not supported.": "Tanda tangan jenis {base.sub_filter} tidak didukung.",
+    "The signature names no type (/SubFilter), so it cannot be checked.": "Tanda tangan tidak menyebutkan jenisnya (/SubFilter), sehingga tidak dapat diperiksa.",
+    "The document was changed after it was signed: the signed bytes do not match.": "Dokumen telah diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
     "The signature does not end at the end of a revision of the file.": "Tanda tangan tidak berakhir di akhir suatu revisi berkas.",
-    "{trailing} byte(s) follow the signed revision without forming a revision of their own.": "Ada {trailing} byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri.",
+    "{trailing} byte(s) follow the signed revision without forming a revision of their own.": "Ada {trailing} byte tambahan setelah revisi yang ditandatangani, tetapi byte tersebut tidak membentuk revisi tersendiri.",
     # the CMS structure
     "the signature is not a CMS SignedData": "tanda tangan bukan CMS SignedData",
     "the signature has {len(signer_infos)} signers; exactly one is expected": "tanda tangan memiliki {len(signer_infos)} penanda tangan; seharusnya tepat satu",
@@ -194,24 +208,24 @@ INDONESIAN_VERIFICATION: dict[str, str] = {
     "the signature has no message-digest attribute": "tanda tangan tidak memiliki atribut message-digest",
     "the timestamp uses an unsupported digest algorithm ({digest_algorithm})": "cap waktu memakai algoritma digest yang tidak didukung ({digest_algorithm})",
     "the signer's certificate is not embedded in the signature": "sertifikat penanda tangan tidak disertakan dalam tanda tangan",
-    "the timestamp token's message-digest does not match its content": "message-digest pada token cap waktu tidak cocok dengan isinya",
-    "the cryptographic signature does not verify with the signer's certificate": "tanda tangan kriptografis tidak terverifikasi dengan sertifikat penanda tangan",
+    "the timestamp token's message-digest does not match its content": "nilai message-digest pada token cap waktu tidak cocok dengan isinya",
+    "the cryptographic signature does not verify with the signer's certificate": "tanda tangan kriptografis tidak dapat diverifikasi dengan sertifikat penanda tangan",
     # the signature's timestamp
     "The signature's timestamp is unreadable: {exc}.": "Cap waktu tanda tangan tidak dapat dibaca: {exc}.",
     "the signature's timestamp attribute cannot be read": "atribut cap waktu tanda tangan tidak dapat dibaca",
     "The signature's timestamp attribute holds no timestamp token.": "Atribut cap waktu tanda tangan tidak berisi token cap waktu.",
     "The signature's timestamp: {problem}.": "Cap waktu tanda tangan: {problem}.",
-    "The signature's timestamp was issued for a different signature value.": "Cap waktu tanda tangan diterbitkan untuk nilai tanda tangan yang lain.",
-    "The timestamp authority's certificate is not issued for timestamping.": "Sertifikat otoritas cap waktu tidak diterbitkan untuk pemberian cap waktu.",
+    "The signature's timestamp was issued for a different signature value.": "Cap waktu tanda tangan diterbitkan untuk nilai tanda tangan yang berbeda.",
+    "The timestamp authority's certificate is not issued for timestamping.": "Sertifikat otoritas cap waktu tidak ditujukan untuk pemberian cap waktu.",
     # certificates
-    "No trust roots are configured, so the certificate chain was not checked.": "Tidak ada sertifikat akar tepercaya yang diatur, sehingga rantai sertifikat tidak diperiksa.",
+    "No trust roots are configured, so the certificate chain was not checked.": "Belum ada sertifikat akar tepercaya yang dikonfigurasi, sehingga rantai sertifikat tidak diperiksa.",
     "The {whose} certificate does not chain to a trusted root.": "Sertifikat {whose} tidak terhubung ke sertifikat akar tepercaya.",
     "signer's": "penanda tangan",
     "timestamp authority's": "otoritas cap waktu",
     "The certificate {cert.subject.rfc4514_string()} was not valid at {at:%Y-%m-%d %H:%M:%S} UTC.": "Sertifikat {cert.subject.rfc4514_string()} tidak berlaku pada {at:%Y-%m-%d %H:%M:%S} UTC.",
     # changes made after the signature
     "The changes made after this signature cannot be read ({self._error}).": "Perubahan setelah tanda tangan ini tidak dapat dibaca ({self._error}).",
-    "A later revision replaces the signed one instead of adding to it.": "Revisi berikutnya menggantikan revisi yang ditandatangani, bukan menambahkan padanya.",
+    "A later revision replaces the signed one instead of adding to it.": "Revisi berikutnya menggantikan revisi yang ditandatangani, bukan menambahkan perubahan di atasnya.",
     "The changes made after this signature cannot be analysed ({type(exc).__name__}).": "Perubahan setelah tanda tangan ini tidak dapat dianalisis ({type(exc).__name__}).",
     "... and {more} more changes that are not allowed.": "... dan {more} perubahan lain yang tidak diizinkan.",
     "The document catalog was replaced after this signature.": "Katalog dokumen diganti setelah tanda tangan ini.",
@@ -224,14 +238,31 @@ INDONESIAN_VERIFICATION: dict[str, str] = {
     "A form field other than a signature was added after this signature.": "Kolom formulir selain tanda tangan ditambahkan setelah tanda tangan ini.",
     "An annotation was removed from page {page} after this signature.": "Sebuah anotasi dihapus dari halaman {page} setelah tanda tangan ini.",
     "An annotation ({kind}) was added to page {page} after this signature.": "Sebuah anotasi ({kind}) ditambahkan ke halaman {page} setelah tanda tangan ini.",
+    "An annotation with no /Subtype was added to page {page} after this signature.": "Sebuah anotasi tanpa /Subtype ditambahkan ke halaman {page} setelah tanda tangan ini.",
     # what changed, as those sentences name it
     "page {self.map.pages[number]}": "halaman {self.map.pages[number]}",
     "the content of page {self.map.contents[number]}": "isi halaman {self.map.contents[number]}",
     "an annotation on page {self.map.annotations[number]}": "anotasi di halaman {self.map.annotations[number]}",
     "form field {self.map.fields[number].name!r}": "kolom formulir {self.map.fields[number].name!r}",
     "the document catalog": "katalog dokumen",
-    "the page tree": "pohon halaman",
+    "the page tree": "struktur halaman",
     # With its type after it, when it has one: "object 12 (XObject)".
     "object {number}": "objek {number}",
     "a form field": "sebuah kolom formulir",
+    # why the file's revisions cannot be read (in "The changes made after this signature cannot be read (...)")
+    "the file has no startxref near its end": "berkas tidak memiliki startxref di dekat akhirnya",
+    "the chain of cross-reference sections loops": "rangkaian bagian cross-reference berputar kembali",
+    "a cross-reference offset ({offset}) lies outside the file": "offset cross-reference ({offset}) berada di luar berkas",
+    "no cross-reference section at offset {offset}": "tidak ada bagian cross-reference pada offset {offset}",
+    "the cross-reference table at {offset} is cut short": "tabel cross-reference pada {offset} terpotong",
+    "the cross-reference table at {offset} has a malformed entry": "tabel cross-reference pada {offset} memiliki entri yang tidak valid",
+    "the cross-reference table at {offset} has no trailer": "tabel cross-reference pada {offset} tidak memiliki trailer",
+    "the trailer at {offset} is not a dictionary": "trailer pada {offset} bukan dictionary",
+    "no cross-reference stream at offset {at}": "tidak ada stream cross-reference pada offset {at}",
+    "the object at offset {at} is not a cross-reference stream": "objek pada offset {at} bukan stream cross-reference",
+    "the object at offset {at} cannot be parsed ({type(exc).__name__})": "objek pada offset {at} tidak dapat diurai ({type(exc).__name__})",
+    "a cross-reference stream has a malformed /W": "sebuah stream cross-reference memiliki /W yang tidak valid",
+    "a cross-reference stream has a malformed /Index": "sebuah stream cross-reference memiliki /Index yang tidak valid",
+    "a cross-reference stream cannot be decoded": "sebuah stream cross-reference tidak dapat didekode",
+    "a cross-reference stream is shorter than its /Index says": "sebuah stream cross-reference lebih pendek daripada yang dinyatakan /Index-nya",
 }

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.gateway.problem_catalogue import INDONESIAN, INDONESIAN_FIELD_PROBLEMS, INDONESIAN_VERIFICATION
+from services.gateway.problem_catalogue import (
+    INDONESIAN,
+    INDONESIAN_FIELD_PROBLEMS,
+    INDONESIAN_VERIFICATION,
+    VERIFICATION_PHRASES,
+)
 
 ENGLISH = "en"
 BAHASA = "id"
@@ -71,19 +76,18 @@ class _Template:
         found = self.pattern.fullmatch(english)
         return None if found is None else found.groups()
 
-    def fill(self, values: tuple[str, ...]) -> str:
-        text = self.indonesian
-        for placeholder, value in zip(self.placeholders, values, strict=True):
-            text = text.replace(placeholder, value)
-        return text
+    def fill(self, values: Mapping[str, str]) -> str:
+        # In one pass: a value that itself holds "{page}" stays as it is.
+        return _PLACEHOLDER.sub(lambda found: values.get(found.group(), found.group()), self.indonesian)
 
 
 class _Catalogue:
     """English messages to Indonesian: exact ones, and templates whose placeholders take the
-    message's own values. With `phrases`, a value that is itself in the catalogue (what changed,
-    in a sentence saying that it changed) is translated too; any other is kept as it is."""
+    message's own values. The values of the placeholders in `phrases` (what changed, in a
+    sentence saying that it changed) are translated too, when the catalogue has them; every other
+    value is kept as it is."""
 
-    def __init__(self, entries: Mapping[str, str], *, phrases: bool = False) -> None:
+    def __init__(self, entries: Mapping[str, str], *, phrases: frozenset[str] = frozenset()) -> None:
         self._exact = {english: text for english, text in entries.items() if not _PLACEHOLDER.search(english)}
         templates = [
             _Template.of(english, text) for english, text in entries.items() if _PLACEHOLDER.search(english)
@@ -92,6 +96,10 @@ class _Catalogue:
         self._phrases = phrases
 
     def lookup(self, message: str, depth: int = 0) -> str | None:
+        if len(message) > MAX_TRANSLATED:
+            # Matching is quadratic in the worst case, and no message of ours is this long: one
+            # that is holds what a file or a caller put in it, and stays as it is.
+            return None
         exact = self._exact.get(message)
         if exact is not None:
             return exact
@@ -99,9 +107,12 @@ class _Catalogue:
             values = template.values(message)
             if values is None:
                 continue
-            if self._phrases and depth < _MAX_NESTING:
-                values = tuple(self.phrase(value, depth + 1) or value for value in values)
-            return template.fill(values)
+            filled: dict[str, str] = {}
+            for placeholder, value in zip(template.placeholders, values, strict=True):
+                if placeholder in self._phrases and depth < _MAX_NESTING:
+                    value = self.phrase(value, depth + 1) or value
+                filled[placeholder] = value
+            return template.fill(filled)
         return None
 
     def phrase(self, text: str, depth: int = 0) -> str | None:
@@ -117,8 +128,10 @@ class _Catalogue:
 # A phrase within a phrase within a sentence ("The signature's timestamp: <what the CMS check
 # says>.") is as deep as the signer's sentences go.
 _MAX_NESTING = 3
+# Longer messages are never translated (see _Catalogue.lookup).
+MAX_TRANSLATED = 1000
 _MESSAGES = _Catalogue(INDONESIAN)
-_VERIFICATION = _Catalogue(INDONESIAN_VERIFICATION, phrases=True)
+_VERIFICATION = _Catalogue(INDONESIAN_VERIFICATION, phrases=VERIFICATION_PHRASES)
 
 
 def indonesian(message: str) -> str | None:

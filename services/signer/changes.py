@@ -285,8 +285,13 @@ class _Review:
             subtype = annotation.get("/Subtype") if isinstance(annotation, DictionaryObject) else None
             if self.level >= ANNOTATING and subtype != "/Widget":
                 continue
-            kind = str(subtype or "unknown").lstrip("/")
-            problems.append(f"An annotation ({kind}) was added to page {page} after this signature.")
+            if subtype is None:
+                problems.append(
+                    f"An annotation with no /Subtype was added to page {page} after this signature."
+                )
+            else:
+                kind = str(subtype).lstrip("/")
+                problems.append(f"An annotation ({kind}) was added to page {page} after this signature.")
         return problems
 
     def _form_filling(self, keys: set[str]) -> set[str]:

@@ -284,7 +284,11 @@ def _check_signature(
             base,
             covers_whole_document=covers_whole,
             revision=revision,
-            problems=(f"Signatures of type {base.sub_filter or 'unknown'} are not supported.",),
+            problems=(
+                (f"Signatures of type {base.sub_filter} are not supported.",)
+                if base.sub_filter
+                else ("The signature names no type (/SubFilter), so it cannot be checked.",)
+            ),
         )
     try:
         check = check_signed_data(contents)

@@ -188,7 +188,8 @@ def test_retail_user_buys_stamps_downloads_and_verifies(
         "12 byte(s) follow the signed revision without forming a revision of their own."
     ]
     assert indonesian["problems"] == [
-        "Ada 12 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri."
+        "Ada 12 byte tambahan setelah revisi yang ditandatangani, tetapi byte tersebut tidak"
+        " membentuk revisi tersendiri."
     ]
     assert [answer.headers["content-language"] for answer in answers.values()] == ["id", "en"]
 

@@ -459,7 +459,8 @@ def test_a_retail_user_stamps_a_document_through_the_page(
     page.get_by_label("PDF yang akan diperiksa").set_input_files(tampered_path)
     page.locator("#verify-form").get_by_role("button", name="Periksa", exact=True).click()
     expect(verdict.locator("li.bad").last).to_have_text(
-        "Ada 12 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri."
+        "Ada 12 byte tambahan setelah revisi yang ditandatangani, tetapi byte tersebut tidak"
+        " membentuk revisi tersendiri."
     )
 
     # English, remembered across a reload; the session survives the reload too. The report is

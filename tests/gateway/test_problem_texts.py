@@ -23,6 +23,7 @@ from services.gateway.problem_catalogue import (
 from services.gateway.problem_texts import (
     BAHASA,
     ENGLISH,
+    MAX_TRANSLATED,
     indonesian,
     preferred_language,
     verification_problem,
@@ -184,12 +185,13 @@ def test_every_verification_entry_is_something_the_signer_says_and_keeps_its_pla
     [
         (
             "The document was changed after it was signed: the signed bytes do not match.",
-            "Dokumen diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
+            "Dokumen telah diubah setelah ditandatangani: byte yang ditandatangani tidak cocok.",
         ),
         # A value kept as it is.
         (
             "4 byte(s) follow the signed revision without forming a revision of their own.",
-            "Ada 4 byte setelah revisi yang ditandatangani yang tidak membentuk revisi sendiri.",
+            "Ada 4 byte tambahan setelah revisi yang ditandatangani, tetapi byte tersebut tidak membentuk"
+            " revisi tersendiri.",
         ),
         # What changed is a phrase of its own, with the capital that begins the sentence.
         (
@@ -215,7 +217,7 @@ def test_every_verification_entry_is_something_the_signer_says_and_keeps_its_pla
         ("The signature is not a CMS SignedData.", "Tanda tangan bukan CMS SignedData."),
         (
             "The signature's timestamp: the timestamp token's message-digest does not match its content.",
-            "Cap waktu tanda tangan: message-digest pada token cap waktu tidak cocok dengan isinya.",
+            "Cap waktu tanda tangan: nilai message-digest pada token cap waktu tidak cocok dengan isinya.",
         ),
         (
             "The signature's timestamp is unreadable: the signature data cannot be read (ValueError).",
@@ -229,6 +231,24 @@ def test_every_verification_entry_is_something_the_signer_says_and_keeps_its_pla
             "The certificate CN=Uji,O=Contoh was not valid at 2026-01-02 03:04:05 UTC.",
             "Sertifikat CN=Uji,O=Contoh tidak berlaku pada 2026-01-02 03:04:05 UTC.",
         ),
+        # Why the revisions cannot be read, within the sentence saying so.
+        (
+            "The changes made after this signature cannot be read (the cross-reference table at 123 is"
+            " cut short).",
+            "Perubahan setelah tanda tangan ini tidak dapat dibaca (tabel cross-reference pada 123"
+            " terpotong).",
+        ),
+        # Only what names a change is translated within a sentence: a type the file gives, even
+        # one that reads like a phrase of the catalogue, stays as the file spells it...
+        (
+            "Signatures of type the page tree are not supported.",
+            "Tanda tangan jenis the page tree tidak didukung.",
+        ),
+        # ...and a value holding a placeholder's name is not filled in itself.
+        (
+            "An annotation ({page}) was added to page 2 after this signature.",
+            "Sebuah anotasi ({page}) ditambahkan ke halaman 2 setelah tanda tangan ini.",
+        ),
     ],
 )
 def test_verification_problems_are_in_indonesian_when_asked(problem: str, expected: str) -> None:
@@ -238,3 +258,97 @@ def test_verification_problems_are_in_indonesian_when_asked(problem: str, expect
 
 def test_a_verification_problem_not_in_the_catalogue_stays_in_english() -> None:
     assert verification_problem("A problem nobody wrote down.", BAHASA) == "A problem nobody wrote down."
+
+
+# Where the signer's verification says what is wrong with a signature.
+VERIFICATION_SOURCES = [
+    Path(__file__).resolve().parents[2] / "services" / "signer" / name
+    for name in (
+        "verification.py",
+        "changes.py",
+        "cms.py",
+        "chains.py",
+        "timestamp_tokens.py",
+        "revisions.py",
+    )
+]
+
+
+def _string(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_piece(value) for value in node.values)
+    return None
+
+
+LOG_CALLS = ("debug", "info", "warning", "error", "exception")
+
+
+def _problems_in_source() -> set[str]:
+    """What the verification modules can put into a report's problems: every sentence (a capital,
+    a placeholder or "..." first, a full stop last) outside docstrings and log calls, the
+    messages of CmsError and RevisionError, what is appended to a list of problems, and the
+    phrases naming what changed."""
+    found: set[str] = set()
+    for path in VERIFICATION_SOURCES:
+        tree = ast.parse(path.read_text(), str(path))
+        ignored: set[int] = set()
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            documented = isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and body
+            if documented and isinstance(body[0], ast.Expr):
+                ignored.add(id(body[0].value))
+            call = node.func if isinstance(node, ast.Call) else None
+            if isinstance(call, ast.Attribute) and call.attr in LOG_CALLS:
+                ignored.update(id(argument) for argument in node.args)
+            if isinstance(node, ast.JoinedStr):
+                ignored.update(id(value) for value in node.values)
+        for node in ast.walk(tree):
+            text = _string(node)
+            sentence = text is not None and " " in text and text.endswith(".")
+            if sentence and (text[:1].isupper() or text[:1] in "{.") and id(node) not in ignored:
+                found.add(text)
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                raised = isinstance(func, ast.Name) and func.id in ("CmsError", "RevisionError")
+                appended = (
+                    isinstance(func, ast.Attribute)
+                    and func.attr == "append"
+                    and isinstance(func.value, ast.Name)
+                    and func.value.id == "problems"
+                )
+                if (raised or appended) and (text := _string(node.args[0])) is not None:
+                    found.add(text)
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("_describe"):
+                for returned in ast.walk(node):
+                    if isinstance(returned, ast.Return) and returned.value is not None:
+                        found.update(_phrases_returned(returned.value))
+    return found
+
+
+def _phrases_returned(value: ast.expr) -> set[str]:
+    """The phrases a describing function returns: "page {n}", "object {number}" (with its type
+    appended when it has one), either side of a conditional."""
+    if isinstance(value, ast.IfExp):
+        return _phrases_returned(value.body) | _phrases_returned(value.orelse)
+    if isinstance(value, ast.BinOp):
+        return _phrases_returned(value.left)
+    text = _string(value)
+    return set() if text is None else {text}
+
+
+def test_everything_the_signer_says_about_a_signature_is_in_the_catalogue() -> None:
+    problems = _problems_in_source()
+    assert "The signature's byte range is malformed." in problems, "the sources are read"
+    missing = sorted(problem for problem in problems if problem not in INDONESIAN_VERIFICATION)
+    assert not missing, f"not in INDONESIAN_VERIFICATION: {missing}"
+
+
+def test_a_very_long_problem_is_left_as_it_is() -> None:
+    """Only a file's own text makes a problem this long (an annotation's /Subtype, a signature's
+    /SubFilter); matching it against the templates could take seconds, so it is not tried."""
+    hostile = "An annotation (" + ") was added to page " * 5000
+    assert verification_problem(hostile, BAHASA) == hostile
+    spelled_out = "Signatures of type " + "x" * MAX_TRANSLATED + " are not supported."
+    assert verification_problem(spelled_out, BAHASA) == spelled_out

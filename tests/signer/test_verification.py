@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import re
 from collections.abc import Callable
 
 import pytest
@@ -225,6 +226,17 @@ def test_a_signature_that_is_no_cms_says_so_in_a_sentence(
     report = ours(broken, trust_roots)
     assert report.problems == (problem,)
     assert not report.signature_valid
+
+
+def test_a_signature_that_names_no_type_says_so(
+    identity: SigningIdentity, trust_roots: list[x509.Certificate]
+) -> None:
+    stamped = stamp(read_corpus("sf-001-minimal-document.pdf"), identity)
+    sub_filter = re.search(rb"/SubFilter\s*/[^\s/<>\[\]()]+", stamped)
+    assert sub_filter is not None
+    unnamed = stamped.replace(sub_filter.group(), b" " * len(sub_filter.group()))
+    report = ours(unnamed, trust_roots)
+    assert report.problems == ("The signature names no type (/SubFilter), so it cannot be checked.",)
 
 
 def test_a_deleted_object_is_a_modification(

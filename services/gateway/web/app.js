@@ -29,8 +29,9 @@ const state = {
   waiting: null,
   history: null,
   report: null,
-  // The file the report is about, kept to ask again in the other language.
+  // The file the report is about, and its report in each language asked for so far.
   reportFile: null,
+  reports: {},
   serial: null,
 };
 
@@ -871,39 +872,54 @@ async function verify(event) {
   if (!file) return;
   state.report = null;
   state.reportFile = null;
+  state.reports = {};
   renderReport();
   showInfo("checking");
   await busy(event.target, async () => {
-    state.report = await verifyFile(file);
+    const language = state.language;
+    const report = await verifyFile(file, language);
+    const reports = { [language]: report };
     state.reportFile = file;
+    state.reports = reports;
+    state.report = report;
     clearMessage();
     renderReport();
+    // The language may have been switched while the file was being checked.
+    await translateReport();
   });
 }
 
-// The server reports what is wrong with a signature in the page's language.
-async function verifyFile(file) {
+// The server reports what is wrong with a signature in the language asked for.
+function verifyFile(file, language) {
   const form = new FormData();
   form.append("file", file);
-  const report = await call("POST", "/v1/verify", { form });
-  report.language = state.language;
-  return report;
+  return call("POST", "/v1/verify", { form, headers: { "Accept-Language": language } });
 }
 
-// After a language switch, the report's problems are asked for again in the new language.
+// The report in the page's language: kept from before, or asked for once more (only when it has
+// problems to tell, the one part the server words).
 async function translateReport() {
-  const { report, reportFile } = state;
-  if (!report || !reportFile || report.language === state.language) return;
-  if (!report.signatures.some((s) => s.problems.length)) return;
-  try {
-    const again = await verifyFile(reportFile);
-    if (state.report === report) {
-      state.report = again;
-      renderReport();
+  const { reportFile, reports } = state;
+  const language = state.language;
+  if (!reportFile || !state.report || state.report === reports[language]) return;
+  let report = reports[language];
+  if (!report) {
+    if (!Object.values(reports).some((r) => r.signatures.some((s) => s.problems.length))) {
+      reports[language] = state.report;
+      return;
     }
-  } catch {
-    // The report stays as it was, in the language it came in.
+    try {
+      report = await verifyFile(reportFile, language);
+    } catch {
+      // The report stays as it was, in the language it came in.
+      return;
+    }
+    reports[language] = report;
   }
+  // Another document was checked meanwhile, or the language switched again.
+  if (state.reports !== reports || state.language !== language) return translateReport();
+  state.report = report;
+  renderReport();
 }
 
 function signatureIsGood(s) {

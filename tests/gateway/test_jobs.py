@@ -5,6 +5,7 @@ and a real HTTP server on 127.0.0.1 that receives the callbacks and checks their
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -311,21 +312,12 @@ async def test_a_stopped_runner_leaves_work_the_next_start_finishes_charging_onc
     documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 5)
     # The signer's worker is held still while the stop begins, so the stop lands mid-job however
     # fast the documents stamp.
-    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
-    for worker in signer_workers:
-        os.kill(worker.pid, signal.SIGSTOP)
-    try:
+    with _signer_paused():
         job = await first.submit(parts.distributor, "job-3", documents, parts.receiver.url())
-        deadline = time.monotonic() + 60
-        while (await parts.balance()).held == 0:
-            assert time.monotonic() < deadline, "the first document never reached the signer"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: _held(parts), timeout_s=60)
         # A clean stop: the document being stamped finishes within the grace, no other one starts.
         stopping = asyncio.create_task(first.shutdown(30))
         await asyncio.sleep(0.2)
-    finally:
-        for worker in signer_workers:
-            os.kill(worker.pid, signal.SIGCONT)
     await stopping
     store = LocalJobStore(parts.jobs_dir)
     stopped = store.find(job.job_id)
@@ -510,22 +502,13 @@ async def test_a_replica_that_loses_a_jobs_lease_stops_it_and_the_new_holder_fin
     assert await first.start() == 0
     assert await second.start() == 0
     documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 4)
-    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
-    for worker in signer_workers:
-        os.kill(worker.pid, signal.SIGSTOP)
-    try:
+    with _signer_paused():
         job = await first.submit(parts.distributor, "job-lost", documents, parts.receiver.url())
         assert await client.get(KEY_PREFIX + job.job_id) == b"replica-a"
-        deadline = time.monotonic() + 60
-        while (await parts.balance()).held == 0:
-            assert time.monotonic() < deadline, "the first document never reached the signer"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: _held(parts), timeout_s=60)
         # Another replica holds the lease now (replica-a could not renew it in time, say).
         await client.set(KEY_PREFIX + job.job_id, b"replica-c", px=60_000)
         await asyncio.sleep(0.5)
-    finally:
-        for worker in signer_workers:
-            os.kill(worker.pid, signal.SIGCONT)
     # replica-a stopped the job at its next renewal: it stamps no more documents and calls nobody.
     await asyncio.sleep(1.0)
     stopped = LocalJobStore(parts.jobs_dir).find(job.job_id)
@@ -663,11 +646,7 @@ async def test_a_job_accepted_while_redis_is_away_waits_for_its_lease_then_runs_
         assert (balance.held, balance.consumed) == (0, 0), "nothing stamped without a sure lease"
         assert not parts.receiver.received
         own_redis.start()
-        done = await _done(jobs, parts.distributor, job.job_id)
-        assert [item.result.code for item in done.items if item.result] == ["OK", "OK"]
-        assert (await parts.balance()).consumed == 2
-        assert len(parts.receiver.received) == 1
-        await _lease_freed(client, job.job_id)
+        await _finished_once(jobs, parts, job, client)
     finally:
         await client.aclose()
 
@@ -681,18 +660,12 @@ async def test_results_made_while_redis_is_away_are_recorded_once_it_is_back(
     leases = RedisJobLeases(client, "replica-a", lease_s=1.5, retry_s=0.05)
     jobs = parts.runner(leases=leases, renew_s=0.1, workers=1, documents_at_once=1)
     documents = _documents(corpus, *["sf-001-minimal-document.pdf"] * 3)
-    signer_workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
-    for worker in signer_workers:
-        os.kill(worker.pid, signal.SIGSTOP)
-    try:
+    with _signer_paused():
         job = await jobs.submit(parts.distributor, "job-redis-gone", documents, parts.receiver.url())
         await eventually(lambda: _held(parts), timeout_s=60)
         # Redis goes while the first document is at the signer, and stays away past the lease.
         own_redis.stop()
         await asyncio.sleep(1.6)
-    finally:
-        for worker in signer_workers:
-            os.kill(worker.pid, signal.SIGCONT)
     await eventually(lambda: _consumed(parts, 1), timeout_s=60)
     await asyncio.sleep(0.5)
     kept = LocalJobStore(parts.jobs_dir).find(job.job_id)
@@ -702,12 +675,7 @@ async def test_results_made_while_redis_is_away_are_recorded_once_it_is_back(
     try:
         # Back, without the lease it had: the record is still the one this replica wrote last.
         own_redis.start()
-        done = await _done(jobs, parts.distributor, job.job_id)
-        assert [item.result.code for item in done.items if item.result] == ["OK"] * 3
-        balance = await parts.balance()
-        assert (balance.consumed, balance.held) == (3, 0)
-        assert len(parts.receiver.received) == 1
-        await _lease_freed(client, job.job_id)
+        await _finished_once(jobs, parts, job, client)
     finally:
         await client.aclose()
 
@@ -748,7 +716,32 @@ async def test_a_replica_whose_lease_lapsed_while_another_ran_the_job_leaves_the
         await client.aclose()
 
 
+async def _finished_once(jobs: StampJobs, parts: Parts, job: StampJob, client: redis.asyncio.Redis) -> None:
+    """The job is done: every document stamped and charged once, one callback, the lease free."""
+    done = await _done(jobs, parts.distributor, job.job_id)
+    assert [item.result.code for item in done.items if item.result] == ["OK"] * len(job.items)
+    balance = await parts.balance()
+    assert (balance.consumed, balance.held) == (len(job.items), 0)
+    assert len(parts.receiver.received) == 1
+    await _lease_freed(client, job.job_id)
+
+
+@contextlib.contextmanager
+def _signer_paused() -> Iterator[None]:
+    """The signer's stamping workers held still (SIGSTOP) for the block: a document sent meanwhile
+    waits at the signer, its hold reserved, however fast documents stamp."""
+    workers = [p for p in multiprocessing.active_children() if p.name == "stamping-worker"]
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGCONT)
+
+
 async def _held(parts: Parts) -> bool:
+    """Whether a document has reached the signer: its unit is held."""
     return (await parts.balance()).held > 0
 
 

@@ -4,8 +4,10 @@ the transport that sends an answer's writes of one step together, over a loopbac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -158,23 +160,37 @@ async def test_aborting_drops_what_is_pending() -> None:
     assert writes == []
 
 
-async def test_a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() -> None:
-    """Through uvicorn with the gateway's protocol: the answer is written in the step that also
-    sees the client's end of sending, after which asyncio closes the connection by itself."""
+def _refuse(status: int) -> Any:
+    """An application that answers every request at once, from its headers alone."""
 
     async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 429, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"{}"})
 
+    return refuse
+
+
+@contextlib.asynccontextmanager
+async def _served(app: Any) -> AsyncIterator[int]:
+    """app through uvicorn with the gateway's protocol, on a free loopback port (yielded)."""
     config = uvicorn.Config(
-        refuse, host="127.0.0.1", port=0, log_config=None, lifespan="off", http=bounded_http_protocol(10.0)
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="off", http=bounded_http_protocol(10.0)
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+
+
+async def test_a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() -> None:
+    """Through uvicorn with the gateway's protocol: the answer is written in the step that also
+    sees the client's end of sending, after which asyncio closes the connection by itself."""
+    async with _served(_refuse(429)) as port:
 
         def half_closing_client() -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
@@ -188,29 +204,13 @@ async def test_a_client_that_shuts_its_side_after_the_request_still_gets_the_ans
         for _ in range(5):
             answer = await asyncio.to_thread(half_closing_client)
             assert answer.startswith(b"HTTP/1.1 429") and answer.endswith(b"\r\n\r\n{}")
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)
 
 
 async def test_an_answer_before_the_body_is_in_closes_the_connection_and_says_so() -> None:
     """A refusal made from the headers alone: the client still sending its body is told the
     connection closes, so it sends its next request on a new one; with the body in, it stays open."""
-
-    async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    config = uvicorn.Config(
-        refuse, host="127.0.0.1", port=0, log_config=None, lifespan="off", http=bounded_http_protocol(10.0)
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
     request = b"POST /v1/stamps HTTP/1.1\r\nHost: gateway\r\nContent-Length: 9\r\n\r\n"
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with _served(_refuse(400)) as port:
 
         def client(body_first: bool) -> tuple[bytes, bool]:
             """The answer's head, and whether the server closed after it."""
@@ -232,6 +232,3 @@ async def test_an_answer_before_the_body_is_in_closes_the_connection_and_says_so
         head, closed = await asyncio.to_thread(client, True)
         assert head.startswith(b"http/1.1 400") and b"connection: close" not in head.split(b"\r\n")
         assert not closed
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 10)

@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from services.common import db
-from services.stack import _parent_death_signal, wait_healthy
+from services.common.boot import STACK_PARENT_VARIABLE
+from services.stack import wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -36,11 +37,13 @@ def popen_tied(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
 
     Through `setpriv --pdeathsig TERM` where util-linux has it, so no Python runs in the forked
     child: grpc's fork handlers run there otherwise, and abort the child while grpc.aio is busy in
-    the parent. Else through services.stack's pre-exec hook.
+    the parent. Else a service of ours asks for the signal itself once it runs (as under
+    `emeterai up`, services/common/boot.py), tied to this process rather than the thread.
     """
     if SETPRIV is not None and sys.platform.startswith("linux"):
         return subprocess.Popen([SETPRIV, "--pdeathsig", "TERM", "--", *command], **options)
-    return subprocess.Popen(command, preexec_fn=_parent_death_signal(), **options)
+    environment = options.pop("env", None) or dict(os.environ)
+    return subprocess.Popen(command, env=environment | {STACK_PARENT_VARIABLE: str(os.getpid())}, **options)
 
 
 def _free_address() -> str:

@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.boot import STACK_PARENT_VARIABLE
 from services.common.files import write_private_file
 
 STACK_ENV_FILE = "stack.env"
@@ -46,21 +46,6 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     health_address: str
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook so a child gets SIGTERM when `emeterai up` dies, even by SIGKILL (Linux).
-
-    libc is loaded here, in the parent: the hook itself only makes one system call, which is
-    safe between fork and exec even with other threads (gRPC's) running in the parent.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _secret(path: Path) -> str:
@@ -131,6 +116,10 @@ class Stack:
         # Other EMETERAI_* settings in the caller's environment (admission limits, say) reach
         # every process; the stack's own addresses, paths and secrets always win.
         base = dict(os.environ) | shared
+        # Each child asks for SIGTERM when this process dies (services/common/boot.py). Not a
+        # pre-exec hook: with one, subprocess forks this whole process, and a fork while gRPC's
+        # threads run can hang in the fork itself (seen as `emeterai up` stuck starting the gateway).
+        base[STACK_PARENT_VARIABLE] = str(os.getpid())
         plan = [("auth", self.layout.auth_address, {}), ("quota", self.layout.quota_address, {})]
         for index, address in enumerate(self.layout.signer_addresses):
             # One worker per replica: each replica is one core's worth, and the gateway spreads over them.
@@ -143,7 +132,6 @@ class Stack:
             )
         plan.append(("gateway", self.layout.grpc_address, {}))
         deadline = time.monotonic() + startup_timeout_s
-        die_with_parent = _parent_death_signal()
         for name, address, extra in plan:
             module = name.split("-")[0]
             log_file = open(data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
@@ -153,7 +141,6 @@ class Stack:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=Path(__file__).resolve().parent.parent,
-                preexec_fn=die_with_parent,
             )
             log_file.close()
             self.children.append(Child(name, process, address))

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,9 +90,29 @@ async def wait_for_termination() -> None:
     log.info("stopping")
 
 
+# Set by `emeterai up` (services/stack.py) to its own pid for the services it starts.
+STACK_PARENT_VARIABLE = "EMETERAI_STACK_PARENT_PID"
+
+
+def die_with_stack_parent() -> None:
+    """Under `emeterai up`: get SIGTERM when it dies, even by SIGKILL (Linux), so no service of a
+    stack that is gone keeps its ports. Asked for here, by the service itself, once it runs."""
+    parent = os.environ.get(STACK_PARENT_VARIABLE)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        # It died before the signal was asked for: nobody would send it now.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_service(name: str, settings_cls: type[S], serve: Callable[[S], Awaitable[None]]) -> None:
     """Entry point of `python -m services.<name>`: settings, logs, metrics, serve until a signal,
     exit 0. Metrics are served at settings.metrics_address when it is set."""
+    die_with_stack_parent()
     try:
         settings = load_settings(settings_cls)
     except SettingsError as exc:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -92,10 +94,7 @@ def running_stack(
         text=True,
         env={**os.environ, **(environment or {})},
     )
-    banner = ""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while "Press Ctrl-C" not in banner and time.monotonic() < deadline and process.poll() is None:
-        banner += process.stdout.readline()
+    banner = _banner(process, STARTUP_TIMEOUT_S)
     if "Press Ctrl-C" not in banner:
         process.kill()
         process.wait()
@@ -114,6 +113,33 @@ def running_stack(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _banner(process: subprocess.Popen[str], timeout_s: float) -> str:
+    """What `emeterai up` printed up to its "Press Ctrl-C" line, or until timeout_s is out or it
+    exits. Read by a thread, so a stack that hangs silently fails the test in time; the thread
+    stops at the banner, leaving the rest of the output to the test."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in iter(process.stdout.readline, ""):
+            lines.put(line)
+            if "Press Ctrl-C" in line:
+                break
+        lines.put(None)
+
+    threading.Thread(target=read, name="stack-banner", daemon=True).start()
+    banner = ""
+    deadline = time.monotonic() + timeout_s
+    while "Press Ctrl-C" not in banner and (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        banner += line
+    return banner
 
 
 def one_time_code(client: httpx.Client, e164: str) -> str:

@@ -720,3 +720,31 @@ def test_stack_stops_cleanly_on_sigterm(stack: RunningStack) -> None:
     assert stack.process.wait(timeout=60) == 0
     out = stack.process.stdout.read()
     assert "stopping" in out
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie waiting for a parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_services_of_a_stack_killed_outright_stop_with_it(tmp_path: Path) -> None:
+    """`emeterai up` killed with SIGKILL cannot stop its services; each asked to be sent SIGTERM
+    when it dies, so none keeps running and holding its port."""
+    with running_stack(tmp_path / "killed") as killed:
+        services = _children(killed.process.pid)
+        assert len(services) == 4, "auth, quota, a signer and the gateway"
+        killed.process.kill()
+        killed.process.wait()
+        deadline = time.monotonic() + 60
+        while left := [pid for pid in services if _running(pid)]:
+            assert time.monotonic() < deadline, f"services outlived their stack: {left}"
+            time.sleep(0.2)

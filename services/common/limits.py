@@ -26,6 +26,7 @@ import redis
 import redis.asyncio
 
 from services.common.errors import Unavailable
+from services.common.redis_state import RedisPause
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +233,12 @@ class RedisTokenBuckets:
     ) -> None:
         self._client = client
         self._bucket = client.register_script(_BUCKET)
-        self._fallback_s = fallback_s
-        self._clock = clock
+        self._away = RedisPause(fallback_s, clock)
         self._local = MemoryTokenBuckets(clock)
-        self._redis_back_at = 0.0
 
     @property
     def degraded(self) -> bool:
-        return self._clock() < self._redis_back_at
+        return self._away.active
 
     async def take(self, rule: BucketRule, key: str) -> float:
         """Take a token for key: 0 when allowed, else the seconds until one is there."""
@@ -249,7 +248,7 @@ class RedisTokenBuckets:
             wait_ms = int(await self._run(rule, key, "take"))
         except redis.RedisError:
             log.warning("token buckets fall back to this replica while Redis is away")
-            self._redis_back_at = self._clock() + self._fallback_s
+            self._away.failed()
             return self._local.take_now(rule, key)
         return wait_ms / 1000
 

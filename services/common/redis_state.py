@@ -3,6 +3,9 @@ the timeouts, so a Redis that hangs fails a call in seconds instead of holding i
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import redis
 import redis.asyncio
 
@@ -21,3 +24,21 @@ def async_redis_client(url: str) -> redis.asyncio.Redis:
         url, max_connections=ASYNC_MAX_CONNECTIONS, timeout=2, **_TIMEOUTS
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+class RedisPause:
+    """After a call to Redis failed, Redis is not tried for `pause_s`: the callers use their
+    fallback at once, instead of each waiting out the timeouts above while Redis is away."""
+
+    def __init__(self, pause_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._pause_s = pause_s
+        self._clock = clock
+        self._until = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._clock() < self._until
+
+    def failed(self) -> None:
+        """A call has just failed: pause from now."""
+        self._until = self._clock() + self._pause_s

@@ -50,6 +50,8 @@ import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
 
+from services.common.redis_state import RedisPause
+
 KEY_PREFIX = "emeterai:job-lease:"
 LEASE_S = 30.0
 RENEW_S = 10.0
@@ -138,9 +140,7 @@ class RedisJobLeases:
         # A third of the lease is left for a write started just before the end, and for the two
         # clocks running at slightly different rates.
         self.sure_s = lease_s * 2 / 3
-        self._retry_s = retry_s
-        self._clock = clock
-        self._redis_back_at = 0.0
+        self._away = RedisPause(retry_s, clock)
 
     async def hold(self, job_id: str) -> Held:
         return Held(int(await self._call(self._hold, job_id, [self._holder, self._lease_ms])))
@@ -149,10 +149,10 @@ class RedisJobLeases:
         await self._call(self._release, job_id, [self._holder])
 
     async def _call(self, script: AsyncScript, job_id: str, args: list[str | int]) -> object:
-        if self._clock() < self._redis_back_at:
+        if self._away.active:
             raise LeasesAway("the job leases were unreachable a moment ago")
         try:
             return await script(keys=[KEY_PREFIX + job_id], args=args)
         except redis.RedisError:
-            self._redis_back_at = self._clock() + self._retry_s
+            self._away.failed()
             raise

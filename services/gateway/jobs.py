@@ -327,8 +327,8 @@ class StampJobs:
         # Jobs with a task, by id: what GetStampJob reads while they move.
         self._live: dict[str, StampJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._writes: set[asyncio.Future[None]] = set()
-        # Each job's latest write: at most one at a time, under the job's write lock.
+        # Each running job's latest write: one at a time, under the job's write lock; the job's end
+        # waits for it, so no write outlives its run.
         self._writing: dict[str, asyncio.Future[None]] = {}
         self._stopping = asyncio.Event()
 
@@ -409,17 +409,13 @@ class StampJobs:
             try:
                 existing = await asyncio.to_thread(self._store.find, job_id)
                 if existing is not None:
-                    if (
-                        ours
-                        and (existing.owner, existing.fingerprint) == (owner, fingerprint)
-                        and existing.unfinished
-                        and job_id not in self._failed
-                        and not self._stopping.is_set()
-                    ):
+                    _same_job(existing, owner, fingerprint)
+                    resumable = existing.unfinished and job_id not in self._failed
+                    if ours and resumable and not self._stopping.is_set():
                         # Left by a replica that stopped, before any sweep took it up: it goes on here.
                         await self._resume(existing)
                         running = True
-                    return _same_job(existing, owner, fingerprint)
+                    return existing
                 if ours is False:
                     raise RequestInFlight("this job is being accepted; ask again in a moment")
                 if self._stopping.is_set():
@@ -468,8 +464,8 @@ class StampJobs:
         _, late = await asyncio.wait(tasks, timeout=grace_s)
         for task in late:
             task.cancel()
+        # Each run waits for its last write as it ends.
         await asyncio.gather(*late, return_exceptions=True)
-        await asyncio.gather(*self._writes, return_exceptions=True)
         log.info("stamp jobs stopped", extra={"cancelled": len(late)})
 
     async def _require_secret(self, owner: str) -> None:
@@ -747,10 +743,8 @@ class StampJobs:
             snapshot = copy.deepcopy(job)
             snapshot.revision += 1
             write = asyncio.ensure_future(asyncio.to_thread(self._store.save, snapshot))
-            self._writes.add(write)
-            write.add_done_callback(self._writes.discard)
             self._writing[job.job_id] = write
-            # A cancelled task's write still finishes; shutdown() and the job's end wait for it.
+            # A cancelled task's write still finishes; the job's end waits for it.
             await asyncio.shield(write)
             # Counted once on disk, so a record that failed to be written is not taken for ours.
             job.revision = snapshot.revision

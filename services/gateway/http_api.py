@@ -342,8 +342,7 @@ def _public_routes() -> APIRouter:
         document = await problems.read_upload(file, gateway.settings.max_upload_bytes)
         check_document(document, gateway.settings.max_upload_bytes)
         language = problems.request_language(request)
-        response.headers["Content-Language"] = language
-        response.headers["Vary"] = "Accept-Language"
+        response.headers.update(problems.language_headers(language))
         return verification_json(await verify_document(gateway.backends, document), language)
 
     @router.post("/payments/webhooks/{provider}", tags=["payments"], summary="Payment provider callback")

@@ -184,9 +184,14 @@ def _document(
     return document, said_in
 
 
+def language_headers(language: str) -> dict[str, str]:
+    """For an answer whose words depend on Accept-Language: which language it is in, and that a
+    cache must not give one caller's language to another."""
+    return {"Content-Language": language, "Vary": "Accept-Language"}
+
+
 def _headers(status: int, retry_after_s: int, language: str) -> dict[str, str]:
-    # The detail depends on Accept-Language: a cache must not give one caller's language to another.
-    headers = {"Content-Language": language, "Vary": "Accept-Language"}
+    headers = language_headers(language)
     if status in (429, 503) or retry_after_s:
         headers["Retry-After"] = str(retry_after_s or 5)
     if status == 401:

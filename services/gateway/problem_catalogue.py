@@ -179,9 +179,9 @@ INDONESIAN: dict[str, str] = {
 # as a sentence, gets its capital and full stop around the translation.
 VERIFICATION_PHRASES = frozenset(
     {
-        "{_sentence(self._describe(number))}",
-        "{_sentence(what)}",
-        "{_sentence(self._describe_item(item))}",
+        "{capitalised(self._describe(number))}",
+        "{capitalised(what)}",
+        "{capitalised(self._describe_item(item))}",
         "{problem}",
         "{exc}",
         "{whose}",
@@ -229,12 +229,12 @@ INDONESIAN_VERIFICATION: dict[str, str] = {
     "The changes made after this signature cannot be analysed ({type(exc).__name__}).": "Perubahan setelah tanda tangan ini tidak dapat dianalisis ({type(exc).__name__}).",
     "... and {more} more changes that are not allowed.": "... dan {more} perubahan lain yang tidak diizinkan.",
     "The document catalog was replaced after this signature.": "Katalog dokumen diganti setelah tanda tangan ini.",
-    "{_sentence(self._describe(number))} was deleted after this signature.": "{_sentence(self._describe(number))} dihapus setelah tanda tangan ini.",
-    "{_sentence(what)} was changed after this signature.": "{_sentence(what)} diubah setelah tanda tangan ini.",
+    "{capitalised(self._describe(number))} was deleted after this signature.": "{capitalised(self._describe(number))} dihapus setelah tanda tangan ini.",
+    "{capitalised(what)} was changed after this signature.": "{capitalised(what)} diubah setelah tanda tangan ini.",
     "The document catalog's {key} entry was changed after this signature.": "Entri {key} pada katalog dokumen diubah setelah tanda tangan ini.",
     "The interactive form was removed after this signature.": "Formulir interaktif dihapus setelah tanda tangan ini.",
     "The interactive form's {key} entry was changed after this signature.": "Entri {key} pada formulir interaktif diubah setelah tanda tangan ini.",
-    "{_sentence(self._describe_item(item))} was removed from the form.": "{_sentence(self._describe_item(item))} dihapus dari formulir.",
+    "{capitalised(self._describe_item(item))} was removed from the form.": "{capitalised(self._describe_item(item))} dihapus dari formulir.",
     "A form field other than a signature was added after this signature.": "Kolom formulir selain tanda tangan ditambahkan setelah tanda tangan ini.",
     "An annotation was removed from page {page} after this signature.": "Sebuah anotasi dihapus dari halaman {page} setelah tanda tangan ini.",
     "An annotation ({kind}) was added to page {page} after this signature.": "Sebuah anotasi ({kind}) ditambahkan ke halaman {page} setelah tanda tangan ini.",

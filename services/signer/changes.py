@@ -192,7 +192,7 @@ class _Review:
                 continue  # a new object: judged where a changed object starts to refer to it
             generation = final[number]
             if generation is None or generation != signed_generations[number]:
-                problems.append(f"{_sentence(self._describe(number))} was deleted after this signature.")
+                problems.append(f"{capitalised(self._describe(number))} was deleted after this signature.")
                 continue
             old = self.signed.get_object(IndirectObject(number, generation, self.signed))
             new = self.current.get_object(IndirectObject(number, generation, self.current))
@@ -205,7 +205,7 @@ class _Review:
 
     def _judge(self, number: int, old: PdfObject | None, new: PdfObject | None) -> list[str]:
         what = self._describe(number)
-        changed = f"{_sentence(what)} was changed after this signature."
+        changed = f"{capitalised(what)} was changed after this signature."
         if number in self._dss_objects():
             return []
         if number == (self.earlier[0].root or (0, 0))[0]:
@@ -269,7 +269,9 @@ class _Review:
 
     def _judge_fields(self, old: PdfObject | None, new: PdfObject | None) -> list[str]:
         removed, added = _list_difference(old, new)
-        problems = [f"{_sentence(self._describe_item(item))} was removed from the form." for item in removed]
+        problems = [
+            f"{capitalised(self._describe_item(item))} was removed from the form." for item in removed
+        ]
         for item in added:
             if not self._is_new_signature(item):
                 problems.append("A form field other than a signature was added after this signature.")
@@ -350,7 +352,7 @@ class _Review:
         return self._describe(item.idnum) if isinstance(item, IndirectObject) else "a form field"
 
 
-def _sentence(what: str) -> str:
+def capitalised(what: str) -> str:
     """what, to begin a sentence: its first letter capital, as str.capitalize() would make it, but
     the rest left alone, so a field's name reads as the form spells it."""
     return what[:1].upper() + what[1:]

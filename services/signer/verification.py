@@ -19,7 +19,7 @@ from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject, PdfObject, read_object
 
 from services.signer.chains import chain_trusted
-from services.signer.changes import MODIFIED, NONE, ChangeReview, RevisionHistory
+from services.signer.changes import MODIFIED, NONE, ChangeReview, RevisionHistory, capitalised
 from services.signer.cms import CmsCheck, CmsError, check_signed_data, document_digest
 from services.signer.documents import document_key, open_pdf, reading_pdf
 from services.signer.encryption import DocumentKey
@@ -338,7 +338,7 @@ def _check_signature(
 
 def _sentence(phrase: str) -> str:
     """A CMS check's phrase ("the signature has no signed attributes") as a problem of the report."""
-    return phrase[:1].upper() + phrase[1:] + "."
+    return capitalised(phrase) + "."
 
 
 def _kind(raw: _RawSignature) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -57,20 +58,28 @@ def test_indonesian_is_for_whoever_prefers_it(header: str, language: str) -> Non
     assert preferred_language(header) == language
 
 
-def _messages_in_source() -> set[str]:
+@functools.cache
+def _messages_in_source() -> frozenset[str]:
     """Every string the source can produce as a literal, f-strings written with their
-    placeholders as the catalogue writes them; adjacent literals joined, as Python joins them."""
+    placeholders as the catalogue writes them; adjacent literals joined, as Python joins them.
+    Read once for every test that asks."""
     found: set[str] = set()
     for path in (path for source in SOURCES for path in source.rglob("*.py")):
         if path.name == "problem_catalogue.py":
             # The catalogue itself says every English message: it must be found elsewhere.
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                found.add(node.value)
-            elif isinstance(node, ast.JoinedStr):
-                found.add("".join(_piece(value) for value in node.values))
-    return found
+            if (text := _string(node)) is not None:
+                found.add(text)
+    return frozenset(found)
+
+
+def _string(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_piece(value) for value in node.values)
+    return None
 
 
 def _piece(value: ast.expr) -> str:
@@ -272,14 +281,6 @@ VERIFICATION_SOURCES = [
         "revisions.py",
     )
 ]
-
-
-def _string(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        return "".join(_piece(value) for value in node.values)
-    return None
 
 
 LOG_CALLS = ("debug", "info", "warning", "error", "exception")
